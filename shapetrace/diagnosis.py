@@ -1,0 +1,150 @@
+"""Each break's message, cause and fix, derived from the records alone."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from shapetrace.analysis import block_name, format_shape, full_name, spatial
+from shapetrace.records import Break, BreakSide, ShapeWarning, Trace
+
+_FUNCTION_NAMES = {"cat": "torch.cat", "stack": "torch.stack", "add": "+"}
+
+
+def explain(trace: Trace) -> Trace:
+    """The trace with every break's message, cause and fix filled in."""
+    breaks = tuple(_explain(trace, brk) for brk in trace.breaks)
+    return dataclasses.replace(trace, breaks=breaks)
+
+
+def _explain(trace: Trace, brk: Break) -> Break:
+    if brk.kind == "size" and brk.op in _FUNCTION_NAMES:
+        return _explain_merge(trace, brk)
+    if brk.kind == "channels":
+        return _explain_channels(trace, brk)
+    return _explain_error(trace, brk)
+
+
+def _where(trace: Trace, brk: Break) -> str:
+    layer = trace.layers[brk.layer]
+    where = f"{full_name(trace, brk.layer)} ({layer.type})"
+    if brk.leaf != brk.layer and trace.layers[brk.leaf].depth > layer.depth:
+        where += f" at {full_name(trace, brk.leaf)}"
+    return where
+
+
+def _side(trace: Trace, side: BreakSide) -> str:
+    return f"{side.role} {format_shape(side.shape)} from {block_name(trace, side.producer)}"
+
+
+def _explain_merge(trace: Trace, brk: Break) -> Break:
+    main = next((s for s in brk.sides if s.role == "up path"), brk.sides[0])
+    others = [s for s in brk.sides if s is not main and s.shape != main.shape]
+    other = others[0] if others else brk.sides[-1]
+    differing = [
+        f"dim {d}: {a} vs {b}" for d, (a, b) in enumerate(zip(main.shape, other.shape, strict=False)) if a != b and d != brk.dim
+    ]
+    function = _FUNCTION_NAMES[brk.op] + (f"(dim={brk.dim})" if brk.dim >= 0 else "")
+    message = (
+        f"{_where(trace, brk)}: {function} joins {_side(trace, main)} and {_side(trace, other)}; "
+        f"they differ in {', '.join(differing)}"
+    )
+    floored = _first_floor(trace, brk)
+    if floored is not None:
+        before, after = floored.input_size, floored.output_size
+        cause = (
+            f"{block_name(trace, floored.layer)} ({trace.layers[floored.layer].type}) floored an odd size: "
+            f"{format_size_pair(before, after)} ({_first_odd(before, floored.stride)} is not divisible by "
+            f"{floored.stride}); the up path doubles back to {format_size_pair(spatial(main.shape))} "
+            f"while the skip kept {format_size_pair(spatial(other.shape))}"
+        )
+    else:
+        cause = (
+            f"the up path reaches the merge at {format_size_pair(spatial(main.shape))} but the skip "
+            f"from {block_name(trace, other.producer)} is {format_size_pair(spatial(other.shape))}"
+        )
+    return dataclasses.replace(brk, message=message, cause=cause, fix=_size_fix(trace))
+
+
+def _size_fix(trace: Trace) -> str:
+    rule = trace.size_rule
+    if rule is not None and rule.nearest:
+        nearest = " or ".join(str(size) for size in rule.nearest)
+        return (
+            f"use an input size that is a multiple of {rule.multiple} (at least {rule.minimum}), e.g. {nearest}; "
+            f"or pad the input to {rule.nearest[-1]}; or pass the skip's size to the upsampler "
+            f"(F.interpolate(x, size=skip.shape[-2:]))"
+        )
+    return (
+        "use an input size that every downsampling stride divides; or pad the input; or pass the skip's "
+        "size to the upsampler (F.interpolate(x, size=skip.shape[-2:]))"
+    )
+
+
+def _first_floor(trace: Trace, brk: Break) -> ShapeWarning | None:
+    return next((w for w in trace.warnings if w.layer < brk.leaf or w.layer < brk.layer), None)
+
+
+def _first_odd(size: tuple[int, ...], stride: int) -> int:
+    return next((extent for extent in size if extent % stride), size[0])
+
+
+def format_size_pair(before: tuple[int, ...], after: tuple[int, ...] | None = None) -> str:
+    text = "×".join(str(extent) for extent in before) if len(set(before)) > 1 else str(before[0]) if before else "?"
+    if after is None:
+        return text
+    return f"{text} → {format_size_pair(after)}"
+
+
+def _explain_channels(trace: Trace, brk: Break) -> Break:
+    expected = brk.expected[0]
+    got = sum(side.channels for side in brk.sides)
+    leaf = trace.layers[brk.leaf]
+    leaf_text = f"{full_name(trace, brk.leaf)} ({leaf.type})"
+    consumer = full_name(trace, brk.layer)
+    if len(brk.sides) > 1:
+        parts = " + ".join(
+            f"{side.channels} from {'the skip of ' if side.role == 'skip' else ''}{block_name(trace, side.producer)}"
+            for side in brk.sides
+        )
+        message = f"{leaf_text} expects {expected} channels but receives {got} = {parts}"
+        cause = (
+            f"{consumer} was built for {expected} input channels, but the concatenation before it "
+            f"delivers {got} ({parts})"
+        )
+        fix = f"build {consumer} for {got} input channels ({' + '.join(str(s.channels) for s in brk.sides)})"
+    else:
+        side = brk.sides[0]
+        source = block_name(trace, side.producer)
+        message = f"{leaf_text} expects {expected} channels but receives {got} from {source}"
+        cause = f"{leaf_text} was built for {expected} input channels; {source} outputs {got}"
+        fix = f"build {full_name(trace, brk.leaf)} for {got} input channels, or make {source} output {expected}"
+    as_written = dict(trace.config).get("variant") == "as-written"
+    if as_written and trace.model == "UNet" and brk.layer >= 0 and full_name(trace, brk.layer).startswith("ups."):
+        cause += (
+            "; UNet(variant='as-written') builds the up path with the tutorial's "
+            "`out_channels = n_channels * chs[ch_ind - 1]`, which takes chs[-1] at the first up level, "
+            "and never updates in_channels"
+        )
+    if brk.dim >= 0 and leaf.type != trace.layers[brk.layer].type:
+        message = f"{consumer}: {message}"
+    return dataclasses.replace(brk, message=message, cause=cause, fix=fix)
+
+
+def _explain_error(trace: Trace, brk: Break) -> Break:
+    leaf = trace.layers[brk.leaf] if trace.layers else None
+    where = f"{full_name(trace, brk.leaf)} ({leaf.type})" if leaf is not None else trace.model
+    detail = brk.message
+    inputs = ", ".join(format_shape(side.shape) for side in brk.sides)
+    message = f"{where} raised {brk.op}: {detail}"
+    if brk.kind == "interrupted":
+        return dataclasses.replace(brk, message=f"interrupted in {where}", cause="Ctrl-C", fix="")
+    if brk.kind == "size" and "too small" in detail:
+        cause = f"the size shrank too far before {where} (its inputs: {inputs})"
+        fix = "use a larger input, or fewer downsampling levels"
+    elif brk.kind == "size":
+        cause = f"{where} received {inputs or 'no tensors'}, which it cannot use"
+        fix = "see the shapes recorded before this layer"
+    else:
+        cause = f"{where} raised something that is not a shape mismatch (its inputs: {inputs or 'none'})"
+        fix = "fix the forward, or trace with --device cpu if it needs real values"
+    return dataclasses.replace(brk, message=message, cause=cause, fix=fix)

@@ -1,0 +1,310 @@
+"""The tracer's private, mutable state, frozen into records once the forward is over.
+
+Tensors are tagged by `id()`, each tag holding a weak reference to its tensor: a reused id
+(a tensor freed and another allocated at the same address) is told apart, the user's
+tensors are never modified, and no intermediate tensor is kept alive by the trace.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from shapetrace.records import (
+    BROKEN,
+    DOWNSTREAM,
+    FAILED,
+    OK,
+    Break,
+    BreakSide,
+    LayerRecord,
+    Shape,
+    ShapeWarning,
+    SkipPair,
+)
+
+MODEL_INPUT = -1  # producer of the tensors handed to the model
+
+
+@dataclass(slots=True)
+class Tag:
+    """What the trace knows of one live tensor."""
+
+    ref: weakref.ref[torch.Tensor]
+    producer: int
+    """The innermost call that returned it, or whose output it was derived from."""
+    made_at: int
+    """Event number when the tag was made; tells tensors made inside a call from inputs."""
+    returned_by: int = -1
+    """The outermost call that returned this very object (the block of an additive merge)."""
+    merge: int = -1
+    """The merge that made it (or its source), until a call consumes it."""
+    bad: int = -1
+    """The break reported on this tensor; further uses are the same break, not a new one."""
+    downstream: bool = False
+    """Computed from a stand-in that replaced a broken tensor."""
+
+
+@dataclass(slots=True)
+class Call:
+    """One module call while it is being recorded."""
+
+    index: int
+    module: torch.nn.Module
+    name: str
+    depth: int
+    parent: int | None
+    started_at: int
+    inputs: tuple[Shape, ...]
+    producers: tuple[int, ...]
+    """Producers of the tensor arguments: the call-level data flow into this call."""
+    outputs: tuple[Shape, ...] = ()
+    status: str = OK
+    children: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One input of a merge."""
+
+    producer: int
+    shape: Shape
+    role: str
+    """"main" (the input from the latest call), "skip", or "input" (neither)."""
+
+
+@dataclass(slots=True)
+class Merge:
+    """One torch.cat or stack, or an addition that joins a skip to the main path."""
+
+    op: str
+    dim: int
+    origin: int
+    """The innermost call running when the merge happened."""
+    parts: tuple[Part, ...]
+    target: int = -1
+    """The first call that received the merged tensor."""
+
+    @property
+    def main(self) -> Part:
+        return next(part for part in self.parts if part.role == "main")
+
+
+@dataclass(slots=True)
+class PendingBreak:
+    """A break before its merge's target is known."""
+
+    leaf: int
+    kind: str
+    op: str
+    dim: int
+    sides: tuple[BreakSide, ...]
+    expected: Shape = ()
+    merge: int = -1
+    layer: int = -1
+    detail: str = ""
+    """The exception text, for kind "error"."""
+
+
+class Recorder:
+    """Calls, tensor tags, merges and breaks of one forward."""
+
+    def __init__(self, names: dict[int, str]) -> None:
+        self.names = names
+        self.calls: list[Call] = []
+        self.stack: list[int] = []
+        self.tags: dict[int, Tag] = {}
+        self.merges: list[Merge] = []
+        self.breaks: list[PendingBreak] = []
+        self.warnings: list[ShapeWarning] = []
+        self.events = 0
+
+    # --- tags -------------------------------------------------------------------------
+
+    def tag_of(self, tensor: torch.Tensor) -> Tag | None:
+        tag = self.tags.get(id(tensor))
+        if tag is not None and tag.ref() is tensor:
+            return tag
+        return None
+
+    def producer_of(self, tensor: torch.Tensor) -> int:
+        tag = self.tag_of(tensor)
+        return MODEL_INPUT if tag is None else tag.producer
+
+    def set_tag(self, tensor: torch.Tensor, producer: int, **fields: Any) -> Tag:
+        self.events += 1
+        tag = Tag(weakref.ref(tensor), producer, self.events, **fields)
+        self.tags[id(tensor)] = tag
+        return tag
+
+    def inherit(self, tensor: torch.Tensor, source: Tag, **overrides: Any) -> None:
+        """Tag a tensor derived by plain functions from `source`'s tensor: same producer."""
+        fields = {"merge": source.merge, "bad": source.bad, "downstream": source.downstream}
+        fields.update(overrides)
+        self.set_tag(tensor, source.producer, **fields)
+
+    # --- calls ------------------------------------------------------------------------
+
+    @property
+    def current(self) -> int:
+        return self.stack[-1] if self.stack else MODEL_INPUT
+
+    def begin(self, module: torch.nn.Module, tensors: list[torch.Tensor]) -> None:
+        parent = self.stack[-1] if self.stack else None
+        if parent is not None:
+            self.calls[parent].children += 1
+        index = len(self.calls)
+        self.events += 1
+        producers = []
+        downstream = False
+        for tensor in tensors:
+            tag = self.tag_of(tensor)
+            if tag is None:
+                producers.append(MODEL_INPUT)
+                continue
+            producers.append(tag.producer)
+            downstream = downstream or tag.downstream or tag.bad >= 0
+            if tag.merge >= 0 and self.merges[tag.merge].target < 0:
+                self.merges[tag.merge].target = index
+        call = Call(
+            index=index,
+            module=module,
+            name=self.names.get(id(module), type(module).__name__),
+            depth=len(self.stack),
+            parent=parent,
+            started_at=self.events,
+            inputs=tuple(tuple(t.shape) for t in tensors),
+            producers=tuple(producers),
+            status=DOWNSTREAM if downstream else OK,
+        )
+        self.calls.append(call)
+        self.stack.append(index)
+
+    def end(self, outputs: list[torch.Tensor], raised: bool) -> None:
+        index = self.stack.pop()
+        call = self.calls[index]
+        if raised:
+            call.status = FAILED
+            return
+        call.outputs = tuple(tuple(t.shape) for t in outputs)
+        for tensor in outputs:
+            tag = self.tag_of(tensor)
+            if tag is None:
+                self.set_tag(tensor, index, returned_by=index)
+            elif tag.made_at > call.started_at:
+                if tag.returned_by < 0:
+                    # Made inside this call by functions, not returned by a child: this
+                    # call is the innermost one that returned it.
+                    tag.producer = index
+                tag.returned_by = index
+            # Otherwise the call passed its input through (nn.Identity): the tag stays.
+        if call.children == 0:
+            self._check_floored_size(call)
+
+    def unwind(self) -> int:
+        """Mark the calls still running as failed; returns the innermost, or -1."""
+        innermost = self.stack[-1] if self.stack else MODEL_INPUT
+        while self.stack:
+            self.calls[self.stack.pop()].status = FAILED
+        return innermost
+
+    def _check_floored_size(self, call: Call) -> None:
+        """Warn when a leaf shrinks a spatial size that its stride does not divide."""
+        if not call.inputs or not call.outputs:
+            return
+        before, after = call.inputs[0], call.outputs[0]
+        if len(before) < 3 or len(before) != len(after):
+            return
+        for size_in, size_out in zip(before[2:], after[2:], strict=True):
+            if 0 < size_out < size_in:
+                stride = round(size_in / size_out)
+                if stride >= 2 and size_in % stride:
+                    message = (
+                        f"{call.name} ({type(call.module).__name__}) turns size {size_in} into {size_out}: "
+                        f"{size_in} is not divisible by its stride {stride}, so a row or column is lost"
+                    )
+                    self.warnings.append(ShapeWarning(call.index, message, before[2:], after[2:], stride))
+                    return
+
+    # --- data flow --------------------------------------------------------------------
+
+    def ancestry(self, source: int, main: int) -> set[int] | None:
+        """Calls on paths from `source` to `main` (exclusive), or None if `source` does not feed it."""
+        if source < 0 or source >= main:
+            return None
+        seen: set[int] = set()
+        frontier = [main]
+        found = False
+        while frontier:
+            node = frontier.pop()
+            for producer in self.calls[node].producers:
+                if producer == source:
+                    found = True
+                elif producer > source and producer not in seen:
+                    seen.add(producer)
+                    frontier.append(producer)
+        return seen if found else None
+
+    def crosses_resolution(self, visited: set[int], shape: Shape) -> bool:
+        """True when some call between a skip's source and its merge works at another size."""
+        for index in visited:
+            outputs = self.calls[index].outputs
+            if outputs and len(outputs[0]) == len(shape) and outputs[0][2:] != shape[2:]:
+                return True
+        return False
+
+    # --- freezing ---------------------------------------------------------------------
+
+    def layers(self, params: dict[int, int]) -> tuple[LayerRecord, ...]:
+        broken = {brk.leaf for brk in self.breaks} | {self._break_layer(brk) for brk in self.breaks}
+        return tuple(
+            LayerRecord(
+                index=call.index,
+                name=call.name,
+                type=type(call.module).__name__,
+                depth=call.depth,
+                parent=call.parent,
+                inputs=call.inputs,
+                outputs=call.outputs,
+                params=params[id(call.module)],
+                status=BROKEN if call.index in broken else call.status,
+            )
+            for call in self.calls
+        )
+
+    def skips(self) -> tuple[SkipPair, ...]:
+        pairs = []
+        for merge in self.merges:
+            target = merge.target if merge.target >= 0 else max(merge.origin, 0)
+            main = merge.main
+            for part in merge.parts:
+                if part.role == "skip":
+                    pairs.append(
+                        SkipPair(part.producer, target, merge.op, merge.dim, part.shape, main.producer, main.shape)
+                    )
+        return tuple(pairs)
+
+    def _break_layer(self, brk: PendingBreak) -> int:
+        if brk.layer >= 0:
+            return brk.layer
+        if brk.merge >= 0 and self.merges[brk.merge].target >= 0:
+            return self.merges[brk.merge].target
+        return max(brk.leaf, 0)
+
+    def frozen_breaks(self) -> tuple[Break, ...]:
+        return tuple(
+            Break(
+                layer=self._break_layer(brk),
+                leaf=max(brk.leaf, 0),
+                kind=brk.kind,
+                message=brk.detail,
+                op=brk.op,
+                dim=brk.dim,
+                sides=brk.sides,
+                expected=brk.expected,
+            )
+            for brk in self.breaks
+        )
