@@ -96,7 +96,7 @@ def _area(size: Shape) -> int:
 
 
 def describe_change(inputs: Shape, outputs: Shape) -> str:
-    """"channels 64→128, size 224→112" for an activation; "" when nothing changed."""
+    """ "channels 64→128, size 224→112" for an activation; "" when nothing changed."""
     if len(inputs) < 2 or len(outputs) < 2:
         return ""
     changes = []

@@ -32,6 +32,13 @@ def _where(trace: Trace, brk: Break) -> str:
     return where
 
 
+def _block(trace: Trace, index: int) -> str:
+    """ "downs.2 (Downsample)": a call named at the display depth, with its type."""
+    name = block_name(trace, index)
+    block = next(layer for layer in trace.layers if (layer.name or layer.type) == name)
+    return f"{name} ({block.type})"
+
+
 def _side(trace: Trace, side: BreakSide) -> str:
     return f"{side.role} {format_shape(side.shape)} from {block_name(trace, side.producer)}"
 
@@ -40,19 +47,18 @@ def _explain_merge(trace: Trace, brk: Break) -> Break:
     main = next((s for s in brk.sides if s.role == "up path"), brk.sides[0])
     others = [s for s in brk.sides if s is not main and s.shape != main.shape]
     other = others[0] if others else brk.sides[-1]
-    differing = [
-        f"dim {d}: {a} vs {b}" for d, (a, b) in enumerate(zip(main.shape, other.shape, strict=False)) if a != b and d != brk.dim
-    ]
+    differing = [d for d, (a, b) in enumerate(zip(main.shape, other.shape, strict=False)) if a != b and d != brk.dim]
     function = _FUNCTION_NAMES[brk.op] + (f"(dim={brk.dim})" if brk.dim >= 0 else "")
+    their = " vs ".join("×".join(str(shape[d]) for d in differing) for shape in (main.shape, other.shape))
     message = (
         f"{_where(trace, brk)}: {function} joins {_side(trace, main)} and {_side(trace, other)}; "
-        f"they differ in {', '.join(differing)}"
+        f"dim{'s' * (len(differing) > 1)} {', '.join(map(str, differing))} differ ({their})"
     )
     floored = _first_floor(trace, brk)
     if floored is not None:
         before, after = floored.input_size, floored.output_size
         cause = (
-            f"{block_name(trace, floored.layer)} ({trace.layers[floored.layer].type}) floored an odd size: "
+            f"{_block(trace, floored.layer)} floored an odd size: "
             f"{format_size_pair(before, after)} ({_first_odd(before, floored.stride)} is not divisible by "
             f"{floored.stride}); the up path doubles back to {format_size_pair(spatial(main.shape))} "
             f"while the skip kept {format_size_pair(spatial(other.shape))}"

@@ -20,11 +20,12 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
+from shapetrace import metashapes
 from shapetrace.checks import EXPECTATIONS, Expectation, meta_concatenate, resize, resize_like
 from shapetrace.recorder import MODEL_INPUT, Merge, Part, PendingBreak, Recorder, Tag
 from shapetrace.records import BreakSide, Trace
 
-__all__ = ["trace", "run_trace"]
+__all__ = ["run_trace", "trace"]
 
 _CONCATENATIONS: dict[Callable[..., Any], str] = {
     torch.cat: "cat",
@@ -37,7 +38,7 @@ _ADDITIONS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add
 _SIZE_ERROR = re.compile(r"size|shape|dimension|broadcast|match|too small", re.IGNORECASE)
 
 
-class _StopTrace(Exception):
+class _StopTracing(Exception):  # noqa: N818 - a signal to unwind the forward, not an error
     """Raised inside the forward to stop at the first break (--first-break)."""
 
 
@@ -101,7 +102,7 @@ def _observed_forward(model: nn.Module, args: Sequence[Any], kwargs: dict[str, A
             module.training = False
         with torch.no_grad(), observer:
             output = model(*args, **kwargs)
-    except _StopTrace:
+    except _StopTracing:
         observer.recorder.unwind()
     except KeyboardInterrupt:
         observer.fail(KeyboardInterrupt("interrupted"), kind="interrupted")
@@ -163,13 +164,12 @@ class _Observer(TorchFunctionMode):
         failed = [call.index for call in recorder.calls if call.status == "failed"]
         leaf = recorder.unwind()
         if failed:
-            leaf = max(failed) if leaf < 0 else max(leaf, max(failed))
+            leaf = max(leaf, *failed)
         sides = ()
         if leaf >= 0:
             call = recorder.calls[leaf]
             sides = tuple(
-                BreakSide("input", shape, producer)
-                for shape, producer in zip(call.inputs, call.producers, strict=True)
+                BreakSide("input", shape, producer) for shape, producer in zip(call.inputs, call.producers, strict=True)
             )
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         recorder.breaks.append(PendingBreak(leaf, kind, type(error).__name__, -1, sides, detail=detail))
@@ -189,7 +189,7 @@ class _Observer(TorchFunctionMode):
             return self._checked(func, expectation, args, kwargs)
         if func is torch.arange and _wants_meta(kwargs) and not any(isinstance(a, torch.Tensor) for a in args):
             return _meta_arange(args, kwargs)
-        output = func(*args, **kwargs)
+        output = metashapes.call(func, args, kwargs)
         if isinstance(output, torch.Tensor):
             self._derive(output, args)
         elif isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
@@ -261,7 +261,7 @@ class _Observer(TorchFunctionMode):
         brk = PendingBreak(self.recorder.current, "size", op, dim, sides, tuple(expected), merge=merge_id)
         self.recorder.breaks.append(brk)
         if self.first_break:
-            raise _StopTrace
+            raise _StopTracing
 
     def _add(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         left = args[0] if args else kwargs.get("input")
@@ -291,7 +291,8 @@ class _Observer(TorchFunctionMode):
         main_shape = (left, right)[main].shape
         self._size_break("add", -1, parts, main_shape, merge_id)
         operands = [resize_like(t, main_shape, None) for t in (left, right)]
-        output = func(*operands, *args[2:], **{k: v for k, v in kwargs.items() if k not in ("input", "other")})
+        rest = {key: value for key, value in kwargs.items() if key not in ("input", "other")}
+        output = metashapes.call(func, (*operands, *args[2:]), rest)
         recorder.set_tag(output, parts[main].producer, merge=merge_id, downstream=True)
         return output
 
@@ -316,7 +317,7 @@ class _Observer(TorchFunctionMode):
         stand_in = resize(received, found.dim, found.expected)
         arguments = list(args)
         arguments[found.argument] = stand_in
-        output = func(*arguments, **kwargs)
+        output = metashapes.call(func, arguments, kwargs)
         if isinstance(output, torch.Tensor):
             recorder.inherit(output, tag, bad=-1, merge=-1, downstream=True)
         return output
@@ -326,9 +327,7 @@ class _Observer(TorchFunctionMode):
         merge = recorder.merges[tag.merge] if tag.merge >= 0 else None
         roles = {"main": "up path", "skip": "skip", "input": "input"}
         if merge is not None and merge.dim == found.dim and sum(p.shape[found.dim] for p in merge.parts) == found.got:
-            sides = tuple(
-                BreakSide(roles[p.role], p.shape, p.producer, p.shape[found.dim]) for p in merge.parts
-            )
+            sides = tuple(BreakSide(roles[p.role], p.shape, p.producer, p.shape[found.dim]) for p in merge.parts)
             layer = merge.target
         else:
             sides = (BreakSide("input", tuple(received.shape), tag.producer, found.got),)
@@ -337,10 +336,10 @@ class _Observer(TorchFunctionMode):
         brk = PendingBreak(recorder.current, "channels", name, found.dim, sides, (found.expected,), layer=layer)
         recorder.breaks.append(brk)
         if self.first_break:
-            raise _StopTrace
+            raise _StopTracing
 
     def _plain(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-        output = func(*args, **kwargs)
+        output = metashapes.call(func, args, kwargs)
         if isinstance(output, torch.Tensor):
             self._derive(output, args)
         return output
@@ -351,7 +350,7 @@ def _differs(shape: torch.Size, reference: torch.Size, keep: int | None) -> bool
 
 
 def _broadcastable(left: torch.Size, right: torch.Size) -> bool:
-    return all(a == b or a == 1 or b == 1 for a, b in zip(reversed(left), reversed(right), strict=False))
+    return all(a == b or 1 in (a, b) for a, b in zip(reversed(left), reversed(right), strict=False))
 
 
 def _wants_meta(kwargs: dict[str, Any]) -> bool:

@@ -162,7 +162,9 @@ class UNet(nn.Module):
         return self.conv_out(x)
 
     def extra_repr(self) -> str:
-        return f"img_channels={self.img_channels}, n_channels={self.n_channels}, chs={self.chs}, variant={self.variant!r}"
+        return (
+            f"img_channels={self.img_channels}, n_channels={self.n_channels}, chs={self.chs}, variant={self.variant!r}"
+        )
 
 
 def _ups_fixed(

@@ -1,0 +1,3 @@
+from shapetrace.cli import run
+
+run()

@@ -1,0 +1,278 @@
+"""Trace <-> JSON, schema 1: the public contract of `--format json` and `shapetrace diff`.
+
+Reading validates every field and raises TraceFileError naming the bad value, so a
+truncated, foreign or hostile file gives one clear line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from shapetrace.errors import TraceFileError
+from shapetrace.records import Break, BreakSide, LayerRecord, Shape, ShapeWarning, SizeRule, SkipPair, Trace
+
+SCHEMA = 1
+_MAX_INT = 2**62  # larger than any real extent or parameter count; rejects hostile numbers
+_MAX_TEXT = 1_000_000  # characters accepted for a trace file; a real one is far smaller per layer
+
+
+def dumps(trace: Trace, indent: int | None = 2) -> str:
+    return json.dumps(to_dict(trace), indent=indent)
+
+
+def to_dict(trace: Trace) -> dict[str, Any]:
+    def name(index: int) -> str:
+        return "input" if index < 0 else trace.layers[index].name
+
+    return {
+        "schema": SCHEMA,
+        "model": trace.model,
+        "device": trace.device,
+        "config": dict(trace.config),
+        "inputs": [list(shape) for shape in trace.inputs],
+        "outputs": [list(shape) for shape in trace.outputs],
+        "ok": trace.ok,
+        "layers": [
+            {
+                "index": layer.index,
+                "name": layer.name,
+                "type": layer.type,
+                "depth": layer.depth,
+                "parent": layer.parent,
+                "inputs": [list(shape) for shape in layer.inputs],
+                "outputs": [list(shape) for shape in layer.outputs],
+                "params": layer.params,
+                "status": layer.status,
+            }
+            for layer in trace.layers
+        ],
+        "skips": [
+            {
+                "source": name(skip.source),
+                "source_index": skip.source,
+                "target": name(skip.target),
+                "target_index": skip.target,
+                "op": skip.op,
+                "dim": skip.dim,
+                "shape": list(skip.shape),
+                "main_source": name(skip.main_source),
+                "main_source_index": skip.main_source,
+                "main_shape": list(skip.main_shape),
+            }
+            for skip in trace.skips
+        ],
+        "breaks": [
+            {
+                "layer": name(brk.layer),
+                "layer_index": brk.layer,
+                "leaf": name(brk.leaf),
+                "leaf_index": brk.leaf,
+                "kind": brk.kind,
+                "op": brk.op,
+                "dim": brk.dim,
+                "message": brk.message,
+                "cause": brk.cause,
+                "fix": brk.fix,
+                "expected": list(brk.expected),
+                "sides": [
+                    {
+                        "role": side.role,
+                        "shape": list(side.shape),
+                        "producer": name(side.producer),
+                        "producer_index": side.producer,
+                        "channels": side.channels,
+                    }
+                    for side in brk.sides
+                ],
+            }
+            for brk in trace.breaks
+        ],
+        "warnings": [
+            {
+                "layer": name(warning.layer),
+                "layer_index": warning.layer,
+                "message": warning.message,
+                "input_size": list(warning.input_size),
+                "output_size": list(warning.output_size),
+                "stride": warning.stride,
+            }
+            for warning in trace.warnings
+        ],
+        "size_rule": None
+        if trace.size_rule is None
+        else {
+            "multiple": trace.size_rule.multiple,
+            "minimum": trace.size_rule.minimum,
+            "nearest": list(trace.size_rule.nearest),
+            "exact": trace.size_rule.exact,
+        },
+    }
+
+
+def loads(text: str) -> Trace:
+    if len(text) > _MAX_TEXT * 100:
+        raise TraceFileError(f"trace file too large: {len(text)} characters, expected at most {_MAX_TEXT * 100}")
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise TraceFileError("trace file is nested too deeply to be a shapetrace trace") from None
+    except json.JSONDecodeError as error:
+        raise TraceFileError(f"trace file is not valid JSON: {error.msg} at line {error.lineno}") from None
+    return from_dict(data)
+
+
+def from_dict(data: Any) -> Trace:
+    reader = _Reader(data, "trace")
+    schema = reader.get("schema", int)
+    if schema != SCHEMA:
+        raise TraceFileError(f"trace file has schema {schema}, expected {SCHEMA}")
+    layers = tuple(_layer(item) for item in reader.items("layers"))
+    count = len(layers)
+    trace = Trace(
+        model=reader.get("model", str),
+        inputs=reader.shapes("inputs"),
+        outputs=reader.shapes("outputs"),
+        layers=layers,
+        skips=tuple(_skip(item, count) for item in reader.items("skips")),
+        breaks=tuple(_break(item, count) for item in reader.items("breaks")),
+        warnings=tuple(_warning(item, count) for item in reader.items("warnings", required=False)),
+        size_rule=_size_rule(data.get("size_rule")),
+        device=reader.get("device", str, default="meta"),
+        config=tuple((str(k), str(v)) for k, v in reader.get("config", dict, default={}).items()),
+    )
+    for layer in layers:
+        if layer.parent is not None and not 0 <= layer.parent < count:
+            raise TraceFileError(f"layer {layer.index} has parent {layer.parent}, expected an index below {count}")
+    return trace
+
+
+def _layer(item: Any) -> LayerRecord:
+    reader = _Reader(item, "layer")
+    parent = item.get("parent") if isinstance(item, dict) else None
+    return LayerRecord(
+        index=reader.get("index", int),
+        name=reader.get("name", str),
+        type=reader.get("type", str),
+        depth=reader.get("depth", int),
+        parent=None if parent is None else reader.get("parent", int),
+        inputs=reader.shapes("inputs"),
+        outputs=reader.shapes("outputs"),
+        params=reader.get("params", int),
+        status=reader.get("status", str, default="ok"),
+    )
+
+
+def _skip(item: Any, count: int) -> SkipPair:
+    reader = _Reader(item, "skip")
+    return SkipPair(
+        source=reader.index("source_index", count),
+        target=reader.index("target_index", count),
+        op=reader.get("op", str),
+        dim=reader.get("dim", int),
+        shape=reader.shape("shape"),
+        main_source=reader.index("main_source_index", count, default=-1),
+        main_shape=reader.shape("main_shape", default=()),
+    )
+
+
+def _break(item: Any, count: int) -> Break:
+    reader = _Reader(item, "break")
+    sides = []
+    for side in reader.items("sides", required=False):
+        side_reader = _Reader(side, "break side")
+        sides.append(
+            BreakSide(
+                role=side_reader.get("role", str),
+                shape=side_reader.shape("shape"),
+                producer=side_reader.index("producer_index", count),
+                channels=side_reader.get("channels", int, default=-1),
+            )
+        )
+    return Break(
+        layer=reader.index("layer_index", count),
+        leaf=reader.index("leaf_index", count, default=reader.index("layer_index", count)),
+        kind=reader.get("kind", str),
+        message=reader.get("message", str),
+        op=reader.get("op", str, default=""),
+        dim=reader.get("dim", int, default=-1),
+        cause=reader.get("cause", str, default=""),
+        fix=reader.get("fix", str, default=""),
+        sides=tuple(sides),
+        expected=reader.shape("expected", default=()),
+    )
+
+
+def _warning(item: Any, count: int) -> ShapeWarning:
+    reader = _Reader(item, "warning")
+    return ShapeWarning(
+        layer=reader.index("layer_index", count),
+        message=reader.get("message", str),
+        input_size=reader.shape("input_size", default=()),
+        output_size=reader.shape("output_size", default=()),
+        stride=reader.get("stride", int, default=2),
+    )
+
+
+def _size_rule(item: Any) -> SizeRule | None:
+    if item is None:
+        return None
+    reader = _Reader(item, "size_rule")
+    return SizeRule(
+        multiple=reader.get("multiple", int),
+        minimum=reader.get("minimum", int),
+        nearest=reader.shape("nearest", default=()),
+        exact=reader.get("exact", bool, default=True),
+    )
+
+
+_MISSING = object()
+
+
+class _Reader:
+    """Typed access to one JSON object, with errors that name the field and the value."""
+
+    def __init__(self, data: Any, what: str) -> None:
+        if not isinstance(data, dict):
+            raise TraceFileError(f"{what} must be a JSON object, got {type(data).__name__}")
+        self.data, self.what = data, what
+
+    def get(self, key: str, kind: type, default: Any = _MISSING) -> Any:
+        if key not in self.data:
+            if default is _MISSING:
+                raise TraceFileError(f"{self.what} has no field {key!r}")
+            return default
+        value = self.data[key]
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TraceFileError(f"{self.what} field {key!r} is {value!r:.40}, expected an integer")
+        if not isinstance(value, kind):
+            raise TraceFileError(f"{self.what} field {key!r} is {value!r:.40}, expected {kind.__name__}")
+        if kind is int and abs(value) > _MAX_INT:
+            raise TraceFileError(f"{self.what} field {key!r} is {value:.3e}, expected at most {_MAX_INT}")
+        return value
+
+    def index(self, key: str, count: int, default: Any = _MISSING) -> int:
+        value: int = self.get(key, int, default)
+        if not -1 <= value < count:
+            raise TraceFileError(f"{self.what} field {key!r} is {value}, expected a layer index below {count}")
+        return value
+
+    def items(self, key: str, required: bool = True) -> list[Any]:
+        value: list[Any] = self.get(key, list, _MISSING if required else [])
+        return value
+
+    def shape(self, key: str, default: Any = _MISSING) -> Shape:
+        value = self.get(key, list, default)
+        return _shape(value, f"{self.what} field {key!r}")
+
+    def shapes(self, key: str) -> tuple[Shape, ...]:
+        return tuple(_shape(shape, f"{self.what} field {key!r}") for shape in self.items(key))
+
+
+def _shape(value: Any, where: str) -> Shape:
+    if not isinstance(value, (list, tuple)) or len(value) > 64:
+        raise TraceFileError(f"{where} is {value!r:.40}, expected a shape (a list of at most 64 integers)")
+    for extent in value:
+        if isinstance(extent, bool) or not isinstance(extent, int) or not 0 <= extent <= _MAX_INT:
+            raise TraceFileError(f"{where} has extent {extent!r:.40}, expected an integer from 0 to {_MAX_INT}")
+    return tuple(value)

@@ -1,0 +1,46 @@
+"""Build the reference UNet and its inputs, and trace it: what `shapetrace unet` runs."""
+
+from __future__ import annotations
+
+import torch
+
+from shapetrace.inputs import activation, resolve_device, timesteps
+from shapetrace.records import Trace
+from shapetrace.sizes import with_size_rule
+from shapetrace.tracer import run_trace
+from shapetrace.unet import UNet
+
+
+def reference_config(chs: tuple[int, ...], n_channels: int, variant: str) -> list[tuple[str, str]]:
+    config = [("chs", ",".join(str(c) for c in chs)), ("n_channels", str(n_channels))]
+    if variant != "fixed":
+        config.append(("variant", variant))
+    return config
+
+
+def trace_reference(
+    *,
+    size: tuple[int, int],
+    chs: tuple[int, ...],
+    n_channels: int = 64,
+    img_channels: int = 3,
+    batch: int = 2,
+    variant: str = "fixed",
+    device: str = "meta",
+    first_break: bool = False,
+) -> Trace:
+    """Trace UNet(img_channels, n_channels, chs, variant) on a [batch, img_channels, *size] input."""
+    target = resolve_device(device)
+    with torch.device(target):
+        model = UNet(img_channels, n_channels, chs, variant)  # type: ignore[arg-type]
+    x = activation((batch, img_channels, *size), target)
+    t = timesteps(batch, target)
+    trace = run_trace(model, (x, t), first_break=first_break, config=reference_config(chs, n_channels, variant))
+    with torch.device("meta"):
+        probe_model = UNet(img_channels, n_channels, chs, variant)  # type: ignore[arg-type]
+
+    def arguments_at(height: int, width: int) -> tuple[tuple[torch.Tensor, ...], dict[str, object]]:
+        meta = torch.device("meta")
+        return (activation((batch, img_channels, height, width), meta), timesteps(batch, meta)), {}
+
+    return with_size_rule(trace, probe_model, arguments_at)
