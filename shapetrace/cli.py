@@ -144,6 +144,96 @@ def unet(
     _finish(ctx, trace, fmt, depth, output)
 
 
+@main.command("trace")
+@click.argument("target")
+@click.option("--init", "init_json", default=None, help="Constructor keyword arguments as a JSON object.")
+@click.option(
+    "--input",
+    "input_specs",
+    multiple=True,
+    metavar="SHAPE[:DTYPE]",
+    help="A positional input, e.g. 2,3,64,64 or 2,3,64,64:float16 (repeatable).",
+)
+@click.option(
+    "--timestep",
+    is_flag=False,
+    flag_value="random",
+    default=None,
+    metavar="[VALUE]",
+    help="Add timesteps t of shape [B] after the inputs; --timestep 500 sets their value.",
+)
+@click.option(
+    "--kw",
+    "keyword_specs",
+    multiple=True,
+    metavar="NAME=SHAPE[:DTYPE]",
+    help="A keyword tensor, e.g. encoder_hidden_states=1,77,768 (repeatable).",
+)
+@_rendering_options
+@click.pass_context
+@_reported
+def trace_command(
+    ctx: click.Context,
+    target: str,
+    init_json: str | None,
+    input_specs: tuple[str, ...],
+    timestep: str | None,
+    keyword_specs: tuple[str, ...],
+    device: str,
+    depth: int,
+    fmt: str | None,
+    output: Path | None,
+    first_break: bool,
+    debug: bool,
+) -> None:
+    """Trace any model: TARGET is package.module:attr or path/to/file.py:attr."""
+    fmt = choose_format(fmt, output)
+    check_destination(output)
+    from shapetrace.custom import trace_target
+
+    trace = trace_target(
+        target,
+        init_json=init_json,
+        input_specs=input_specs,
+        timestep=timestep,
+        keyword_specs=keyword_specs,
+        device=device,
+        first_break=first_break,
+    )
+    _finish(ctx, trace, fmt, depth, output)
+
+
+@main.command()
+@click.argument("before", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("after", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+@_reported
+def diff(ctx: click.Context, before: Path, after: Path, debug: bool) -> None:
+    """Show the layers whose shapes differ between two JSON traces, and the skips that changed."""
+    from shapetrace.compare import diff_table, diff_traces
+    from shapetrace.records import Trace
+
+    traces = [Trace.from_json(_read(path)) for path in (before, after)]
+    difference = diff_traces(*traces)
+    if difference.same:
+        click.echo(f"{before} and {after} have the same shapes and skips")
+        ctx.exit(0)
+    _console().print(diff_table(difference, before.name, after.name))
+    ctx.exit(EXIT_BREAK)
+
+
+def _read(path: Path) -> str:
+    from shapetrace.errors import TraceFileError
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TraceFileError(f"cannot read trace {str(path)!r}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise TraceFileError(f"cannot read trace {str(path)!r}: {error}") from None
+
+
 def _finish(ctx: click.Context, trace: Any, fmt: str, depth: int, output: Path | None) -> None:
     emit(trace, fmt, depth, output, _console())
     ctx.exit(0 if trace.ok else EXIT_BREAK)

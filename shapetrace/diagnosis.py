@@ -58,7 +58,7 @@ def _explain_merge(trace: Trace, brk: Break) -> Break:
     if floored is not None:
         before, after = floored.input_size, floored.output_size
         cause = (
-            f"{_block(trace, floored.layer)} floored an odd size: "
+            f"{_block(trace, floored.layer)} downsampled an odd size: "
             f"{format_size_pair(before, after)} ({_first_odd(before, floored.stride)} is not divisible by "
             f"{floored.stride}); the up path doubles back to {format_size_pair(spatial(main.shape))} "
             f"while the skip kept {format_size_pair(spatial(other.shape))}"

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-MAX_EXTENT = 1 << 20  # sizes and batches beyond this are typos, not models (meta traces any size)
+from shapetrace.inputs import MAX_EXTENT
 
 
 class ChannelMultipliers(click.ParamType):
@@ -43,8 +43,3 @@ class SpatialSize(click.ParamType):
             if not 1 <= extent <= MAX_EXTENT:
                 self.fail(f"{value!r} is not a valid size: each side must be from 1 to {MAX_EXTENT}", param, ctx)
         return height, width
-
-
-def positive(name: str, maximum: int = MAX_EXTENT) -> click.IntRange:
-    """An int option that must be from 1 to `maximum`."""
-    return click.IntRange(1, maximum)
