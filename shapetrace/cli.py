@@ -5,10 +5,11 @@ Exit status: 0 when the trace is aligned, 1 when it found a break, 2 for bad usa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,7 +17,7 @@ import click
 
 from shapetrace.errors import ShapetraceError
 from shapetrace.output import FILE_WIDTH, FORMATS, check_destination, choose_format, emit
-from shapetrace.params import MAX_EXTENT, ChannelMultipliers, SpatialSize
+from shapetrace.params import MAX_EXTENT, ChannelMultipliers, SizeList, SpatialSize
 
 EXIT_BREAK = 1
 EXIT_USAGE = 2
@@ -232,6 +233,86 @@ def _read(path: Path) -> str:
         raise TraceFileError(f"cannot read trace {str(path)!r}: no such file") from None
     except (OSError, UnicodeDecodeError) as error:
         raise TraceFileError(f"cannot read trace {str(path)!r}: {error}") from None
+
+
+@main.command("sweep")
+@click.option("--sizes", type=SizeList(), required=True, help="START:STOP[:STEP] (inclusive) or a list: 224,225,232.")
+@click.option("--chs", type=ChannelMultipliers(), multiple=True, help="Channel multipliers; repeat to compare configs.")
+@click.option("--n-channels", type=click.IntRange(1, 1 << 16), default=64, show_default=True, help="Base width.")
+@click.option("--img-channels", type=click.IntRange(1, 1 << 12), default=3, show_default=True, help="Image channels.")
+@click.option("--batch", type=click.IntRange(1, MAX_EXTENT), default=1, show_default=True, help="Batch size.")
+@click.option("--variant", type=click.Choice(["fixed", "as-written"]), default="fixed", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write to FILE.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+@_reported
+def sweep_command(
+    ctx: click.Context,
+    sizes: list[tuple[int, int]],
+    chs: tuple[tuple[int, ...], ...],
+    n_channels: int,
+    img_channels: int,
+    batch: int,
+    variant: str,
+    fmt: str,
+    output: Path | None,
+    debug: bool,
+) -> None:
+    """Trace the reference UNet at every size and show where each first breaks."""
+    check_destination(output)
+    from shapetrace.grid import sweep_grid, sweep_json
+    from shapetrace.reference import sweep_reference
+
+    console = _console()
+    configs = list(chs) or [(1, 2, 4, 8)]
+    with _progress(console, len(sizes) * len(configs)) as advance:
+        results = [
+            sweep_reference(sizes, config, n_channels, img_channels, batch, variant, advance) for config in configs
+        ]
+    if fmt == "json":
+        text = sweep_json(results)
+        if output is None:
+            click.echo(text)
+        else:
+            _write_text(output, text + "\n")
+    elif output is None:
+        console.print(sweep_grid(results))
+    else:
+        _write_text(output, _plain_text(sweep_grid(results)))
+    ctx.exit(0 if all(outcome.ok for result in results for outcome in result.outcomes) else EXIT_BREAK)
+
+
+@contextlib.contextmanager
+def _progress(console: Any, total: int) -> Iterator[Callable[[], None]]:
+    """A transient progress bar on terminals for long sweeps; a no-op otherwise."""
+    if total < 50 or not console.is_terminal:
+        yield lambda: None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("tracing sizes", total=total)
+        yield lambda: progress.advance(task)
+
+
+def _write_text(path: Path, text: str) -> None:
+    from shapetrace.errors import UsageError
+
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"cannot write {str(path)!r}: {error.strerror}") from None
+
+
+def _plain_text(renderable: Any) -> str:
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    Console(file=buffer, width=FILE_WIDTH, color_system=None, legacy_windows=False).print(renderable)
+    return buffer.getvalue()
 
 
 def _finish(ctx: click.Context, trace: Any, fmt: str, depth: int, output: Path | None) -> None:

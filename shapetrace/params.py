@@ -43,3 +43,28 @@ class SpatialSize(click.ParamType):
             if not 1 <= extent <= MAX_EXTENT:
                 self.fail(f"{value!r} is not a valid size: each side must be from 1 to {MAX_EXTENT}", param, ctx)
         return height, width
+
+
+class SizeList(click.ParamType):
+    """`--sizes 32:512`, `32:512:8` (inclusive) or `224,225,230x232`: the sizes to sweep."""
+
+    name = "sizes"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[tuple[int, int]]:
+        if isinstance(value, list):
+            return value
+        text = str(value).strip()
+        match = re.fullmatch(r"(\d+):(\d+)(?::(\d+))?", text)
+        if match is not None:
+            start, stop, step = int(match.group(1)), int(match.group(2)), int(match.group(3) or 1)
+            if not 1 <= start <= stop <= MAX_EXTENT or step < 1:
+                self.fail(
+                    f"{value!r} is not a valid range: expected START:STOP[:STEP] with 1 <= START <= STOP", param, ctx
+                )
+            sizes = [(size, size) for size in range(start, stop + 1, step)]
+        else:
+            size_type = SpatialSize()
+            sizes = [size_type.convert(part, param, ctx) for part in text.split(",")]
+        if len(sizes) > 100_000:
+            self.fail(f"{value!r} gives {len(sizes)} sizes, expected at most 100000", param, ctx)
+        return sizes

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 
+from shapetrace.grid import SweepResult
 from shapetrace.inputs import activation, resolve_device, timesteps
 from shapetrace.records import Trace
 from shapetrace.sizes import with_size_rule
+from shapetrace.sweep import sweep
 from shapetrace.tracer import run_trace
 from shapetrace.unet import UNet
 
@@ -44,3 +48,24 @@ def trace_reference(
         return (activation((batch, img_channels, height, width), meta), timesteps(batch, meta)), {}
 
     return with_size_rule(trace, probe_model, arguments_at)
+
+
+def sweep_reference(
+    sizes: Sequence[tuple[int, int]],
+    chs: tuple[int, ...],
+    n_channels: int = 64,
+    img_channels: int = 3,
+    batch: int = 1,
+    variant: str = "fixed",
+    progress: Callable[[], None] | None = None,
+) -> SweepResult:
+    """Every size's outcome for one config; the model is built once, on meta."""
+    meta = torch.device("meta")
+    with meta:
+        model = UNet(img_channels, n_channels, chs, variant)  # type: ignore[arg-type]
+
+    def arguments_at(height: int, width: int) -> tuple[tuple[torch.Tensor, ...], dict[str, object]]:
+        return (activation((batch, img_channels, height, width), meta), timesteps(batch, meta)), {}
+
+    label = " · ".join(f"{key} {value}" for key, value in reference_config(chs, n_channels, variant))
+    return SweepResult(label, tuple(sweep(model, sizes, arguments_at, progress)))
