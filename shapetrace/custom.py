@@ -11,6 +11,9 @@ from shapetrace.inputs import parse_keyword_spec, parse_tensor_spec, resolve_dev
 from shapetrace.records import Trace
 from shapetrace.sized import SizedInputs, trace_inputs
 from shapetrace.targets import build_model, parse_init
+from shapetrace.tracer import META_VALUES
+
+CPU_FALLBACK_PARAMS = 50_000_000  # about 200 MB of float32 weights: quick to build and run on a CPU
 
 
 def trace_target(
@@ -37,7 +40,18 @@ def trace_target(
     model = build_model(target, init, torch_device)
     probe_model = model if torch_device.type == "meta" else build_model(target, init, torch.device("meta"))
     config = [("target", target)] + [(key, str(value)) for key, value in init.items()]
-    return trace_inputs(model, inputs, torch_device, probe_model=probe_model, first_break=first_break, config=config)
+    trace = trace_inputs(model, inputs, torch_device, probe_model=probe_model, first_break=first_break, config=config)
+    if torch_device.type == "meta" and _needs_values(trace) and trace.total_params <= CPU_FALLBACK_PARAMS:
+        # The model reads tensor values; it is small enough to run for real on the CPU.
+        cpu = torch.device("cpu")
+        note = [("fell back to cpu", "the forward reads tensor values, which meta tensors lack")]
+        model = build_model(target, init, cpu)
+        trace = trace_inputs(model, inputs, cpu, first_break=first_break, config=config + note)
+    return trace
+
+
+def _needs_values(trace: Trace) -> bool:
+    return any(brk.kind == META_VALUES for brk in trace.breaks)
 
 
 def _timestep_value(text: str | None) -> int | None:

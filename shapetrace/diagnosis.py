@@ -144,7 +144,10 @@ def _explain_error(trace: Trace, brk: Break) -> Break:
     message = f"{where} raised {brk.op}: {detail}"
     if brk.kind == "interrupted":
         return dataclasses.replace(brk, message=f"interrupted in {where}", cause="Ctrl-C", fix="")
-    if brk.kind == "size" and "too small" in detail:
+    if brk.kind == "meta":
+        cause = f"{where} reads tensor values (.item(), .tolist() or an `if` on a tensor); meta tensors have none"
+        fix = "trace with --device cpu (shapetrace.trace on CPU tensors), or keep value reads out of forward"
+    elif brk.kind == "size" and "too small" in detail:
         cause = f"the size shrank too far before {where} (its inputs: {inputs})"
         fix = "use a larger input, or fewer downsampling levels"
     elif brk.kind == "size":

@@ -38,6 +38,10 @@ _ADDITIONS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add
 _SIZE_ERROR = re.compile(r"size|shape|dimension|broadcast|match|too small", re.IGNORECASE)
 
 
+META_VALUES = "meta"
+"""Break kind: the forward read tensor values (.item(), .tolist(), `if tensor:`), which meta lacks."""
+
+
 class _StopTracing(Exception):  # noqa: N818 - a signal to unwind the forward, not an error
     """Raised inside the forward to stop at the first break (--first-break)."""
 
@@ -107,13 +111,21 @@ def _observed_forward(model: nn.Module, args: Sequence[Any], kwargs: dict[str, A
     except KeyboardInterrupt:
         observer.fail(KeyboardInterrupt("interrupted"), kind="interrupted")
     except Exception as error:  # noqa: BLE001 - any failure of the user's forward becomes a break
-        observer.fail(error, kind="size" if _SIZE_ERROR.search(str(error)) else "error")
+        observer.fail(error, kind=_error_kind(error))
     finally:
         for handle in handles:
             handle.remove()
         for module, flag in training:
             module.training = flag
     return output
+
+
+def _error_kind(error: Exception) -> str:
+    """"meta" when the forward needs tensor values; "size" for shape errors; else "error"."""
+    text = str(error)
+    if "meta tensor" in text:
+        return META_VALUES
+    return "size" if _SIZE_ERROR.search(text) else "error"
 
 
 def _tensors(value: Any, depth: int = 0) -> list[torch.Tensor]:
