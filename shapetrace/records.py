@@ -153,6 +153,22 @@ class Trace:
     def total_params(self) -> int:
         return self.layers[0].params if self.layers else 0
 
+    def __rich__(self) -> object:
+        """The table and break explanations, when a rich console prints a Trace."""
+        from shapetrace.table import trace_report
+
+        return trace_report(self)
+
+    def _repr_svg_(self) -> str | None:
+        """The U-shaped diagram, when Jupyter displays a Trace (None without Graphviz's dot)."""
+        from shapetrace.dot import trace_dot
+        from shapetrace.images import GraphvizMissingError, render_svg
+
+        try:
+            return render_svg(trace_dot(self))
+        except GraphvizMissingError:
+            return None
+
     def to_json(self, *, indent: int | None = 2) -> str:
         """The trace as JSON text (the public schema 1; see `shapetrace.jsonio`)."""
         from shapetrace import jsonio

@@ -1,0 +1,470 @@
+"""Trace -> DOT source text: the UNet drawn as a U.
+
+The down path descends on the left, the bottleneck lies along the bottom and the up path
+climbs on the right, so each skip is a horizontal rung between two nodes of one rank
+(`rank=same`). Up-path edges are written head -> tail with `dir=back`: dot ranks every edge
+downwards, and this is how an arrow can point up. Models without skips are a top-down chain.
+Pure text: no I/O, no torch, node ids are record indices, so a trace always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from shapetrace import analysis
+from shapetrace.analysis import CHAIN, DOWN, MID, UP
+from shapetrace.records import DOWNSTREAM, LayerRecord, Shape, Trace
+
+__all__ = ["trace_dot"]
+
+FONT = "Helvetica,Arial,sans-serif"
+FILLS = {DOWN: "#dce9f7", MID: "#fbefd2", UP: "#ddf0dc", CHAIN: "#dce9f7", "timestep": "#ffffff"}
+BORDERS = {DOWN: "#6f95c4", MID: "#c9a04a", UP: "#6aa56a", CHAIN: "#6f95c4", "timestep": "#9a9a9a"}
+BREAK_FILL, BREAK_COLOR = "#fde2e2", "#c62828"
+DOWNSTREAM_FILL, DOWNSTREAM_TEXT = "#f3f3f3", "#9e9e9e"
+SKIP_COLOR, TIMESTEP_COLOR, MUTED_TEXT = "#5a5a5a", "#b0b0b0", "#6b6b6b"
+TIMESTEP_STYLE = f'color="{TIMESTEP_COLOR}", penwidth=0.7, arrowsize=0.4'
+WRAP = 46  # characters per line of a break message: a shape fits, and the node stays a column wide
+NO_BREAK_SPACE = "\u00a0"
+
+Node = int | str  # a record index, or "input0", "output", "rail6"
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Which rows are drawn and where each one sits in the U."""
+
+    rows: tuple[LayerRecord, ...]
+    lead: tuple[LayerRecord, ...]
+    """Rows without spatial input before the first spatial row: the timestep embedding."""
+    main: tuple[LayerRecord, ...]
+    """Every other row, in call order: the path the solid edges follow."""
+    sides: dict[int, str]
+    right: frozenset[int]
+    """Rows on the climbing arm: the up path and the second half of the bottleneck."""
+    bottom: tuple[int, int] | None
+    """The flat edge across the bottom of the U, between the two halves of the bottleneck."""
+    rungs: dict[tuple[int, int], list[Shape]]
+    """(down node, up node) -> the skipped shapes; empty for a chain."""
+    pinned: frozenset[tuple[int, int]]
+    """The rungs drawn flat: at most one per node, nested like the arms of a U."""
+    inputs: tuple[Shape, ...]
+
+
+def trace_dot(trace: Trace, depth: int = analysis.BLOCK_DEPTH) -> str:
+    """The trace as Graphviz DOT source: a U for models with skips, a chain otherwise.
+
+    Args:
+        trace: the trace to draw.
+        depth: display depth; deeper calls are folded into their ancestor at this depth.
+
+    Returns:
+        DOT text, byte-identical for equal traces; `shapetrace.images.render_image` draws it.
+
+    Raises:
+        ValueError: if depth is below 1.
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1: depth={depth}")
+    layout = _layout(trace, depth)
+    messages, unplaced = _break_messages(trace, layout, depth)
+    lines = [*_header(trace, layout, messages, unplaced), *_input_nodes(trace, layout)]
+    lines += [
+        f"  {row.index} [label={_node_label(trace, layout, row, messages.get(row.index, []))}];" for row in layout.rows
+    ]
+    lines += _main_edges(trace, layout)
+    if layout.rungs:
+        timestep, rail_pairs = _timestep_edges(layout)
+        lines += [
+            *_rung_edges(trace, layout, depth),
+            *timestep,
+            *_rank_groups(layout, [*sorted(layout.pinned), *rail_pairs]),
+        ]
+    return "\n".join([*lines, "}"]) + "\n"
+
+
+# --- layout -----------------------------------------------------------------------------
+
+
+def _layout(trace: Trace, depth: int) -> _Layout:
+    rows = tuple(_frontier(trace, depth))
+    first = next((position for position, row in enumerate(rows) if analysis.spatial(analysis.main_input(row))), 0)
+    rungs = _rungs(trace, rows, depth)
+    lead, main = (rows[:first], rows[first:]) if rungs else ((), rows)
+    sides = _sides(main, rungs)
+    middle = [row.index for row in main if sides[row.index] == MID]
+    # The bottleneck splits in two halves joined by one flat edge, so any length of it keeps the U.
+    half = math.ceil(len(middle) / 2)
+    right = frozenset(index for index, side in sides.items() if side == UP) | frozenset(middle[half:])
+    bottom = (middle[half - 1], middle[half]) if len(middle) >= 2 else None
+    return _Layout(rows, lead, main, sides, right, bottom, rungs, _pinned(rungs), trace.inputs)
+
+
+def _frontier(trace: Trace, depth: int) -> list[LayerRecord]:
+    """The display rows without displayed children: a parent and its parts never both show."""
+    rows = analysis.display_rows(trace, depth)
+    shown = {row.index for row in rows}
+    parents = {row.parent for row in rows if row.parent in shown}
+    return [row for row in rows if row.index not in parents]
+
+
+def _sides(main: Sequence[LayerRecord], rungs: dict[tuple[int, int], list[Shape]]) -> dict[int, str]:
+    """Down up to the last rung source, up from the first rung target, mid between.
+
+    The rule of `analysis.placements`, applied to the drawn rung ends, so that it also holds
+    when a deeper display depth splits a skip's block into parts.
+    """
+    if not rungs:
+        return {row.index: CHAIN for row in main}
+    last_source = max(source for source, _ in rungs)
+    first_target = min(target for _, target in rungs)
+    sides = {}
+    for row in main:
+        if row.index >= first_target:
+            sides[row.index] = UP
+        else:
+            sides[row.index] = DOWN if row.index <= last_source else MID
+    return sides
+
+
+def _rungs(trace: Trace, rows: Sequence[LayerRecord], depth: int) -> dict[tuple[int, int], list[Shape]]:
+    """Each skip lifted to the drawn nodes it joins; a skip inside one node is no rung."""
+    drawn = {row.index for row in rows}
+    rungs: dict[tuple[int, int], list[Shape]] = {}
+    for skip in trace.skips:
+        source = _node_of(trace, drawn, skip.source, depth, last=True)
+        target = _node_of(trace, drawn, skip.target, depth, last=False)
+        if source is None or target is None or source >= target:
+            continue
+        shapes = rungs.setdefault((source, target), [])
+        if skip.shape not in shapes:
+            shapes.append(skip.shape)
+    return rungs
+
+
+def _pinned(rungs: dict[tuple[int, int], list[Shape]]) -> frozenset[tuple[int, int]]:
+    """The rungs to draw flat, innermost first, each node on one rung and no two rungs crossing.
+
+    A down block may feed two up blocks (diffusers pairs them across blocks); pinning every rung
+    would chain them all onto one rank. The rest are drawn as slanted dashed edges.
+    """
+    pinned: list[tuple[int, int]] = []
+    for source, target in sorted(rungs, key=lambda rung: (rung[1] - rung[0], rung)):
+        nested = all((source < other_source) == (target > other_target) for other_source, other_target in pinned)
+        free = all(source != other_source and target != other_target for other_source, other_target in pinned)
+        if nested and free:
+            pinned.append((source, target))
+    return frozenset(pinned)
+
+
+def _node_of(trace: Trace, drawn: set[int], index: int, depth: int, *, last: bool) -> int | None:
+    """The drawn node holding call `index`; a parent shown as parts maps to its last or first part."""
+    if not 0 <= index < len(trace.layers):
+        return None
+    ancestor = analysis.ancestor_at(trace.layers, index, depth)
+    if ancestor in drawn:
+        return ancestor
+    if trace.layers[ancestor].parent is None:
+        return None  # the model itself: no single node stands for it
+    parts = sorted(node for node in drawn if _descends(trace, node, ancestor))
+    if not parts:
+        return None
+    return parts[-1] if last else parts[0]
+
+
+def _descends(trace: Trace, index: int, ancestor: int) -> bool:
+    parent = trace.layers[index].parent
+    while parent is not None:
+        if parent == ancestor:
+            return True
+        parent = trace.layers[parent].parent
+    return False
+
+
+def _break_messages(trace: Trace, layout: _Layout, depth: int) -> tuple[dict[int, list[str]], list[str]]:
+    """Each break's message on the node of its layer (else of its leaf); the rest go in the title."""
+    drawn = {row.index for row in layout.rows}
+    messages: dict[int, list[str]] = {}
+    unplaced = []
+    for brk in trace.breaks:
+        node = _node_of(trace, drawn, brk.layer, depth, last=False)
+        if node is None:
+            node = _node_of(trace, drawn, brk.leaf, depth, last=False)
+        if node is None:
+            unplaced.append(brk.message)
+        else:
+            messages.setdefault(node, []).append(brk.message)
+    return messages, unplaced
+
+
+# --- text -------------------------------------------------------------------------------
+
+
+def _header(trace: Trace, layout: _Layout, messages: dict[int, list[str]], unplaced: Sequence[str]) -> list[str]:
+    return [
+        "digraph shapetrace {",
+        f'  graph [label={_title(trace, layout, messages, unplaced)}, labelloc=t, fontname="{FONT}",',
+        '         newrank=true, nodesep=0.25, ranksep=0.22, margin=0.15, bgcolor="white"];',
+        f'  node [shape=plain, fontname="{FONT}", fontsize=10];',
+        f'  edge [fontname="{FONT}", fontsize=9, arrowsize=0.6, color="#404040"];',
+    ]
+
+
+def _title(trace: Trace, layout: _Layout, messages: dict[int, list[str]], unplaced: Sequence[str]) -> str:
+    """Model, inputs, config and batch on one line, the legend under it, then unplaced breaks."""
+    inputs = ", ".join(analysis.format_shape(shape) for shape in trace.inputs) or "none"
+    facts = [f"inputs {inputs}", *(f"{key}={value}" for key, value in trace.config)]
+    batch = _batch(trace)
+    facts += [f"batch {batch}"] if batch is not None else []
+    rows = [
+        f'<tr><td><font point-size="13"><b>{_escape(trace.model)}</b></font>'
+        f'<font point-size="10">   {_escape("   ".join(facts))}</font></td></tr>',
+    ]
+    legend = _legend(layout, bool(messages or unplaced))
+    rows += [f"<tr><td>{legend}</td></tr>"] if legend else []
+    for message in unplaced:
+        rows.append(f'<tr><td align="left">{_red_lines(message, 10)}</td></tr>')
+    return f'<<table border="0" cellborder="0" cellspacing="0" cellpadding="1">{"".join(rows)}</table>>'
+
+
+def _legend(layout: _Layout, broken: bool) -> str:
+    """A swatch for each kind of node and a sample of each kind of edge that this graph shows."""
+    sides = [side for side in (DOWN, MID, UP, CHAIN) if side in layout.sides.values()]
+    swatches = [(FILLS[side], BORDERS[side], "layer" if side == CHAIN else side) for side in sides]
+    swatches += [(BREAK_FILL, BREAK_COLOR, "break")] if broken else []
+    if any(row.status == DOWNSTREAM for row in layout.rows):
+        swatches.append((DOWNSTREAM_FILL, DOWNSTREAM_TEXT, "after a break"))
+    cells = [
+        f'<td bgcolor="{fill}" color="{border}" border="1"> {text} </td><td> </td>' for fill, border, text in swatches
+    ]
+    if layout.rungs:
+        cells.append(f'<td><font color="{SKIP_COLOR}">- - - skip C×H×W</font></td><td> </td>')
+    if layout.lead or any(len(shape) < 3 for row in layout.main for shape in row.inputs):
+        cells.append(f'<td><font color="{TIMESTEP_COLOR}">─── timestep</font></td>')
+    if not cells:
+        return ""  # an empty <tr> is a syntax error to dot
+    return f'<table border="0" cellborder="0" cellspacing="0" cellpadding="2"><tr>{"".join(cells)}</tr></table>'
+
+
+def _input_nodes(trace: Trace, layout: _Layout) -> list[str]:
+    """The model inputs (and, for a U, the output beside them) on the top rank."""
+    lines = []
+    for position, (shape, name) in enumerate(zip(trace.inputs, _input_names(trace.inputs), strict=True)):
+        label = f"<<b>{_escape(name)}</b>  {_escape(_shape_text(shape, trace))}>"
+        lines.append(f'  input{position} [shape=box, style="rounded", color="#7a7a7a", label={label}];')
+    if trace.outputs:
+        label = f"<<b>output</b>  {_escape(_shape_text(trace.outputs[0], trace))}>"
+        lines.append(f'  output [shape=box, style="rounded", color="#7a7a7a", label={label}];')
+    top = [f"input{position}" for position in range(len(trace.inputs))]
+    top += ["output"] if layout.rungs and trace.outputs else []
+    if top:
+        # Invisible edges keep the top row in order: x on the left, the output on the right.
+        order = f" {' -> '.join(top)} [style=invis];" if len(top) > 1 else ""
+        lines.append(f"  {{ rank=min; {' '.join(f'{node};' for node in top)}{order} }}")
+    return lines
+
+
+def _input_names(inputs: Sequence[Shape]) -> list[str]:
+    """x for a lone image-like input, t for a lone vector; positional names otherwise."""
+    images = sum(len(shape) >= 3 for shape in inputs)
+    vectors = sum(len(shape) == 1 for shape in inputs)
+    names = []
+    for position, shape in enumerate(inputs):
+        if len(shape) >= 3 and images == 1:
+            names.append("x")
+        elif len(shape) == 1 and vectors == 1:
+            names.append("t")
+        else:
+            names.append(f"input {position}")
+    return names
+
+
+def _node_label(trace: Trace, layout: _Layout, row: LayerRecord, messages: Sequence[str]) -> str:
+    """Name and type, then C×H×W; a break adds its messages in red; rows after a break are grey."""
+    side = layout.sides.get(row.index, "timestep")
+    fill, border, text = FILLS[side], BORDERS[side], "#000000"
+    if messages:
+        fill, border = BREAK_FILL, BREAK_COLOR
+    elif row.status == DOWNSTREAM:
+        fill, border, text = DOWNSTREAM_FILL, DOWNSTREAM_TEXT, DOWNSTREAM_TEXT
+    shape = ", ".join(_shape_text(shape, trace) for shape in row.outputs) or "no output"
+    cells = [
+        f'<tr><td><font color="{text}"><b>{_escape(row.name or row.type)}</b>  '
+        f'<font color="{MUTED_TEXT}" point-size="9">{_escape(row.type)}</font></font></td></tr>',
+        f'<tr><td><font color="{text}">{_escape(shape)}</font></td></tr>',
+    ]
+    for message in messages:
+        cells.append(f'<tr><td align="left">{_red_lines(_strip_name(message, row), 9)}</td></tr>')
+    return (
+        f'<<table border="{2 if messages else 1}" cellborder="0" cellspacing="0" cellpadding="2" '
+        f'style="rounded" bgcolor="{fill}" color="{border}">{"".join(cells)}</table>>'
+    )
+
+
+def _red_lines(message: str, size: int) -> str:
+    """A break message, wrapped, left-aligned, in red."""
+    lines = "".join(f'{_escape(line)}<br align="left"/>' for line in _wrap(message))
+    return f'<font color="{BREAK_COLOR}" point-size="{size}">{lines}</font>'
+
+
+def _strip_name(message: str, row: LayerRecord) -> str:
+    """Drop the "ups.9 (ResBlock): " a break message starts with; the node already shows it."""
+    for prefix in (f"{row.name} ({row.type}): ", f"{row.name}: "):
+        if row.name and message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
+
+
+def _wrap(text: str) -> list[str]:
+    """Lines of at most WRAP characters that never split a shape such as [2, 64, 224, 224]."""
+    joined = re.sub(r"\[[^\]]*\]", lambda found: found.group().replace(" ", NO_BREAK_SPACE), text)
+    lines = textwrap.wrap(joined, WRAP, break_on_hyphens=False) or [""]
+    return [line.replace(NO_BREAK_SPACE, " ") for line in lines]
+
+
+def _shape_text(shape: Shape, trace: Trace) -> str:
+    """C×H×W without the batch, which the title shows once; the full shape where it differs."""
+    if len(shape) >= 2 and shape[0] == _batch(trace):
+        return "×".join(str(extent) for extent in shape[1:])
+    return analysis.format_shape(shape)
+
+
+def _batch(trace: Trace) -> int | None:
+    sizes = {shape[0] for shape in trace.inputs if len(shape) >= 2}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _escape(text: str) -> str:
+    """Text for a Graphviz HTML label: markup characters as entities, control characters dropped."""
+    text = "".join(character for character in text if character.isprintable())
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+# --- edges ------------------------------------------------------------------------------
+
+
+def _main_edges(trace: Trace, layout: _Layout) -> list[str]:
+    """Solid edges in call order from the image input, through the main rows, to the output."""
+    images = [position for position, shape in enumerate(trace.inputs) if len(shape) >= 3]
+    main = layout.main
+    lines = [f"  input{(images or [0])[0]} -> {main[0].index};"] if trace.inputs and main else []
+    for tail, head in itertools.pairwise(main):
+        climbing = head.index in layout.right and (tail.index, head.index) != layout.bottom
+        lines.append(_edge(tail.index, head.index, climbing))
+    if trace.outputs and main:
+        lines.append(_edge(main[-1].index, "output", main[-1].index in layout.right))
+    return lines
+
+
+def _edge(tail: Node, head: Node, climbing: bool) -> str:
+    """A main-path edge; a climbing one is written head -> tail so that dot ranks its head higher."""
+    if climbing:
+        return f"  {head} -> {tail} [dir=back];"
+    return f"  {tail} -> {head};"
+
+
+def _rung_edges(trace: Trace, layout: _Layout, depth: int) -> list[str]:
+    """Dashed rungs labelled C×H×W; red where the skip itself does not fit (a size break)."""
+    misfits = _misfit_rungs(trace, layout, depth)
+    lines = []
+    for (source, target), shapes in layout.rungs.items():
+        label = _escape(", ".join(_shape_text(shape, trace) for shape in shapes))
+        color = BREAK_COLOR if (source, target) in misfits else SKIP_COLOR
+        loose = "" if (source, target) in layout.pinned else ", constraint=false"
+        lines.append(
+            f'  {source} -> {target} [style=dashed, color="{color}", fontcolor="{color}", label=<{label}>{loose}];'
+        )
+    return lines
+
+
+def _misfit_rungs(trace: Trace, layout: _Layout, depth: int) -> set[tuple[int | None, int | None]]:
+    drawn = {row.index for row in layout.rows}
+    misfits = set()
+    for brk in trace.breaks:
+        target = _node_of(trace, drawn, brk.layer, depth, last=False)
+        for side in brk.sides if brk.kind == "size" else ():
+            if side.role == "skip":
+                misfits.add((_node_of(trace, drawn, side.producer, depth, last=True), target))
+    return misfits
+
+
+def _timestep_edges(layout: _Layout) -> tuple[list[str], list[tuple[str, int]]]:
+    """The timestep path: the vector input through the lead rows, then rails into the blocks.
+
+    Returns the lines and the (rail point, row) pairs that must share a rank.
+    """
+    vectors = [f"input{position}" for position, shape in enumerate(layout.inputs) if len(shape) < 3]
+    chain: list[Node] = [*vectors[:1], *(row.index for row in layout.lead)] if layout.lead else []
+    lines = [f"  {tail} -> {head} [{TIMESTEP_STYLE}, weight=8];" for tail, head in itertools.pairwise(chain)]
+    links = [
+        (source, row)
+        for row in layout.main
+        for source in dict.fromkeys(_timestep_source(layout, shape) for shape in row.inputs if len(shape) < 3)
+        if source is not None
+    ]
+    if not links:
+        return lines, []
+    rail_source = links[0][0]
+    for source, row in links:
+        if source != rail_source:
+            lines.append(f"  {source} -> {row.index} [{TIMESTEP_STYLE}, constraint=false];")
+    railed = [row for source, row in links if source == rail_source]
+    left = [row.index for row in railed if row.index not in layout.right]
+    right = [row.index for row in reversed(railed) if row.index in layout.right]
+    left_lines, left_pairs = _rail(rail_source, left, climbing=False)
+    right_lines, right_pairs = _rail(rail_source, right, climbing=True)
+    return [*lines, *left_lines, *right_lines], [*left_pairs, *right_pairs]
+
+
+def _rail(source: Node, rows: Sequence[int], *, climbing: bool) -> tuple[list[str], list[tuple[str, int]]]:
+    """A vertical rail of points beside one arm of the U, with a short tick into each row.
+
+    One fan of edges from the embedding into every block tangles across the whole U; a rail
+    down the outer side of each arm stays out of the way.
+    """
+    points = [f"rail{row}" for row in rows]
+    lines = [f'  {point} [shape=point, width=0.04, color="{TIMESTEP_COLOR}"];' for point in points]
+    for tail, head in zip([source, *points], points, strict=False):
+        # Heavy keeps the rail straight; the first segment is light so that it, not the source, bends.
+        weight = 1 if tail == source else 4
+        lines.append(f"  {tail} -> {head} [{TIMESTEP_STYLE}, arrowhead=none, weight={weight}];")
+    for point, row in zip(points, rows, strict=True):
+        # The up arm's rail is on its right: a flat edge's tail goes left, so write it row -> point.
+        tick = f"{row} -> {point} [dir=back, " if climbing else f"{point} -> {row} ["
+        lines.append(f"  {tick}{TIMESTEP_STYLE}];")
+    return lines, [(point, row) for point, row in zip(points, rows, strict=True)]
+
+
+def _timestep_source(layout: _Layout, shape: Shape) -> Node | None:
+    """The lead row that made a vector of this shape, else the model input of that shape."""
+    for row in reversed(layout.lead):
+        if shape in row.outputs:
+            return row.index
+    for position, input_shape in enumerate(layout.inputs):
+        if input_shape == shape:
+            return f"input{position}"
+    return layout.lead[-1].index if layout.lead else None
+
+
+def _rank_groups(layout: _Layout, pairs: Sequence[tuple[Node, Node]]) -> list[str]:
+    """One rank=same subgraph per set of nodes that pairs join: rung ends, rail ticks, the bottom."""
+    groups: list[set[Node]] = []
+    for pair in [*pairs, *([layout.bottom] if layout.bottom else [])]:
+        joined: set[Node] = set(pair)
+        for group in [group for group in groups if group & joined]:
+            joined |= group
+            groups.remove(group)
+        groups.append(joined)
+
+    def position(node: Node) -> tuple[int, str]:
+        return (node, "") if isinstance(node, int) else (int(node.removeprefix("rail")), node)  # rail6 by 6
+
+    lines = []
+    for group in sorted(groups, key=lambda group: min(map(position, group))):
+        lines.append(f"  {{ rank=same; {' '.join(f'{node};' for node in sorted(group, key=position))} }}")
+    return lines
