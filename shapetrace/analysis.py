@@ -67,20 +67,22 @@ class Placement:
     """0 for the input resolution, growing as the size shrinks; -1 without spatial dims."""
 
 
-def placements(trace: Trace, rows: Sequence[LayerRecord], depth: int = BLOCK_DEPTH) -> dict[int, Placement]:
+def placements(trace: Trace, rows: Sequence[LayerRecord]) -> dict[int, Placement]:
     """Side and level of each row: down up to the last skip source, up from the first target."""
-    sources = [ancestor_at(trace.layers, skip.source, depth) for skip in trace.skips]
-    targets = [ancestor_at(trace.layers, skip.target, depth) for skip in trace.skips]
+    # Sides are decided per block; a deeper row takes the side of the block it runs in.
+    sources = [ancestor_at(trace.layers, skip.source, BLOCK_DEPTH) for skip in trace.skips]
+    targets = [ancestor_at(trace.layers, skip.target, BLOCK_DEPTH) for skip in trace.skips]
     sizes = sorted({_area(spatial(main_input(row))) for row in rows if spatial(main_input(row))}, reverse=True)
     result = {}
     for row in rows:
         size = spatial(main_input(row))
         level = sizes.index(_area(size)) if size else -1
+        block = ancestor_at(trace.layers, row.index, BLOCK_DEPTH)
         if not sources:
             side = CHAIN
-        elif row.index <= max(sources) and row.index < min(targets):
+        elif block <= max(sources) and block < min(targets):
             side = DOWN
-        elif row.index >= min(targets):
+        elif block >= min(targets):
             side = UP
         else:
             side = MID

@@ -58,7 +58,7 @@ def _explain_merge(trace: Trace, brk: Break) -> Break:
     if floored is not None:
         before, after = floored.input_size, floored.output_size
         cause = (
-            f"{_block(trace, floored.layer)} downsampled an odd size: "
+            f"{_block(trace, floored.layer)} {_rounding(floored)} an odd size: "
             f"{format_size_pair(before, after)} ({_first_odd(before, floored.stride)} is not divisible by "
             f"{floored.stride}); the up path doubles back to {format_size_pair(spatial(main.shape))} "
             f"while the skip kept {format_size_pair(spatial(other.shape))}"
@@ -88,6 +88,12 @@ def _size_fix(trace: Trace) -> str:
 
 def _first_floor(trace: Trace, brk: Break) -> ShapeWarning | None:
     return next((w for w in trace.warnings if w.layer < brk.leaf or w.layer < brk.layer), None)
+
+
+def _rounding(warning: ShapeWarning) -> str:
+    """"floored" (pooling: 225 → 112) or "rounded up" (a padded strided conv: 65 → 33)."""
+    size_in, size_out = warning.input_size[0], warning.output_size[0]
+    return "floored" if size_out == size_in // warning.stride else "rounded up"
 
 
 def _first_odd(size: tuple[int, ...], stride: int) -> int:

@@ -31,7 +31,7 @@ STATUS_STYLES = {BROKEN: "bold red", DOWNSTREAM: "bright_black", FAILED: "red"}
 def trace_table(trace: Trace, depth: int = BLOCK_DEPTH) -> Table:
     """One row per call at the display depth, grouped down / mid / up, with a totals footer."""
     rows = display_rows(trace, depth)
-    where = placements(trace, rows, depth)
+    where = placements(trace, rows)
     skip_notes = _skip_notes(trace, depth)
     broken = {ancestor_at(trace.layers, brk.layer, depth) for brk in trace.breaks}
     table = Table(

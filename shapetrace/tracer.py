@@ -159,11 +159,14 @@ class _Observer(TorchFunctionMode):
         super().__init__()
         self.recorder = recorder
         self.first_break = first_break
+        self.stop_pending = False
 
     # --- module hooks -----------------------------------------------------------------
 
     def before(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.recorder.begin(module, _tensors(args) + _tensors(kwargs))
+        if self.stop_pending:
+            raise _StopTracing  # the broken merge's consumer is known now: stop here
 
     def after(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         # always_call hooks also run when the forward raised; then there is no output.
@@ -272,8 +275,8 @@ class _Observer(TorchFunctionMode):
         sides = tuple(BreakSide(roles[part.role], part.shape, part.producer) for part in parts)
         brk = PendingBreak(self.recorder.current, "size", op, dim, sides, tuple(expected), merge=merge_id)
         self.recorder.breaks.append(brk)
-        if self.first_break:
-            raise _StopTracing
+        # With --first-break, stop once the call that consumes the merge has begun.
+        self.stop_pending = self.first_break
 
     def _add(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         left = args[0] if args else kwargs.get("input")

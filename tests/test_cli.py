@@ -35,7 +35,7 @@ def test_size_break_exits_1_and_names_the_merge(runner: CliRunner) -> None:
     assert result.exit_code == 1, result.output
     assert "ups.9 (ResBlock): torch.cat(dim=1) joins up path [2, 64, 224, 224] from ups.8" in result.output
     assert "skip [2, 64, 225, 225] from downs.1" in result.output
-    assert "downs.2 (Downsample) downsampled an odd size: 225 → 112" in result.output
+    assert "downs.2 (Downsample) floored an odd size: 225 → 112" in result.output
     assert "multiple of 8" in result.output and "224 or 232" in result.output
 
 
