@@ -1,6 +1,7 @@
 """shapetrace: the tensor shapes inside a diffusion UNet, and where its down and up paths break."""
 
 from shapetrace.records import Break, LayerRecord, ShapeWarning, SizeRule, SkipPair, Trace
+from shapetrace.sized import trace_sizes
 from shapetrace.tracer import run_trace, trace
 from shapetrace.unet import UNet
 
@@ -16,4 +17,5 @@ __all__ = [
     "__version__",
     "run_trace",
     "trace",
+    "trace_sizes",
 ]
