@@ -94,15 +94,16 @@ def run_trace(
 
 def _observed_forward(model: nn.Module, args: Sequence[Any], kwargs: dict[str, Any], observer: _Observer) -> Any:
     """The forward with hooks and the mode in place; always leaves the model as it was."""
-    training = [(module, module.training) for module in model.modules()]
+    modules = list(model.modules())
+    training = [module for module in modules if module.training]
     handles: list[RemovableHandle] = []
     output = None
     try:
-        for module in model.modules():
+        for module in modules:
             handles.append(module.register_forward_pre_hook(observer.before, with_kwargs=True))
             handles.append(module.register_forward_hook(observer.after, with_kwargs=True, always_call=True))
-        # eval(): BatchNorm must not update its running statistics on a real device.
-        for module, _ in training:
+        # Evaluation mode: BatchNorm must not update its running statistics on a real device.
+        for module in training:
             module.training = False
         with torch.no_grad(), observer:
             output = model(*args, **kwargs)
@@ -115,8 +116,8 @@ def _observed_forward(model: nn.Module, args: Sequence[Any], kwargs: dict[str, A
     finally:
         for handle in handles:
             handle.remove()
-        for module, flag in training:
-            module.training = flag
+        for module in training:
+            module.training = True
     return output
 
 
