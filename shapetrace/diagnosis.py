@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from shapetrace.analysis import block_name, format_shape, full_name, spatial
-from shapetrace.records import Break, BreakSide, ShapeWarning, Trace
+from shapetrace.analysis import DOWN, block_name, display_rows, format_shape, full_name, placements, spatial
+from shapetrace.records import Break, BreakSide, Shape, ShapeWarning, Trace
 
 _FUNCTION_NAMES = {"cat": "torch.cat", "stack": "torch.stack", "add": "+"}
 
@@ -52,9 +52,10 @@ def _explain_merge(trace: Trace, brk: Break) -> Break:
     their = " vs ".join("×".join(str(shape[d]) for d in differing) for shape in (main.shape, other.shape))
     message = (
         f"{_where(trace, brk)}: {function} joins {_side(trace, main)} and {_side(trace, other)}; "
-        f"dim{'s' * (len(differing) > 1)} {', '.join(map(str, differing))} differ ({their})"
+        f"{'dims' if len(differing) > 1 else 'dim'} {', '.join(map(str, differing))} "
+        f"{'differ' if len(differing) > 1 else 'differs'} ({their})"
     )
-    floored = _first_floor(trace, brk)
+    floored = _floor_behind(trace, brk, main.shape, other.shape, differing)
     if floored is not None:
         before, after = floored.input_size, floored.output_size
         cause = (
@@ -63,12 +64,31 @@ def _explain_merge(trace: Trace, brk: Break) -> Break:
             f"{floored.stride}); the up path doubles back to {format_size_pair(spatial(main.shape))} "
             f"while the skip kept {format_size_pair(spatial(other.shape))}"
         )
+        fix = _size_fix(trace)
     else:
         cause = (
             f"the up path reaches the merge at {format_size_pair(spatial(main.shape))} but the skip "
-            f"from {block_name(trace, other.producer)} is {format_size_pair(spatial(other.shape))}"
+            f"from {block_name(trace, other.producer)} is {format_size_pair(spatial(other.shape))}: more than "
+            f"rounding can explain, so the skip comes from another level than the up path"
         )
-    return dataclasses.replace(brk, message=message, cause=cause, fix=_size_fix(trace))
+        fix = _level_fix(trace, main.shape, other.shape)
+    return dataclasses.replace(brk, message=message, cause=cause, fix=fix)
+
+
+def _level_fix(trace: Trace, main: tuple[int, ...], skip: tuple[int, ...]) -> str:
+    """Name a block whose output would fit the merge, when the skip came from the wrong level."""
+    rows = display_rows(trace)
+    sides = placements(trace, rows)
+    fitting = [
+        row
+        for row in rows
+        if sides[row.index].side == DOWN and row.outputs and row.outputs[0][1:] == (skip[1], *main[2:])
+    ]
+    resize = "or resize the skip to the up path (F.interpolate(skip, size=x.shape[-2:]))"
+    if fitting:
+        shape = format_shape(fitting[-1].outputs[0])
+        return f"take the skip from {block_name(trace, fitting[-1].index)} (its output is {shape}); {resize}"
+    return f"pair the skip with the up block of its own resolution; {resize}"
 
 
 def _size_fix(trace: Trace) -> str:
@@ -86,12 +106,22 @@ def _size_fix(trace: Trace) -> str:
     )
 
 
-def _first_floor(trace: Trace, brk: Break) -> ShapeWarning | None:
-    return next((w for w in trace.warnings if w.layer < brk.leaf or w.layer < brk.layer), None)
+def _floor_behind(trace: Trace, brk: Break, main: Shape, skip: Shape, differing: list[int]) -> ShapeWarning | None:
+    """The first odd-size warning before the break, when rounding can explain it.
+
+    Rounding leaves the up path within a few rows of the skip (224 against 225); a skip at
+    twice or half the size comes from another level, whatever was rounded on the way.
+    """
+    if not all(max(main[d], skip[d]) < 1.5 * min(main[d], skip[d]) for d in differing):
+        return None
+    earlier = (
+        warning for warning in trace.warnings if warning.stride >= 2 and warning.layer < max(brk.leaf, brk.layer)
+    )
+    return next(earlier, None)
 
 
 def _rounding(warning: ShapeWarning) -> str:
-    """"floored" (pooling: 225 → 112) or "rounded up" (a padded strided conv: 65 → 33)."""
+    """ "floored" (pooling: 225 → 112) or "rounded up" (a padded strided conv: 65 → 33)."""
     size_in, size_out = warning.input_size[0], warning.output_size[0]
     return "floored" if size_out == size_in // warning.stride else "rounded up"
 

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from shapetrace.analysis import format_size
 from shapetrace.diagnosis import explain
 from shapetrace.recorder import Recorder
-from shapetrace.records import Trace
+from shapetrace.records import Shape, ShapeWarning, Trace
 
 
 def freeze(
@@ -24,14 +25,17 @@ def freeze(
     """Records from the recorder; the Trace keeps no reference to the model or a tensor."""
     called = {id(call.module): call.module for call in recorder.calls}
     params = {key: _parameter_count(module) for key, module in called.items()}
+    input_shapes = tuple(tuple(t.shape) for t in inputs)
+    output_shapes = tuple(tuple(t.shape) for t in outputs)
     trace = Trace(
         model=type(model).__name__,
-        inputs=tuple(tuple(t.shape) for t in inputs),
-        outputs=tuple(tuple(t.shape) for t in outputs),
+        inputs=input_shapes,
+        outputs=output_shapes,
         layers=recorder.layers(params),
         skips=recorder.skips(),
         breaks=recorder.frozen_breaks(),
-        warnings=tuple(recorder.warnings),
+        warnings=tuple(recorder.warnings)
+        + (() if recorder.breaks else _cropped_output(type(model).__name__, input_shapes, output_shapes)),
         device=device,
         config=config,
     )
@@ -40,3 +44,17 @@ def freeze(
 
 def _parameter_count(module: nn.Module) -> int:
     return sum(parameter.numel() for parameter in module.parameters())
+
+
+def _cropped_output(model: str, inputs: tuple[Shape, ...], outputs: tuple[Shape, ...]) -> tuple[ShapeWarning, ...]:
+    """A model whose image output is smaller than its image input crops silently: say so."""
+    image_in = next((shape for shape in inputs if len(shape) >= 4), None)
+    image_out = next((shape for shape in outputs if len(shape) >= 4), None)
+    if image_in is None or image_out is None or len(image_in) != len(image_out):
+        return ()
+    before, after = image_in[2:], image_out[2:]
+    if after == before or not all(out <= size for out, size in zip(after, before, strict=True)):
+        return ()
+    sizes = f"{format_size(after)} but its input is {format_size(before)}"
+    message = f"{model}'s output is {sizes}: the model crops (unpadded convolutions), so its output is smaller"
+    return (ShapeWarning(0, message, before, after, stride=1),)

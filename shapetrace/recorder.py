@@ -218,9 +218,11 @@ class Recorder:
         before, after = call.inputs[0], call.outputs[0]
         if len(before) < 3 or len(before) != len(after):
             return
-        for size_in, size_out in zip(before[2:], after[2:], strict=True):
+        strides = _strides(call.module, len(before) - 2)
+        for axis, (size_in, size_out) in enumerate(zip(before[2:], after[2:], strict=True)):
             if 0 < size_out < size_in:
-                stride = round(size_in / size_out)
+                # The module's own stride where it has one (a pool turning 3 into 1 has stride 2).
+                stride = strides[axis] if strides else round(size_in / size_out)
                 if stride >= 2 and size_in % stride:
                     message = (
                         f"{call.name} ({type(call.module).__name__}) turns size {size_in} into {size_out}: "
@@ -249,7 +251,13 @@ class Recorder:
         return seen if found else None
 
     def crosses_resolution(self, visited: set[int], shape: Shape) -> bool:
-        """True when some call between a skip's source and its merge works at another size."""
+        """True when some call between a skip's source and its merge works at another size.
+
+        Only (B, C, *spatial) activations with two or more spatial dims count: in a token layout
+        (B, N, C) the last dim is channels, and an MLP widening it is no change of resolution.
+        """
+        if len(shape) < 4:
+            return False
         for index in visited:
             outputs = self.calls[index].outputs
             if outputs and len(outputs[0]) == len(shape) and outputs[0][2:] != shape[2:]:
@@ -308,3 +316,13 @@ class Recorder:
             )
             for brk in self.breaks
         )
+
+
+def _strides(module: torch.nn.Module, spatial: int) -> tuple[int, ...]:
+    """The module's stride per spatial axis, or () when it declares none."""
+    stride = getattr(module, "stride", None)
+    if isinstance(stride, int):
+        return (stride,) * spatial
+    if isinstance(stride, tuple) and len(stride) == spatial and all(isinstance(s, int) for s in stride):
+        return stride
+    return ()

@@ -122,7 +122,7 @@ def _observed_forward(model: nn.Module, args: Sequence[Any], kwargs: dict[str, A
 
 
 def _error_kind(error: Exception) -> str:
-    """"meta" when the forward needs tensor values; "size" for shape errors; else "error"."""
+    """ "meta" when the forward needs tensor values; "size" for shape errors; else "error"."""
     text = str(error)
     if "meta tensor" in text:
         return META_VALUES
@@ -292,14 +292,19 @@ class _Observer(TorchFunctionMode):
         if skip.role != "skip":
             return self._plain(func, args, kwargs)
         if left.shape == right.shape:
+            main_tag = recorder.tag_of((left, right)[main])
             visited = recorder.ancestry(skip.producer, parts[main].producer) or set()
             if recorder.crosses_resolution(visited, skip.shape):
-                main_tag = recorder.tag_of((left, right)[main])
                 merge = Merge("add", -1, recorder.current, parts)
                 if main_tag is not None and main_tag.returned_by >= 0:
                     merge.target = main_tag.returned_by  # the block whose output the skip joins
                 recorder.merges.append(merge)
-            return self._plain(func, args, kwargs)
+            output = metashapes.call(func, args, kwargs)
+            # A residual sum continues the main path, whichever side of the + it was written on
+            # (`x + attn(x)` and `attn(x) + x` alike, in place too).
+            if isinstance(output, torch.Tensor) and main_tag is not None and output is not (left, right)[main]:
+                recorder.inherit(output, main_tag)
+            return output
         if _broadcastable(left.shape, right.shape):
             return self._plain(func, args, kwargs)
         merge_id = len(recorder.merges)
