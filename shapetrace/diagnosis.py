@@ -188,7 +188,15 @@ def _explain_error(trace: Trace, brk: Break) -> Break:
         fix = "use a larger input, or fewer downsampling levels"
     elif brk.kind == "size":
         cause = f"{where} received {inputs or 'no tensors'}, which it cannot use"
-        fix = "see the shapes recorded before this layer"
+        shrunk = next((w for w in trace.warnings if w.stride >= 2 and w.layer < brk.leaf), None)
+        if shrunk is not None:
+            sizes = format_size_pair(shrunk.input_size, shrunk.output_size)
+            cause += f"; {_block(trace, shrunk.layer)} floored {sizes} on the way"
+        fix = (
+            "use a larger input, or one that every stride divides"
+            if shrunk
+            else "see the shapes recorded before this layer"
+        )
     else:
         cause = f"{where} raised something that is not a shape mismatch (its inputs: {inputs or 'none'})"
         fix = "fix the forward, or trace with --device cpu if it needs real values"
