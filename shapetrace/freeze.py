@@ -23,8 +23,9 @@ def freeze(
     config: tuple[tuple[str, str], ...],
 ) -> Trace:
     """Records from the recorder; the Trace keeps no reference to the model or a tensor."""
-    called = {id(call.module): call.module for call in recorder.calls}
-    params = {key: _parameter_count(module) for key, module in called.items()}
+    params = parameter_counts(model)
+    for call in recorder.calls:  # a module called from outside the model's tree (rare)
+        params.setdefault(id(call.module), sum(p.numel() for p in call.module.parameters()))
     input_shapes = tuple(tuple(t.shape) for t in inputs)
     output_shapes = tuple(tuple(t.shape) for t in outputs)
     trace = Trace(
@@ -42,8 +43,24 @@ def freeze(
     return explain(trace)
 
 
-def _parameter_count(module: nn.Module) -> int:
-    return sum(parameter.numel() for parameter in module.parameters())
+def parameter_counts(model: nn.Module) -> dict[int, int]:
+    """Parameters of every module with its children, by id(module), in one walk of the tree.
+
+    Asking each module for `parameters()` walks its subtree again: for a deep model that
+    costs more than the trace. Below the model, a shared child counts in each parent; the
+    model's own total counts every parameter once, as torchinfo does.
+    """
+    counts: dict[int, int] = {}
+
+    def visit(module: nn.Module) -> int:
+        if id(module) not in counts:
+            own = sum(parameter.numel() for parameter in module.parameters(recurse=False))
+            counts[id(module)] = own + sum(visit(child) for child in module.children())
+        return counts[id(module)]
+
+    visit(model)
+    counts[id(model)] = sum(parameter.numel() for parameter in model.parameters())
+    return counts
 
 
 def _cropped_output(model: str, inputs: tuple[Shape, ...], outputs: tuple[Shape, ...]) -> tuple[ShapeWarning, ...]:
