@@ -183,6 +183,12 @@ class Recorder:
         self.calls.append(call)
         self.stack.append(index)
 
+    def add_inputs(self, tensors: list[torch.Tensor]) -> None:
+        """Keyword tensors of the running call, known only when it ends."""
+        call = self.calls[self.stack[-1]]
+        call.inputs += tuple(tuple(t.shape) for t in tensors)
+        call.producers += tuple(self.producer_of(t) for t in tensors)
+
     def end(self, outputs: list[torch.Tensor], raised: bool) -> None:
         index = self.stack.pop()
         call = self.calls[index]

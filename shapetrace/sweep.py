@@ -8,6 +8,8 @@ tests/test_sweep.py checks that its outcomes equal those of full traces.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -16,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
 from shapetrace import metashapes
@@ -56,13 +59,20 @@ class _LightPass(TorchFunctionMode):
         self.pending = ""  # a merge broke; its consumer is the next call to begin
         self.failed_in = ""  # the block an exception left first
 
+    def reset(self) -> None:
+        self.stack, self.pending, self.failed_in = [], "", ""
+
     def before(self, module: nn.Module, args: Any) -> None:
+        if id(module) not in self.names:
+            return  # global hooks see every module; only the swept model's count
         # Pushed before raising: the always-called post-hook of this module pops it again.
-        self.stack.append(self.names.get(id(module), ""))
+        self.stack.append(self.names[id(module)])
         if self.pending:
             raise _FirstBreak(self.pending, self.block())
 
     def after(self, module: nn.Module, args: Any, output: Any) -> None:
+        if id(module) not in self.names:
+            return
         # always_call: runs while an exception unwinds too; remember the block it left first.
         if output is None and not self.failed_in and sys.exc_info()[0] is not None:
             self.failed_in = self.block()
@@ -100,25 +110,16 @@ class _LightPass(TorchFunctionMode):
         return meta_concatenate(tensors, dim, stack)
 
 
-def first_break(
-    model: nn.Module, args: Sequence[Any], kwargs: dict[str, Any], names: dict[int, str]
-) -> tuple[str, str]:
+def first_break(light: _LightPass, model: nn.Module, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[str, str]:
     """The first break's (kind, block) of one forward on meta, or ("", "") when aligned."""
-    light = _LightPass(names)
-    handles = []
+    light.reset()
     try:
-        for module in model.modules():
-            handles.append(module.register_forward_pre_hook(light.before))
-            handles.append(module.register_forward_hook(light.after, always_call=True))
         with torch.no_grad(), light:
             model(*args, **kwargs)
     except _FirstBreak as stop:
         return stop.kind, stop.place
     except Exception as error:  # noqa: BLE001 - any failure is this size's first break
         return ("size" if _SIZE_ERROR.search(str(error)) else "error"), light.failed_in or light.block()
-    finally:
-        for handle in handles:
-            handle.remove()
     if light.pending:
         return light.pending, light.block()
     return "", ""
@@ -129,21 +130,74 @@ def sweep(
     sizes: Iterable[tuple[int, int]],
     arguments_at: Callable[[int, int], tuple[Sequence[Any], dict[str, Any]]],
     progress: Callable[[], None] | None = None,
+    workers: int | None = None,
 ) -> list[Outcome]:
-    """The outcome of every size, on one model built once (on meta)."""
-    names = {id(module): name for name, module in model.named_modules()}
-    training = [(module, module.training) for module in model.modules()]
-    outcomes = []
+    """The outcome of every size, on one model built once (on meta).
+
+    Long sweeps fork one worker per core (where the platform forks): each size is an
+    independent forward, and the workers inherit the model instead of rebuilding it.
+    """
+    sizes = list(sizes)
+    workers = workers or _worker_count(len(sizes))
+    if workers == 1:
+        return _sweep_serial(model, sizes, arguments_at, progress)
+    global _INHERITED  # noqa: PLW0603 - handed to forked workers, which cannot unpickle closures
+    _INHERITED = (model, arguments_at)
+    chunks = [sizes[start : start + _CHUNK] for start in range(0, len(sizes), _CHUNK)]
+    outcomes: list[Outcome] = []
     try:
-        for module, _ in training:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for chunk in pool.imap(_sweep_inherited, chunks):
+                outcomes.extend(chunk)
+                for _ in chunk if progress is not None else ():
+                    progress()  # type: ignore[misc]
+    finally:
+        _INHERITED = None
+    return outcomes
+
+
+_CHUNK = 32  # sizes per task: small enough for a smooth progress bar, large enough to amortise
+_INHERITED: tuple[nn.Module, Callable[[int, int], tuple[Sequence[Any], dict[str, Any]]]] | None = None
+
+
+def _worker_count(sizes: int) -> int:
+    if sizes < 4 * _CHUNK or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _sweep_inherited(sizes: list[tuple[int, int]]) -> list[Outcome]:
+    assert _INHERITED is not None
+    model, arguments_at = _INHERITED
+    return _sweep_serial(model, sizes, arguments_at, None)
+
+
+def _sweep_serial(
+    model: nn.Module,
+    sizes: Sequence[tuple[int, int]],
+    arguments_at: Callable[[int, int], tuple[Sequence[Any], dict[str, Any]]],
+    progress: Callable[[], None] | None,
+) -> list[Outcome]:
+    """Every size in this process, the model hooked once."""
+    light = _LightPass({id(module): name for name, module in model.named_modules()})
+    training = [module for module in model.modules() if module.training]
+    outcomes = []
+    handles = [
+        register_module_forward_pre_hook(light.before),
+        register_module_forward_hook(light.after, always_call=True),
+    ]
+    try:
+        for module in training:
             module.training = False
         for height, width in sizes:
             args, kwargs = arguments_at(height, width)
-            kind, place = first_break(model, args, kwargs, names)
+            kind, place = first_break(light, model, args, kwargs)
             outcomes.append(Outcome((height, width), kind, place))
             if progress is not None:
                 progress()
     finally:
-        for module, flag in training:
-            module.training = flag
+        for handle in handles:
+            handle.remove()
+        for module in training:
+            module.training = True
     return outcomes

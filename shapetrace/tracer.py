@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
@@ -94,14 +95,14 @@ def run_trace(
 
 def _observed_forward(model: nn.Module, args: Sequence[Any], kwargs: dict[str, Any], observer: _Observer) -> Any:
     """The forward with hooks and the mode in place; always leaves the model as it was."""
-    modules = list(model.modules())
-    training = [module for module in modules if module.training]
+    training = [module for module in model.modules() if module.training]
     handles: list[RemovableHandle] = []
     output = None
     try:
-        for module in modules:
-            handles.append(module.register_forward_pre_hook(observer.before, with_kwargs=True))
-            handles.append(module.register_forward_hook(observer.after, with_kwargs=True, always_call=True))
+        # Two global hooks, filtered to this model's modules, instead of two handles per module:
+        # registering and removing hundreds of handles cost more than a GPU forward's kernels.
+        handles.append(register_module_forward_pre_hook(observer.before))
+        handles.append(register_module_forward_hook(observer.after, with_kwargs=True, always_call=True))
         # Evaluation mode: BatchNorm must not update its running statistics on a real device.
         for module in training:
             module.training = False
@@ -164,12 +165,22 @@ class _Observer(TorchFunctionMode):
 
     # --- module hooks -----------------------------------------------------------------
 
-    def before(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.recorder.begin(module, _tensors(args) + _tensors(kwargs))
+    def before(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        # A global pre-hook sees positional arguments only; keyword tensors join at the end.
+        if id(module) not in self.recorder.names:
+            return  # a module from outside the traced model
+        self.recorder.begin(module, _tensors(args))
         if self.stop_pending:
             raise _StopTracing  # the broken merge's consumer is known now: stop here
 
-    def after(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+    def after(self, module: nn.Module, args: tuple[Any, ...], *rest: Any) -> None:
+        # (kwargs, output) normally; torch's exception path calls global always-call hooks
+        # without kwargs, as (module, args, output).
+        if id(module) not in self.recorder.names:
+            return
+        kwargs, output = rest if len(rest) == 2 else ({}, rest[-1])
+        if kwargs:
+            self.recorder.add_inputs(_tensors(kwargs))
         # always_call hooks also run when the forward raised; then there is no output.
         raised = output is None and sys.exc_info()[0] is not None
         self.recorder.end(_tensors(output), raised)

@@ -64,3 +64,16 @@ def test_bad_sizes_exit_2(runner: CliRunner, sizes: str) -> None:
 def test_compress_sizes_finds_arithmetic_runs() -> None:
     squares = [(size, size) for size in [1, 2, 3, 4, 10, 18, 26, 40]]
     assert compress_sizes(squares) == "1:4, 10:26:8, 40"
+
+
+def test_forked_workers_give_the_serial_outcomes() -> None:
+    from shapetrace.sweep import sweep
+    from tests.conftest import meta_unet, unet_inputs
+
+    model = meta_unet((1, 2, 4), n_channels=4)
+    sizes = [(size, size) for size in range(8, 8 + 140)]
+
+    def arguments_at(height: int, width: int) -> tuple[tuple[object, ...], dict[str, object]]:
+        return unet_inputs(height, width, batch=1), {}
+
+    assert sweep(model, sizes, arguments_at, workers=2) == sweep(model, sizes, arguments_at, workers=1)
