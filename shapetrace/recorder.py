@@ -64,6 +64,8 @@ class Call:
     outputs: tuple[Shape, ...] = ()
     status: str = OK
     children: int = 0
+    leaf: bool = False
+    """The module has no submodules: what its functions make stays inside it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,11 @@ class Recorder:
     def current(self) -> int:
         return self.stack[-1] if self.stack else MODEL_INPUT
 
+    @property
+    def in_leaf(self) -> bool:
+        """A leaf module is running: its intermediate tensors need no tags (its output gets one)."""
+        return bool(self.stack) and self.calls[self.stack[-1]].leaf
+
     def begin(self, module: torch.nn.Module, tensors: list[torch.Tensor]) -> None:
         parent = self.stack[-1] if self.stack else None
         if parent is not None:
@@ -179,6 +186,7 @@ class Recorder:
             inputs=tuple(tuple(t.shape) for t in tensors),
             producers=tuple(producers),
             status=DOWNSTREAM if downstream else OK,
+            leaf=not module._modules,
         )
         self.calls.append(call)
         self.stack.append(index)
@@ -199,7 +207,8 @@ class Recorder:
         for tensor in outputs:
             tag = self.tag_of(tensor)
             if tag is None:
-                self.set_tag(tensor, index, returned_by=index)
+                # Made inside a leaf, where functions are not tagged: it inherits the call's state.
+                self.set_tag(tensor, index, returned_by=index, downstream=call.status == DOWNSTREAM)
             elif tag.made_at > call.started_at:
                 if tag.returned_by < 0:
                     # Made inside this call by functions, not returned by a child: this

@@ -217,6 +217,8 @@ class _Observer(TorchFunctionMode):
         if func is torch.arange and _wants_meta(kwargs) and not any(isinstance(a, torch.Tensor) for a in args):
             return _meta_arange(args, kwargs)
         output = metashapes.call(func, args, kwargs)
+        if self.recorder.in_leaf:
+            return output  # per-op Python work inside leaves is what slows real-device traces
         if isinstance(output, torch.Tensor):
             self._derive(output, args)
         elif isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
@@ -372,7 +374,7 @@ class _Observer(TorchFunctionMode):
 
     def _plain(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         output = metashapes.call(func, args, kwargs)
-        if isinstance(output, torch.Tensor):
+        if isinstance(output, torch.Tensor) and not self.recorder.in_leaf:
             self._derive(output, args)
         return output
 
