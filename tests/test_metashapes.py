@@ -1,0 +1,668 @@
+"""metashapes against torch: each shape function gives the shape, dtype and errors of the real op.
+
+Every case runs twice: the torch op on small CPU tensors, and the shape function on meta
+tensors of the same shapes. They must agree on the output's shape and dtype, or raise the
+same exception type. A shape function may leave a call to torch (NotImplemented) only where
+torch raises, and not where torch's message names a shape mistake (SHAPE_ERRORS): those
+the shape function must raise itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import subprocess
+import sys
+import textwrap
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.overrides import TorchFunctionMode
+
+from shapetrace import metashapes
+from shapetrace.metashapes import META_SHAPES
+
+Case = tuple[Callable[..., Any], Sequence[Any], dict[str, Any]]
+
+LEFT_TO_TORCH = "left to torch"
+# torch's messages for the shape mistakes a trace reports; the shape functions raise these themselves.
+SHAPE_ERRORS = re.compile(
+    r"too small|Invalid computed output size|must match|channels|Kernel size can't|should contain|"
+    r"Expected (weight|bias) to be|normalized_shape|cannot be multiplied|Expected size for first|expected bias|"
+    r"divisible|output padding must|doesn't match the broadcast|can't be cast|smaller than kernel size|"
+    r"more than one element of the written-to"
+)
+FLOATING = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+DTYPES = (*FLOATING, torch.int64, torch.int32, torch.uint8, torch.bool)
+
+
+def ones(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.ones(shape, dtype=dtype)
+
+
+def meta(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
+def to_meta(value: Any) -> Any:
+    """The same arguments, each tensor replaced by an empty meta tensor of its shape and dtype."""
+    if isinstance(value, torch.Tensor):
+        return meta(*value.shape, dtype=value.dtype)
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_meta(item) for item in value)
+    if isinstance(value, dict):
+        return {key: to_meta(item) for key, item in value.items()}
+    return value
+
+
+def summary(result: Any) -> Any:
+    if result is NotImplemented:
+        return LEFT_TO_TORCH
+    if isinstance(result, (tuple, list)):
+        return tuple(summary(item) for item in result)
+    return (tuple(result.shape), result.dtype)
+
+
+def outcome(function: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[Any, str]:
+    """The summary of `function(*args, **kwargs)`, or the type of what it raised; and the message."""
+    try:
+        # A shape function gives torch's shapes, not its advice: warnings are not outcomes here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return summary(function(*args, **kwargs)), ""
+    except Exception as error:  # noqa: BLE001 - whatever torch raises is compared
+        return type(error), str(error)
+
+
+def raised_its_own_error(expected: Any, message: str) -> bool:
+    """Whether torch refused the call with a message of its own, not one naming a shape mistake."""
+    return isinstance(expected, type) and not (issubclass(expected, RuntimeError) and SHAPE_ERRORS.search(message))
+
+
+def disagreement(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
+    """None where META_SHAPES[func] on meta agrees with `func` on CPU, else what differs."""
+    expected, message = outcome(func, args, kwargs)
+    got, _ = outcome(META_SHAPES[func], (to_meta(args), to_meta(kwargs)), {})
+    if got == expected:
+        return None
+    if got == LEFT_TO_TORCH and raised_its_own_error(expected, message):
+        return None
+    shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else a for a in args]
+    name = getattr(func, "__qualname__", repr(func))
+    return f"{name}{shapes} {to_meta(kwargs)}: torch {expected} {message[:90]!r}, shape function {got}"
+
+
+def assert_agree(cases: Iterable[Case]) -> int:
+    """Run every case and fail listing the first disagreements; returns how many cases ran."""
+    failures, count = [], 0
+    for func, args, kwargs in cases:
+        count += 1
+        problem = disagreement(func, args, kwargs)
+        if problem is not None:
+            failures.append(problem)
+    assert not failures, f"{len(failures)} of {count} cases disagree:\n" + "\n".join(failures[:15])
+    return count
+
+
+def name_of(func: Callable[..., Any]) -> str:
+    return getattr(func, "__qualname__", repr(func))
+
+
+# --- elementwise --------------------------------------------------------------------------
+
+FLOAT_VALUED = ("sin", "cos", "exp", "log", "sqrt", "rsqrt", "sigmoid", "tanh", "neg")
+UNARY = [getattr(owner, name) for owner in (torch, torch.Tensor) for name in FLOAT_VALUED]
+ACTIVATIONS = [F.silu, F.relu, F.gelu, F.mish, torch.relu, torch.Tensor.relu]
+SOFTMAXES = [F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, torch.Tensor.softmax, torch.Tensor.log_softmax]
+
+
+@pytest.mark.parametrize("func", UNARY, ids=name_of)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_unary_matches_torch(func: Callable[..., Any], dtype: torch.dtype) -> None:
+    assert_agree((func, (ones(*shape, dtype=dtype),), {}) for shape in [(), (3,), (2, 3, 4)])
+
+
+@pytest.mark.parametrize("func", ACTIVATIONS, ids=name_of)
+def test_activation_matches_torch(func: Callable[..., Any]) -> None:
+    assert_agree((func, (ones(*shape, dtype=dtype),), {}) for shape in [(), (2, 3, 4)] for dtype in FLOATING)
+
+
+@pytest.mark.parametrize("func", [F.silu, F.relu, F.mish])
+def test_in_place_activation_returns_its_input(func: Callable[..., Any]) -> None:
+    x = meta(2, 3)
+    assert metashapes.call(func, (x,), {"inplace": True}) is x
+
+
+def test_gelu_approximation_matches_torch() -> None:
+    assert_agree((F.gelu, (ones(2, 3),), {"approximate": approximate}) for approximate in ("none", "tanh", "x"))
+
+
+@pytest.mark.parametrize(("training", "inplace"), itertools.product([True, False], repeat=2))
+def test_dropout_matches_torch(training: bool, inplace: bool) -> None:
+    options = {"training": training, "inplace": inplace}
+    assert_agree((F.dropout, (ones(2, 3),), {"p": p, **options}) for p in (0.0, 0.5, 1.0, 1.5))
+    x = meta(2, 3)
+    # Like torch, which hands back the input itself when it works in place or changes nothing.
+    assert (metashapes.call(F.dropout, (x,), {"p": 0.1, **options}) is x) == (inplace or not training)
+
+
+@pytest.mark.parametrize("func", SOFTMAXES, ids=name_of)
+def test_softmax_matches_torch(func: Callable[..., Any]) -> None:
+    cases = [
+        (func, (ones(*shape, dtype=input_dtype), dim), {} if dtype is None else {"dtype": dtype})
+        for shape in [(), (4,), (2, 3, 4)]
+        for dim in range(-len(shape) - 1, len(shape) + 1)
+        for input_dtype in (torch.float32, torch.float16, torch.int64)
+        for dtype in (None, torch.float64)
+    ]
+    assert_agree(cases)
+
+
+@pytest.mark.parametrize("func", [torch.mean, torch.Tensor.mean], ids=name_of)
+def test_mean_matches_torch(func: Callable[..., Any]) -> None:
+    dims: list[Any] = [None, 0, 1, -1, 3, (0, 2), (1, -2), [2, 0, 1], (1, 1), ()]
+    cases: list[Case] = [
+        (func, (ones(*shape, dtype=input_dtype),), {} if dim is None else {"dim": dim, "keepdim": keepdim})
+        for shape in [(), (2, 3, 4)]
+        for dim in dims
+        for keepdim in (False, True)
+        for input_dtype in (torch.float32, torch.float16, torch.int64)
+    ]
+    cases.append((func, (ones(2, 3),), {"dtype": torch.float64}))
+    cases.append((func, (ones(2, 3, dtype=torch.int64),), {"dtype": torch.float32}))
+    assert_agree(cases)
+
+
+# --- binary, with broadcasting ------------------------------------------------------------
+
+BINARY = [
+    *(getattr(torch, name) for name in ("add", "sub", "mul", "div")),
+    *(getattr(torch.Tensor, name) for name in ("add", "sub", "mul", "div")),
+    *(getattr(torch.Tensor, f"__{name}__") for name in ("add", "radd", "sub", "rsub", "mul", "rmul")),
+    torch.Tensor.__truediv__,
+    torch.Tensor.__rtruediv__,
+]
+IN_PLACE = [
+    *(getattr(torch.Tensor, f"{name}_") for name in ("add", "sub", "mul", "div")),
+    *(getattr(torch.Tensor, f"__i{name}__") for name in ("add", "sub", "mul", "truediv")),
+]
+IN_PLACE_POWERS = [torch.Tensor.pow_, torch.Tensor.__ipow__]
+POWERS = [torch.pow, torch.Tensor.pow, torch.Tensor.__pow__, torch.Tensor.__rpow__]
+
+
+@st.composite
+def operands(draw: st.DrawFn) -> tuple[torch.Tensor, Any]:
+    """A tensor, and a tensor or Python scalar, of any dtype; their shapes broadcast more often than not."""
+    base = draw(st.lists(st.integers(1, 4), max_size=4))
+    shapes = []
+    for _ in range(2):
+        shape = base[draw(st.integers(0, len(base))) :]
+        shapes.append([draw(st.sampled_from([size, size, 1, 3])) for size in shape])
+    left = ones(*shapes[0], dtype=draw(st.sampled_from(DTYPES)))
+    right = ones(*shapes[1], dtype=draw(st.sampled_from(DTYPES)))
+    return left, draw(st.sampled_from([right, right, 2, 2.5, True, -1]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(pair=operands(), func=st.sampled_from(BINARY + IN_PLACE))
+def test_binary_matches_torch(pair: tuple[torch.Tensor, Any], func: Callable[..., Any]) -> None:
+    assert_agree([(func, pair, {})])
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    pair=operands(),
+    func=st.sampled_from([torch.add, torch.sub, torch.Tensor.add_]),
+    alpha=st.sampled_from([2, 0.5, True]),
+)
+def test_alpha_matches_torch(pair: tuple[torch.Tensor, Any], func: Callable[..., Any], alpha: float) -> None:
+    assert_agree([(func, pair, {"alpha": alpha})])
+
+
+@settings(max_examples=30, deadline=None)
+@given(pair=operands(), mode=st.sampled_from(["trunc", "floor", "round"]))
+def test_rounding_division_matches_torch(pair: tuple[torch.Tensor, Any], mode: str) -> None:
+    assert_agree([(torch.div, pair, {"rounding_mode": mode}), (torch.Tensor.div_, pair, {"rounding_mode": mode})])
+
+
+@pytest.mark.parametrize("func", POWERS, ids=name_of)
+def test_power_matches_torch(func: Callable[..., Any]) -> None:
+    # Bool powers are left to torch, which answers some by the exponent's value (x ** True is a copy).
+    exponents = [2, 0.5, -1, 0, ones(3), ones(2, 1, dtype=torch.int64), ones(4, dtype=torch.float16)]
+    dtypes = [dtype for dtype in DTYPES if dtype != torch.bool]
+    assert_agree((func, (ones(2, 3, dtype=dtype), exponent), {}) for dtype in dtypes for exponent in exponents)
+
+
+@pytest.mark.parametrize("func", IN_PLACE_POWERS, ids=name_of)
+def test_in_place_power_matches_torch(func: Callable[..., Any]) -> None:
+    exponents = [2, 0.5, ones(3), ones(2, 1)]
+    assert_agree((func, (ones(2, 3, dtype=dtype), exponent), {}) for dtype in FLOATING for exponent in exponents)
+    x = meta(2, 3)
+    assert metashapes.call(func, (x, 2), {}) is x
+
+
+def test_broadcast_mismatch_raises_like_torch() -> None:
+    with pytest.raises(
+        RuntimeError, match=r"size of tensor a \(3\) must match the size of tensor b \(5\) at non-singleton dimension 1"
+    ):
+        metashapes.call(torch.Tensor.add, (meta(2, 3, 4), meta(5, 4)), {})
+
+
+@pytest.mark.parametrize("func", IN_PLACE, ids=name_of)
+def test_in_place_returns_its_target_or_raises_like_torch(func: Callable[..., Any]) -> None:
+    x, row = meta(2, 3), meta(3)
+    assert metashapes.call(func, (x, row), {}) is x
+    with pytest.raises(RuntimeError, match=r"output with shape \[3\] doesn't match the broadcast shape \[2, 3\]"):
+        metashapes.call(func, (row, x), {})
+    with pytest.raises(RuntimeError, match="result type Float can't be cast to the desired output type Long"):
+        metashapes.call(func, (meta(2, 3, dtype=torch.int64), 0.5), {})
+
+
+def test_in_place_on_an_expanded_tensor_raises_like_torch() -> None:
+    with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
+        ones(3, 1).expand(3, 4).add_(1)
+    with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
+        metashapes.call(torch.Tensor.add_, (meta(3, 1).expand(3, 4), 1), {})
+
+
+# --- convolution and linear ---------------------------------------------------------------
+
+
+def convolution_cases(spatial: int, transposed: bool) -> Iterator[Case]:
+    """A grid over size, kernel, stride, padding, dilation (and output_padding), in float64.
+
+    float64 takes torch's reference CPU path. float32 goes through oneDNN, which returns an
+    empty tensor for a transposed output size of 0 where the reference path and CUDA raise.
+    """
+    func = getattr(torch, f"conv_transpose{spatial}d" if transposed else f"conv{spatial}d")
+    extras = (0, 1, 2) if transposed else (0,)
+    paddings: tuple[Any, ...] = (0, 1, 2) if transposed or spatial == 3 else (0, 1, 2, "same", "valid")
+    for size, kernel, stride, padding, dilation, extra in itertools.product(
+        (1, 2, 5), (1, 2, 3), (1, 2, 3), paddings, (1, 2), extras
+    ):
+        x = ones(2, 3, size, *(4,) * (spatial - 1), dtype=torch.float64)
+        weight_shape = (3, 2) if transposed else (2, 3)
+        weight = ones(*weight_shape, *(kernel,) * spatial, dtype=torch.float64)
+        kwargs = {"stride": stride, "padding": padding, "dilation": dilation}
+        yield func, (x, weight), {**kwargs, "output_padding": extra} if transposed else kwargs
+
+
+@pytest.mark.parametrize("spatial", [1, 2, 3])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_convolution_sizes_match_torch(spatial: int, transposed: bool) -> None:
+    assert assert_agree(convolution_cases(spatial, transposed)) > 100
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_convolution_channels_groups_and_bias_match_torch(transposed: bool) -> None:
+    func = torch.conv_transpose2d if transposed else torch.conv2d
+    cases = []
+    for channels, groups, out_channels, bias, batched in itertools.product(
+        (2, 3, 4, 6), (1, 2, 3), (2, 3, 6), (None, 2, 6), (True, False)
+    ):
+        x = ones(2, channels, 5, 5) if batched else ones(channels, 5, 5)
+        if transposed:
+            weight = ones(channels, max(out_channels // groups, 1), 3, 3)
+        else:
+            weight = ones(out_channels, max(4 // groups, 1), 3, 3)
+        cases.append((func, (x, weight), {"groups": groups, "bias": None if bias is None else ones(bias)}))
+    assert_agree(cases)
+
+
+def test_convolution_per_dimension_arguments_match_torch() -> None:
+    x, weight = ones(2, 3, 7, 6, dtype=torch.float64), ones(4, 3, 3, 2, dtype=torch.float64)
+    transposed_weight = ones(3, 4, 3, 2, dtype=torch.float64)
+    cases: list[Case] = [
+        (torch.conv2d, (x, weight), {"stride": (2, 1), "padding": (1, 0), "dilation": (1, 3)}),
+        (torch.conv2d, (x, weight), {"stride": [3], "padding": [2], "dilation": 2}),
+        (torch.conv2d, (x, weight), {"padding": "same", "dilation": (2, 1)}),
+        (torch.conv_transpose2d, (x, transposed_weight), {"stride": (2, 3), "output_padding": (1, 2)}),
+        (torch.conv_transpose2d, (x[0], transposed_weight), {"stride": 2, "padding": (1, 0), "dilation": (1, 2)}),
+        (torch.conv_transpose2d, (ones(2, 3, 0, 4, dtype=torch.float64), transposed_weight), {}),
+        (torch.conv_transpose2d, (ones(0, 3, 4, 4, dtype=torch.float64), transposed_weight), {}),
+        (torch.conv2d, (ones(0, 3, 8, 8, dtype=torch.float64), weight), {}),
+        (torch.conv2d, (ones(2, 3, 0, 8, dtype=torch.float64), weight), {}),
+        (torch.conv2d, (ones(2, 3, 0, 8, dtype=torch.float64), weight), {"padding": 2}),
+    ]
+    assert_agree(cases)
+
+
+def test_convolution_arguments_torch_rejects_are_left_to_torch() -> None:
+    x, weight = ones(2, 3, 8, 8), ones(4, 3, 3, 3)
+    cases: list[Case] = [
+        (torch.conv2d, (x, weight), {"padding": -1}),
+        (torch.conv2d, (x, weight), {"stride": 0}),
+        (torch.conv2d, (x, weight), {"padding": "same", "stride": 2}),
+        (torch.conv2d, (x, weight), {"padding": "full"}),
+        (torch.conv2d, (x, weight), {"stride": (1, 1, 1)}),
+        (torch.conv2d, (x.double(), weight), {}),
+        (torch.conv2d, (ones(1, 2, 3, 8, 8), weight), {}),
+        (torch.conv_transpose2d, (x, ones(3, 4, 2, 2)), {"output_padding": -1}),
+        (torch.conv_transpose2d, (x, ones(3, 4, 2, 2)), {"padding": "same"}),
+    ]
+    assert_agree(cases)
+
+
+@pytest.mark.parametrize("func", [torch.conv2d, torch.conv_transpose2d], ids=name_of)
+def test_convolution_channel_mismatch_names_both_counts(func: Callable[..., Any]) -> None:
+    weight = meta(3, 4, 2, 2) if func is torch.conv_transpose2d else meta(4, 3, 3, 3)
+    with pytest.raises(RuntimeError, match="expected input\\[2, 5, 8, 8\\] to have 3 channels, but got 5 channels"):
+        metashapes.call(func, (meta(2, 5, 8, 8), weight), {})
+
+
+def test_convolution_too_small_raises_like_torch() -> None:
+    with pytest.raises(RuntimeError, match=r"padded input size per channel: \(2 x 2\). Kernel size: \(3 x 3\)"):
+        metashapes.call(torch.conv2d, (meta(1, 3, 2, 2), meta(4, 3, 3, 3)), {})
+    with pytest.raises(RuntimeError, match=r"Calculated output size per channel: \(0 x 0\). Output size is too small"):
+        metashapes.call(torch.conv_transpose2d, (meta(1, 3, 2, 2), meta(3, 4, 1, 1)), {"padding": 1})
+
+
+def test_linear_matches_torch() -> None:
+    cases = [
+        (F.linear, (ones(*shape), ones(5, features)), {"bias": bias})
+        for shape in [(8,), (4, 8), (2, 3, 8), (0, 8), (2, 7)]
+        for features in (8, 7)
+        for bias in (None, ones(5), ones(4), ones(1), torch.ones(()))
+    ]
+    assert_agree(cases)
+    with pytest.raises(RuntimeError, match=r"mat1 and mat2 shapes cannot be multiplied \(6x8 and 7x5\)"):
+        metashapes.call(F.linear, (meta(2, 3, 8), meta(5, 7)), {})
+
+
+# --- normalization ------------------------------------------------------------------------
+
+
+def test_group_norm_matches_torch() -> None:
+    affine = [(None, None), (ones(6), ones(6)), (ones(4), None), (None, ones(4)), (ones(6, 1), None)]
+    cases = [
+        (F.group_norm, (ones(*shape), groups), {"weight": weight, "bias": bias})
+        for shape in [(2, 6, 4, 4), (2, 6), (1, 4, 1), (3, 6, 5), (0, 6, 2), (1, 2)]
+        for groups in (1, 2, 3, 4, 6)
+        for weight, bias in affine
+    ]
+    assert_agree(cases)
+    with pytest.raises(RuntimeError, match="channels in input to be divisible by num_groups"):
+        metashapes.call(F.group_norm, (meta(2, 6, 4, 4), 4), {})
+
+
+def test_batch_and_instance_norm_match_torch() -> None:
+    cases: list[Case] = []
+    shapes = [(2, 3, 4, 4), (4, 3), (1, 3, 1, 1), (2, 3, 5), (2, 3, 1)]
+    for shape, statistics, affine, training in itertools.product(shapes, (None, 3, 5), (None, 3, 4), (False, True)):
+        running_mean, running_var = (None, None) if statistics is None else (ones(statistics), ones(statistics))
+        weight = None if affine is None else ones(affine)
+        options = {"weight": weight, "bias": weight}
+        cases.append((F.batch_norm, (ones(*shape), running_mean, running_var), {**options, "training": training}))
+        statistics_options = {"running_mean": running_mean, "running_var": running_var, "use_input_stats": training}
+        cases.append((F.instance_norm, (ones(*shape),), {**options, **statistics_options}))
+    assert_agree(cases)
+    with pytest.raises(RuntimeError, match="running_mean should contain 3 elements not 5"):
+        metashapes.call(F.batch_norm, (meta(2, 3, 4, 4), meta(5), meta(5)), {})
+
+
+def test_layer_norm_matches_torch() -> None:
+    cases = [
+        (F.layer_norm, (ones(2, 3, 4, 5), normalized), {"weight": weight})
+        for normalized in [(5,), (4, 5), [5], (4,), (3, 4, 5), (2, 3, 4, 5, 6), (), 5]
+        for weight in (None, ones(5), ones(4, 5))
+    ]
+    assert_agree(cases)
+
+
+# --- pooling and resampling ---------------------------------------------------------------
+
+POOLS = [F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.max_pool1d, F.max_pool2d, F.max_pool3d]
+
+
+def pooling_cases(func: Callable[..., Any]) -> Iterator[Case]:
+    """A grid over size, kernel, stride, padding, ceil mode (and dilation), the first dimension varied."""
+    spatial, maximum = int(func.__name__[-2]), "max" in func.__name__
+    for size, kernel, stride, padding, ceil_mode, dilation in itertools.product(
+        (1, 2, 3, 5, 6), (1, 2, 3), (None, 1, 2, 3), (0, 1, 2), (False, True), (1, 2) if maximum else (1,)
+    ):
+        kwargs: dict[str, Any] = {"stride": stride, "padding": padding, "ceil_mode": ceil_mode}
+        yield (
+            func,
+            (ones(2, 3, size, *(4,) * (spatial - 1)), kernel),
+            {**kwargs, "dilation": dilation} if maximum else kwargs,
+        )
+
+
+@pytest.mark.parametrize("func", POOLS, ids=lambda f: f.__name__)
+def test_pooling_matches_torch(func: Callable[..., Any]) -> None:
+    assert assert_agree(pooling_cases(func)) > 100
+
+
+def test_pooling_too_small_raises_like_torch() -> None:
+    with pytest.raises(RuntimeError, match=r"Calculated output size: \(3x0x0\). Output size is too small"):
+        metashapes.call(F.avg_pool2d, (meta(2, 3, 1, 1), 2), {})
+    # In ceil mode a last window that would start in the padding is dropped: 3, not 4.
+    assert metashapes.pooled_size(5, 2, 2, 1, 1, ceil_mode=True) == 3
+    assert F.max_pool2d(ones(1, 1, 5, 5), 2, 2, 1, ceil_mode=True).shape == (1, 1, 3, 3)
+    assert metashapes.call(F.max_pool2d, (meta(1, 1, 5, 5), 2, 2, 1), {"ceil_mode": True}).shape == (1, 1, 3, 3)
+
+
+@pytest.mark.parametrize("spatial", [1, 2, 3])
+def test_max_pool_indices_match_torch(spatial: int) -> None:
+    x = ones(2, 3, *(5,) * spatial)
+    plain, with_indices = getattr(F, f"max_pool{spatial}d"), getattr(F, f"max_pool{spatial}d_with_indices")
+    assert_agree([(plain, (x, 2), {"return_indices": True}), (with_indices, (x, 2), {}), (plain, (x[0], 3, 2), {})])
+
+
+def test_pooling_arguments_match_torch() -> None:
+    x = ones(2, 3, 6, 6)
+    cases: list[Case] = [
+        (F.avg_pool2d, (x, (2, 3)), {"stride": (1, 2), "padding": (1, 0)}),
+        (F.avg_pool2d, (x, (2,)), {"stride": []}),
+        (F.avg_pool2d, (x, (2, 2, 2)), {}),
+        (F.avg_pool2d, (x, 2), {"divisor_override": 0}),
+        (F.avg_pool2d, (x, 2), {"divisor_override": 3}),
+        (F.avg_pool1d, (ones(2, 3, 6), 2), {"divisor_override": 3}),
+        (F.avg_pool2d, (ones(6, 6), 2), {}),
+        (F.max_pool2d, (ones(6, 6), 2), {}),
+        (F.avg_pool2d, (ones(0, 3, 6, 6), 2), {}),
+        (F.max_pool2d, (ones(2, 0, 6, 6), 2), {}),
+        (F.max_pool2d, (x, 3), {"padding": 2, "dilation": 2}),
+        (F.max_pool1d, (ones(2, 3, 8), (2, 2)), {}),
+        (F.avg_pool2d, (x, 0), {}),
+        (F.max_pool2d, (x, 2), {"stride": 0}),
+    ]
+    assert_agree(cases)
+
+
+def test_adaptive_average_pool_matches_torch() -> None:
+    cases: list[Case] = [
+        (F.adaptive_avg_pool2d, (ones(*shape), output_size), {})
+        for shape in [(2, 3, 7, 5), (3, 7, 5), (2, 3, 1, 1)]
+        for output_size in [1, 3, (2, 4), (None, 2), (4, None), (9, 9), 0, (2,), (1, 2, 3)]
+    ]
+    assert_agree(cases)
+
+
+def test_interpolate_matches_torch() -> None:
+    cases: list[Case] = []
+    modes = [
+        *(((2, 3, 7), mode) for mode in ("nearest", "nearest-exact", "linear")),
+        *(((2, 3, 7, 5), mode) for mode in ("nearest", "nearest-exact", "bilinear", "bicubic")),
+        *(((1, 2, 3, 5, 7), mode) for mode in ("nearest", "trilinear")),
+    ]
+    for shape, mode in modes:
+        spatial = len(shape) - 2
+        for scale in (2, 0.5, 1.5, 0.3, 0.7, 1 / 3, 2.1, (0.5, 3.0, 1.0)[:spatial], 0.1):
+            for recompute in (None, True):
+                options = {"scale_factor": scale, "mode": mode, "recompute_scale_factor": recompute}
+                cases.append((F.interpolate, (ones(*shape),), options))
+        for size in (4, 9, (3, 8, 2)[:spatial], (3, 8, 2, 1)):
+            cases.append((F.interpolate, (ones(*shape),), {"size": size, "mode": mode}))
+    cases.append((F.interpolate, (ones(2, 3, 4, 4),), {"size": 8, "mode": "bilinear", "align_corners": True}))
+    cases.append((F.interpolate, (ones(2, 3, 4, 4),), {"size": 8, "align_corners": True}))
+    cases.append((F.interpolate, (ones(2, 3, 4, 4),), {"size": 8, "scale_factor": 2}))
+    assert_agree(cases)
+
+
+# --- matrix products ----------------------------------------------------------------------
+
+
+def test_matmul_matches_torch() -> None:
+    shapes = [(3,), (4,), (2, 3), (3, 4), (4, 5), (2, 3, 4), (1, 4, 5), (3, 4, 5), (2, 1, 3, 4), (0, 3, 4)]
+    cases: list[Case] = [
+        (func, (ones(*left), ones(*right)), {})
+        for func in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__)
+        for left, right in itertools.product(shapes, repeat=2)
+    ]
+    assert_agree(cases)
+
+
+def test_bmm_and_baddbmm_match_torch() -> None:
+    cases: list[Case] = []
+    for first, second in itertools.product([(2, 3, 4), (2, 4, 5), (3, 4, 5), (2, 3)], repeat=2):
+        cases.append((torch.bmm, (ones(*first), ones(*second)), {}))
+        if len(first) < 3 or len(second) < 3:
+            continue  # baddbmm leaves 2-D batches to torch, whose errors there are of mixed types
+        for input_shape in [(2, 3, 5), (3, 5), (1,), (5,), (2, 1, 1), (4, 5), (3, 2, 3, 5)]:
+            cases.append((torch.baddbmm, (ones(*input_shape), ones(*first), ones(*second)), {"beta": 0.5}))
+    assert_agree(cases)
+
+
+def test_attention_matches_torch() -> None:
+    cases: list[Case] = []
+    sizes = [(4, 5, 8, 3), (1, 1, 2, 2)]  # target length, source length, features, value features
+    for batch, (length, source, features, value_features) in itertools.product([(), (2,), (2, 3)], sizes):
+        query, key = ones(*batch, length, features), ones(*batch, source, features)
+        value = ones(*batch, source, value_features)
+        masks = (None, ones(length, source, dtype=torch.bool), ones(*batch, 1, source), ones(2, 2, 1, 1, 1))
+        cases.extend((F.scaled_dot_product_attention, (query, key, value), {"attn_mask": mask}) for mask in masks)
+        cases.append((F.scaled_dot_product_attention, (query, key, value), {"is_causal": True, "scale": 0.5}))
+        cases.append((F.scaled_dot_product_attention, (query, ones(*batch, source, features + 1), value), {}))
+    # Not compared: a value longer than the key, which torch's CPU flash kernel reads without a word.
+    assert_agree(cases)
+
+
+# --- routing ------------------------------------------------------------------------------
+
+
+class Arrivals(TorchFunctionMode):
+    """Records the functions a TorchFunctionMode receives, answering them through metashapes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.functions: list[Callable[..., Any]] = []
+
+    def __torch_function__(
+        self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        self.functions.append(func)
+        return metashapes.call(func, args, kwargs or {})
+
+
+ROUTES: dict[str, Callable[[torch.Tensor], Any]] = {
+    "x + y": lambda x: x + x,
+    "x + 2": lambda x: x + 2,
+    "2 + x": lambda x: 2 + x,
+    "x - y": lambda x: x - x,
+    "2 - x": lambda x: 2 - x,
+    "x * 2": lambda x: x * 2,
+    "2 * x": lambda x: 2 * x,
+    "x / y": lambda x: x / x,
+    "2 / x": lambda x: 2 / x,
+    "-x": lambda x: -x,
+    "x ** 2": lambda x: x**2,
+    "2 ** x": lambda x: 2**x,
+    "x @ y": lambda x: x @ x,
+    "x.sin()": lambda x: x.sin(),
+    "torch.cos": torch.cos,
+    "x.exp()": lambda x: x.exp(),
+    "F.silu": F.silu,
+    "F.relu": F.relu,
+    "F.gelu": F.gelu,
+    "F.sigmoid": F.sigmoid,
+    "F.tanh": F.tanh,
+    "F.dropout": F.dropout,
+    "F.softmax": lambda x: F.softmax(x, dim=-1),
+    "x.softmax": lambda x: x.softmax(-1),
+    "x.mean": lambda x: x.mean((2, 3)),
+    "F.conv2d": lambda x: F.conv2d(x, meta(4, 3, 3, 3)),
+    "F.conv_transpose2d": lambda x: F.conv_transpose2d(x, meta(3, 4, 2, 2), stride=2),
+    "F.linear": lambda x: F.linear(x, meta(5, 4)),
+    "F.group_norm": lambda x: F.group_norm(x, 3),
+    "F.batch_norm": lambda x: F.batch_norm(x, meta(3), meta(3)),
+    "F.layer_norm": lambda x: F.layer_norm(x, (4,)),
+    "F.instance_norm": F.instance_norm,
+    "F.avg_pool2d": lambda x: F.avg_pool2d(x, 2),
+    "F.max_pool2d": lambda x: F.max_pool2d(x, 2),
+    "F.max_pool2d with indices": lambda x: F.max_pool2d(x, 2, return_indices=True),
+    "F.adaptive_avg_pool2d": lambda x: F.adaptive_avg_pool2d(x, 1),
+    "F.interpolate": lambda x: F.interpolate(x, scale_factor=2),
+    "torch.bmm": lambda x: torch.bmm(x[0], x[0]),
+    "torch.baddbmm": lambda x: torch.baddbmm(x[0], x[0], x[0]),
+    "F.scaled_dot_product_attention": lambda x: F.scaled_dot_product_attention(x, x, x),
+}
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_the_function_that_arrives_has_a_shape_function(route: str) -> None:
+    with Arrivals() as mode:
+        ROUTES[route](meta(2, 3, 4, 4))
+    assert mode.functions[-1] in META_SHAPES, f"{route} arrives as {mode.functions[-1]!r}"
+
+
+@pytest.mark.parametrize("statement", ["x += y", "x -= y", "x *= 2", "x /= 2", "x **= 2"])
+def test_augmented_assignment_keeps_its_target(statement: str) -> None:
+    x, y = meta(2, 3), meta(3)
+    namespace = {"x": x, "y": y}
+    with Arrivals() as mode:
+        exec(statement, namespace)  # the statement form, not a method call, is what is under test
+    assert namespace["x"] is x
+    assert mode.functions[-1] in META_SHAPES
+
+
+def test_tensors_elsewhere_and_unsupported_dtypes_are_left_to_torch() -> None:
+    assert torch.equal(metashapes.call(torch.add, (ones(2), ones(2)), {}), torch.full((2,), 2.0))
+    integers = meta(2, 3, 4, 4, dtype=torch.int64)
+    assert META_SHAPES[F.silu]((integers,), {}) is NotImplemented
+    assert META_SHAPES[torch.conv2d]((integers, integers), {}) is NotImplemented
+    assert META_SHAPES[torch.sin]((meta(2, dtype=torch.complex64),), {}) is NotImplemented
+
+
+def test_autograd_is_left_to_torch() -> None:
+    leaf = torch.empty(3, device="meta", requires_grad=True)
+    # torch refuses in place on a leaf that requires grad; an empty stand-in would not know.
+    with pytest.raises(RuntimeError, match="a leaf Variable that requires grad"):
+        metashapes.call(torch.Tensor.add_, (leaf, 1), {})
+    with torch.no_grad():
+        assert metashapes.call(torch.Tensor.add_, (leaf, 1), {}) is leaf
+
+
+def test_trace_of_the_reference_unet_does_not_import_sympy() -> None:
+    script = textwrap.dedent(
+        """
+        import sys, time
+        import torch
+        import torch.nn.functional as F
+        from shapetrace.tracer import trace
+        from shapetrace.unet import UNet
+
+        with torch.device("meta"):
+            model = UNet()
+        x = torch.empty(2, 3, 224, 224, device="meta")
+        t = torch.empty(2, dtype=torch.long, device="meta")
+        start = time.perf_counter()
+        result = trace(model, x, t)
+        elapsed = time.perf_counter() - start
+        assert not result.breaks, result.breaks
+        # Left to torch on purpose: on meta these never reach a Python meta kernel.
+        F.pad(x, (1, -1, 2, 0))
+        F.dropout(x, 0.1, training=False)
+        assert "sympy" not in sys.modules, "sympy was imported"
+        print(f"traced in {elapsed:.3f} s")
+        """
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.startswith("traced in")
