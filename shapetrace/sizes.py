@@ -21,6 +21,7 @@ from shapetrace import metashapes
 from shapetrace.checks import meta_concatenate
 from shapetrace.diagnosis import explain
 from shapetrace.records import SizeRule, Trace
+from shapetrace.tracer import observed
 
 ArgumentsAt = Callable[[int, int], tuple[Sequence[Any], dict[str, Any]]]
 """Builds the model's (args, kwargs) for spatial size H×W."""
@@ -73,14 +74,8 @@ def find_size_rule(model: nn.Module, arguments_at: ArgumentsAt, requested: tuple
     until one does; the gaps between them give the multiple (every size skipped in between
     failed, which confirms it), and multiples of it give the minimum.
     """
-    model_was_training = [(module, module.training) for module in model.modules()]
-    try:
-        for module, _ in model_was_training:
-            module.training = False
+    with observed(model):
         return _search(lambda size: runs_at(model, arguments_at, size, size), max(requested))
-    finally:
-        for module, flag in model_was_training:
-            module.training = flag
 
 
 def _search(valid: Callable[[int], bool], requested: int) -> SizeRule | None:

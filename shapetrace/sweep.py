@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
 from shapetrace import metashapes
 from shapetrace.checks import EXPECTATIONS, meta_concatenate, resize_like
+from shapetrace.tracer import observed
 
 _SIZE_ERROR = re.compile(r"size|shape|dimension|broadcast|match|too small", re.IGNORECASE)
 _CONCATENATIONS = (torch.cat, torch.concat, torch.concatenate, torch.stack)
@@ -180,24 +180,12 @@ def _sweep_serial(
 ) -> list[Outcome]:
     """Every size in this process, the model hooked once."""
     light = _LightPass({id(module): name for name, module in model.named_modules()})
-    training = [module for module in model.modules() if module.training]
     outcomes = []
-    handles = [
-        register_module_forward_pre_hook(light.before),
-        register_module_forward_hook(light.after, always_call=True),
-    ]
-    try:
-        for module in training:
-            module.training = False
+    with observed(model, light.before, light.after):
         for height, width in sizes:
             args, kwargs = arguments_at(height, width)
             kind, place = first_break(light, model, args, kwargs)
             outcomes.append(Outcome((height, width), kind, place))
             if progress is not None:
                 progress()
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module in training:
-            module.training = True
     return outcomes

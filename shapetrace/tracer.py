@@ -8,11 +8,12 @@ them, leaves the mode, and restores each module's training flag, whatever the fo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -93,20 +94,42 @@ def run_trace(
     return freeze(recorder, model, inputs, _tensors(output), device=_device_of(inputs), config=tuple(config))
 
 
-def _observed_forward(model: nn.Module, args: Sequence[Any], kwargs: dict[str, Any], observer: _Observer) -> Any:
-    """The forward with hooks and the mode in place; always leaves the model as it was."""
+@contextlib.contextmanager
+def observed(
+    model: nn.Module,
+    before: Callable[..., Any] | None = None,
+    after: Callable[..., Any] | None = None,
+    *,
+    with_kwargs: bool = False,
+) -> Iterator[None]:
+    """Global forward hooks in place and every module in evaluation mode, both undone on exit.
+
+    Two global hooks (the callbacks filter for the model's own modules) instead of two
+    handles per module: registering and removing hundreds of handles costs more than a GPU
+    forward's kernels. Evaluation mode keeps BatchNorm's running statistics untouched.
+    """
     training = [module for module in model.modules() if module.training]
     handles: list[RemovableHandle] = []
-    output = None
     try:
-        # Two global hooks, filtered to this model's modules, instead of two handles per module:
-        # registering and removing hundreds of handles cost more than a GPU forward's kernels.
-        handles.append(register_module_forward_pre_hook(observer.before))
-        handles.append(register_module_forward_hook(observer.after, with_kwargs=True, always_call=True))
-        # Evaluation mode: BatchNorm must not update its running statistics on a real device.
+        if before is not None:
+            handles.append(register_module_forward_pre_hook(before))
+        if after is not None:
+            handles.append(register_module_forward_hook(after, with_kwargs=with_kwargs, always_call=True))
         for module in training:
             module.training = False
-        with torch.no_grad(), observer:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module in training:
+            module.training = True
+
+
+def _observed_forward(model: nn.Module, args: Sequence[Any], kwargs: dict[str, Any], observer: _Observer) -> Any:
+    """The forward with hooks and the mode in place; always leaves the model as it was."""
+    output = None
+    try:
+        with observed(model, observer.before, observer.after, with_kwargs=True), torch.no_grad(), observer:
             output = model(*args, **kwargs)
     except _StopTracing:
         observer.recorder.unwind()
@@ -114,11 +137,6 @@ def _observed_forward(model: nn.Module, args: Sequence[Any], kwargs: dict[str, A
         observer.fail(KeyboardInterrupt("interrupted"), kind="interrupted")
     except Exception as error:  # noqa: BLE001 - any failure of the user's forward becomes a break
         observer.fail(error, kind=_error_kind(error))
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module in training:
-            module.training = True
     return output
 
 
