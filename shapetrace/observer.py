@@ -1,0 +1,308 @@
+"""The hooks' and the function mode's side of a trace: what each call and each op tells the Recorder.
+
+Module hooks mark where calls begin and end; the TorchFunctionMode sees what hooks cannot:
+the merges (`torch.cat`, `stack`, `+`) and the functions whose weights fix a channel count.
+After a break it hands the next layer a stand-in of the shape that layer expects, so one
+run reports every independent break. `tracer.py` installs all this and removes it again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from shapetrace import metashapes
+from shapetrace.checks import EXPECTATIONS, Expectation, meta_concatenate, resize, resize_like
+from shapetrace.recorder import MODEL_INPUT, Merge, Part, PendingBreak, Recorder, Tag
+from shapetrace.records import BreakSide
+
+_CONCATENATIONS: dict[Callable[..., Any], str] = {
+    torch.cat: "cat",
+    torch.concat: "cat",
+    torch.concatenate: "cat",
+    torch.stack: "stack",
+}
+_ADDITIONS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__iadd__}
+
+
+class StopTracing(Exception):  # noqa: N818 - a signal to unwind the forward, not an error
+    """Raised inside the forward to stop at the first break (--first-break)."""
+
+
+def tensors_in(value: Any, depth: int = 0) -> list[torch.Tensor]:
+    """Every tensor in a value: tuples, lists, dicts, dataclasses (ModelOutput), nested."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    found: list[torch.Tensor] = []
+    if depth > 6:
+        return found
+    if isinstance(value, (list, tuple)):
+        items: Any = value
+    elif isinstance(value, dict):
+        items = value.values()
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = (getattr(value, field.name) for field in dataclasses.fields(value))
+    else:
+        return found
+    for item in items:
+        found.extend(tensors_in(item, depth + 1))
+    return found
+
+
+class Observer(TorchFunctionMode):
+    """The hooks and the function mode of one trace, sharing one Recorder."""
+
+    def __init__(self, recorder: Recorder, first_break: bool) -> None:
+        super().__init__()
+        self.recorder = recorder
+        self.first_break = first_break
+        self.stop_pending = False
+
+    # --- module hooks -----------------------------------------------------------------
+
+    def before(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        # A global pre-hook sees positional arguments only; keyword tensors join at the end.
+        if id(module) not in self.recorder.names:
+            return  # a module from outside the traced model
+        self.recorder.begin(module, tensors_in(args))
+        if self.stop_pending:
+            raise StopTracing  # the broken merge's consumer is known now: stop here
+
+    def after(self, module: nn.Module, args: tuple[Any, ...], *rest: Any) -> None:
+        # (kwargs, output) normally; torch's exception path calls global always-call hooks
+        # without kwargs, as (module, args, output).
+        if id(module) not in self.recorder.names:
+            return
+        kwargs, output = rest if len(rest) == 2 else ({}, rest[-1])
+        if kwargs:
+            self.recorder.add_inputs(tensors_in(kwargs))
+        # always_call hooks also run when the forward raised; then there is no output.
+        raised = output is None and sys.exc_info()[0] is not None
+        self.recorder.end(tensors_in(output), raised)
+
+    def fail(self, error: BaseException, kind: str) -> None:
+        """Record the exception that stopped the forward as a break at the innermost call."""
+        recorder = self.recorder
+        failed = [call.index for call in recorder.calls if call.status == "failed"]
+        leaf = recorder.unwind()
+        if failed:
+            leaf = max(leaf, *failed)
+        sides = ()
+        if leaf >= 0:
+            call = recorder.calls[leaf]
+            sides = tuple(
+                BreakSide("input", shape, producer) for shape, producer in zip(call.inputs, call.producers, strict=True)
+            )
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        recorder.breaks.append(PendingBreak(leaf, kind, type(error).__name__, -1, sides, detail=detail))
+
+    # --- function mode ----------------------------------------------------------------
+
+    def __torch_function__(
+        self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func in _CONCATENATIONS:
+            return self._concatenate(func, _CONCATENATIONS[func], args, kwargs)
+        if func in _ADDITIONS:
+            return self._add(func, args, kwargs)
+        expectation = EXPECTATIONS.get(func)
+        if expectation is not None:
+            return self._checked(func, expectation, args, kwargs)
+        if func is torch.arange and _wants_meta(kwargs) and not any(isinstance(a, torch.Tensor) for a in args):
+            return _meta_arange(args, kwargs)
+        output = metashapes.call(func, args, kwargs)
+        if self.recorder.in_leaf:
+            return output  # per-op Python work inside leaves is what slows real-device traces
+        if isinstance(output, torch.Tensor):
+            self._derive(output, args)
+        elif isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+            for item in output:
+                self._derive(item, args)
+        return output
+
+    def _derive(self, output: torch.Tensor, args: Sequence[Any]) -> None:
+        """A plain function's output keeps the producer of its largest tagged input."""
+        recorder = self.recorder
+        if recorder.tag_of(output) is not None:
+            return  # in place, or a view returned as the same object
+        best: Tag | None = None
+        best_size = -1
+        for argument in args:
+            for tensor in argument if isinstance(argument, (list, tuple)) else (argument,):
+                if isinstance(tensor, torch.Tensor):
+                    tag = recorder.tag_of(tensor)
+                    if tag is not None and tensor.numel() > best_size:
+                        best, best_size = tag, tensor.numel()
+        if best is not None:
+            recorder.inherit(output, best)
+
+    def _concatenate(self, func: Callable[..., Any], op: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        tensors = list(args[0] if args else kwargs.get("tensors", ()))
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+        if len(tensors) < 2 or not all(isinstance(t, torch.Tensor) for t in tensors) or not isinstance(dim, int):
+            return self._plain(func, args, kwargs)
+        ndim = tensors[0].dim()
+        if ndim == 0 or any(t.dim() != ndim for t in tensors):
+            return self._plain(func, args, kwargs)
+        dim = dim % (ndim + 1 if op == "stack" else ndim)
+        parts, main = self._parts(tensors)
+        keep = dim if op == "cat" else None
+        mismatched = [i for i, t in enumerate(tensors) if _differs(t.shape, tensors[main].shape, keep)]
+        merge_id = len(self.recorder.merges)
+        self.recorder.merges.append(Merge(op, dim, self.recorder.current, parts))
+        if mismatched:
+            self._size_break(op, dim, parts, tensors[main].shape, merge_id)
+            tensors = [resize_like(t, tensors[main].shape, keep) for t in tensors]
+        if all(t.device.type == "meta" for t in tensors):
+            output = meta_concatenate(tensors, dim, stack=op == "stack")
+        else:
+            output = func(tensors, dim)
+        downstream = bool(mismatched) or any(
+            (tag := self.recorder.tag_of(t)) is not None and (tag.downstream or tag.bad >= 0) for t in tensors
+        )
+        self.recorder.set_tag(output, parts[main].producer, merge=merge_id, downstream=downstream)
+        return output
+
+    def _parts(self, tensors: Sequence[torch.Tensor]) -> tuple[tuple[Part, ...], int]:
+        """Each input's producer and role; the main input is the one from the latest call."""
+        producers = [self.recorder.producer_of(t) for t in tensors]
+        main = producers.index(max(producers))
+        parts = []
+        for i, (tensor, producer) in enumerate(zip(tensors, producers, strict=True)):
+            if i == main:
+                role = "main"
+            elif self.recorder.ancestry(producer, producers[main]) is not None:
+                role = "skip"
+            else:
+                role = "input"
+            parts.append(Part(producer, tuple(tensor.shape), role))
+        return tuple(parts), main
+
+    def _size_break(self, op: str, dim: int, parts: Sequence[Part], expected: Any, merge_id: int) -> None:
+        roles = {"main": "up path", "skip": "skip", "input": "input"}
+        sides = tuple(BreakSide(roles[part.role], part.shape, part.producer) for part in parts)
+        brk = PendingBreak(self.recorder.current, "size", op, dim, sides, tuple(expected), merge=merge_id)
+        self.recorder.breaks.append(brk)
+        # With --first-break, stop once the call that consumes the merge has begun.
+        self.stop_pending = self.first_break
+
+    def _add(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        left = args[0] if args else kwargs.get("input")
+        right = args[1] if len(args) > 1 else kwargs.get("other")
+        if not (isinstance(left, torch.Tensor) and isinstance(right, torch.Tensor)):
+            return self._plain(func, args, kwargs)
+        if left.dim() < 3 or left.dim() != right.dim():
+            return self._plain(func, args, kwargs)
+        recorder = self.recorder
+        parts, main = self._parts((left, right))
+        skip = parts[1 - main]
+        if skip.role != "skip":
+            return self._plain(func, args, kwargs)
+        if left.shape == right.shape:
+            main_tag = recorder.tag_of((left, right)[main])
+            visited = recorder.ancestry(skip.producer, parts[main].producer) or set()
+            if recorder.crosses_resolution(visited, skip.shape):
+                merge = Merge("add", -1, recorder.current, parts)
+                if main_tag is not None and main_tag.returned_by >= 0:
+                    merge.target = main_tag.returned_by  # the block whose output the skip joins
+                recorder.merges.append(merge)
+            output = metashapes.call(func, args, kwargs)
+            # A residual sum continues the main path, whichever side of the + it was written on
+            # (`x + attn(x)` and `attn(x) + x` alike, in place too).
+            if isinstance(output, torch.Tensor) and main_tag is not None and output is not (left, right)[main]:
+                recorder.inherit(output, main_tag)
+            return output
+        if _broadcastable(left.shape, right.shape):
+            return self._plain(func, args, kwargs)
+        merge_id = len(recorder.merges)
+        recorder.merges.append(Merge("add", -1, recorder.current, parts))
+        main_shape = (left, right)[main].shape
+        self._size_break("add", -1, parts, main_shape, merge_id)
+        operands = [resize_like(t, main_shape, None) for t in (left, right)]
+        rest = {key: value for key, value in kwargs.items() if key not in ("input", "other")}
+        output = metashapes.call(func, (*operands, *args[2:]), rest)
+        recorder.set_tag(output, parts[main].producer, merge=merge_id, downstream=True)
+        return output
+
+    def _checked(
+        self,
+        func: Callable[..., Any],
+        expectation: Callable[..., Expectation | None],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        found = expectation(args, kwargs)
+        if found is None or found.expected == found.got or len(args) <= found.argument:
+            return self._plain(func, args, kwargs)
+        recorder = self.recorder
+        received = args[found.argument]
+        tag = recorder.tag_of(received)
+        if tag is None:
+            tag = recorder.set_tag(received, MODEL_INPUT)
+        if tag.bad < 0:
+            tag.bad = len(recorder.breaks)
+            self._channel_break(func, found, received, tag)
+        stand_in = resize(received, found.dim, found.expected)
+        arguments = list(args)
+        arguments[found.argument] = stand_in
+        output = metashapes.call(func, arguments, kwargs)
+        if isinstance(output, torch.Tensor):
+            recorder.inherit(output, tag, bad=-1, merge=-1, downstream=True)
+        return output
+
+    def _channel_break(self, func: Callable[..., Any], found: Expectation, received: torch.Tensor, tag: Tag) -> None:
+        recorder = self.recorder
+        merge = recorder.merges[tag.merge] if tag.merge >= 0 else None
+        roles = {"main": "up path", "skip": "skip", "input": "input"}
+        if merge is not None and merge.dim == found.dim and sum(p.shape[found.dim] for p in merge.parts) == found.got:
+            sides = tuple(BreakSide(roles[p.role], p.shape, p.producer, p.shape[found.dim]) for p in merge.parts)
+            layer = merge.target
+        else:
+            sides = (BreakSide("input", tuple(received.shape), tag.producer, found.got),)
+            layer = -1
+        name = getattr(func, "__name__", "function")
+        brk = PendingBreak(recorder.current, "channels", name, found.dim, sides, (found.expected,), layer=layer)
+        recorder.breaks.append(brk)
+        if self.first_break:
+            raise StopTracing
+
+    def _plain(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        output = metashapes.call(func, args, kwargs)
+        if isinstance(output, torch.Tensor) and not self.recorder.in_leaf:
+            self._derive(output, args)
+        return output
+
+
+def _differs(shape: torch.Size, reference: torch.Size, keep: int | None) -> bool:
+    return any(size != reference[d] for d, size in enumerate(shape) if d != keep)
+
+
+def _broadcastable(left: torch.Size, right: torch.Size) -> bool:
+    return all(a == b or 1 in (a, b) for a, b in zip(reversed(left), reversed(right), strict=False))
+
+
+def _wants_meta(kwargs: dict[str, Any]) -> bool:
+    device = kwargs.get("device")
+    return device is not None and torch.device(device).type == "meta"
+
+
+def _meta_arange(args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
+    """torch.arange on meta from its arguments alone (torch's own meta kernel imports sympy)."""
+    if len(args) == 1 and "end" not in kwargs:
+        values = {"end": args[0]}
+    else:
+        values = dict(zip(("start", "end", "step"), args, strict=False))
+    values.update({key: kwargs[key] for key in ("start", "end", "step") if key in kwargs})
+    start, end, step = values.get("start", 0), values["end"], values.get("step", 1)
+    length = max(0, math.ceil((end - start) / step))
+    integral = all(isinstance(n, int) for n in (start, end, step))
+    dtype = kwargs.get("dtype") or (torch.int64 if integral else torch.get_default_dtype())
+    return torch.empty(length, dtype=dtype, device="meta")
