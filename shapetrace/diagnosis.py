@@ -197,6 +197,9 @@ def _explain_error(trace: Trace, brk: Break) -> Break:
             if shrunk
             else "see the shapes recorded before this layer"
         )
+    elif brk.op == "AssertionError" and trace.size_rule is not None:
+        cause = f"{where} asserts on its input before running a layer (its inputs: {inputs})"
+        fix = _size_fix(trace)
     else:
         cause = f"{where} raised something that is not a shape mismatch (its inputs: {inputs or 'none'})"
         fix = "fix the forward, or trace with --device cpu if it needs real values"

@@ -101,7 +101,8 @@ def _search(valid: Callable[[int], bool], requested: int) -> SizeRule | None:
 
 def with_size_rule(trace: Trace, model: nn.Module, arguments_at: ArgumentsAt) -> Trace:
     """The trace with its size rule and size-break fixes, when a size broke or was floored."""
-    if not any(brk.kind == "size" for brk in trace.breaks) and not trace.warnings:
+    # A size break, a floored size, or an assertion (models that check their input size first).
+    if not any(brk.kind == "size" or brk.op == "AssertionError" for brk in trace.breaks) and not trace.warnings:
         return trace
     spatial = next((shape[2:] for shape in trace.inputs if len(shape) == 4), None)
     if spatial is None:
