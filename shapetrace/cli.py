@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 import click
 
 from shapetrace.errors import ShapetraceError
+from shapetrace.inputs import MAX_EXTENT
 from shapetrace.output import FILE_WIDTH, FORMATS, check_destination, choose_format, emit
-from shapetrace.params import MAX_EXTENT, ChannelMultipliers, SizeList, SpatialSize
+from shapetrace.params import ChannelMultipliers, SizeList, SpatialSize
 
 EXIT_BREAK = 1
 EXIT_USAGE = 2
@@ -334,4 +335,4 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    run()

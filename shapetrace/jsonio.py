@@ -247,7 +247,7 @@ class _Reader:
             raise TraceFileError(f"{self.what} field {key!r} is {value!r:.40}, expected an integer")
         if not isinstance(value, kind):
             raise TraceFileError(f"{self.what} field {key!r} is {value!r:.40}, expected {kind.__name__}")
-        if kind is int and abs(value) > _MAX_INT:
+        if isinstance(value, int) and abs(value) > _MAX_INT:
             raise TraceFileError(f"{self.what} field {key!r} is {value:.3e}, expected at most {_MAX_INT}")
         return value
 

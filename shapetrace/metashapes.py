@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -121,6 +121,11 @@ def _floating(*tensors: Any) -> bool:
     return len(dtypes) == 1 and dtypes <= _FLOATING
 
 
+def _is_tensor_operand(value: Any) -> TypeGuard[torch.Tensor]:
+    """Whether `value` is a tensor of a real dtype this module knows: floating, integral or bool."""
+    return isinstance(value, torch.Tensor) and value.dtype in _FLOATING | _INTEGRAL
+
+
 def _same_dtype_or_none(reference: torch.Tensor, *tensors: Any) -> bool:
     return all(t is None or (isinstance(t, torch.Tensor) and t.dtype == reference.dtype) for t in tensors)
 
@@ -190,7 +195,7 @@ def _negative(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     bound = _bind(_UNARY, args, kwargs)
     input = bound["input"] if bound else None
     # Bools are torch's to refuse, with a message of its own.
-    if not isinstance(input, torch.Tensor) or input.dtype not in (_FLOATING | _INTEGRAL) - {torch.bool}:
+    if not _is_tensor_operand(input) or input.dtype == torch.bool:
         return NotImplemented
     return _meta(input.shape, input.dtype)
 
@@ -228,7 +233,7 @@ def _softmax(signature: inspect.Signature) -> ShapeFunction:
     def shape_function(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         bound = _bind(signature, args, kwargs)
         input = bound["input"] if bound else None
-        if bound is None or not isinstance(input, torch.Tensor) or not _is_int(bound["dim"]):
+        if bound is None or not _is_tensor_operand(input) or not _is_int(bound["dim"]):
             return NotImplemented
         dtype = input.dtype if bound["dtype"] is None else bound["dtype"]
         rank = max(input.dim(), 1)
@@ -245,7 +250,7 @@ _MEAN = _signature(lambda input, dim=None, keepdim=False, *, dtype=None: None)
 def _mean(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     bound = _bind(_MEAN, args, kwargs)
     input = bound["input"] if bound else None
-    if bound is None or not isinstance(input, torch.Tensor) or not isinstance(bound["keepdim"], bool):
+    if bound is None or not _is_tensor_operand(input) or not isinstance(bound["keepdim"], bool):
         return NotImplemented
     dtype = input.dtype if bound["dtype"] is None else bound["dtype"]
     dims = _reduced_dims(bound["dim"], input.dim())
@@ -279,15 +284,13 @@ _PLAIN_BINARY = _signature(lambda input, other: None)
 
 
 def _is_operand(value: Any) -> bool:
-    if isinstance(value, torch.Tensor):
-        return value.dtype in _FLOATING | _INTEGRAL
-    return isinstance(value, (bool, int, float))
+    return _is_tensor_operand(value) or isinstance(value, (bool, int, float))
 
 
 def _common_dtype(operation: str, bound: dict[str, Any]) -> torch.dtype | None:
     """The dtype of `input <operation> other`; None for operands left to torch."""
     input, other = bound["input"], bound["other"]
-    if not isinstance(input, torch.Tensor) or not _is_operand(input) or not _is_operand(other):
+    if not _is_tensor_operand(input) or not _is_operand(other):
         return None
     other_is_bool = other.dtype == torch.bool if isinstance(other, torch.Tensor) else isinstance(other, bool)
     if operation == "sub" and (input.dtype == torch.bool or other_is_bool):
@@ -650,7 +653,7 @@ _AVERAGE_POOL_1D = _signature(
     lambda input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True: None
 )
 
-
+# avg_pool2d and avg_pool3d take one more argument.
 _AVERAGE_POOL = _AVERAGE_POOL_1D.replace(
     parameters=[
         *_AVERAGE_POOL_1D.parameters.values(),

@@ -94,7 +94,7 @@ class Observer(TorchFunctionMode):
         leaf = recorder.unwind()
         if failed:
             leaf = max(leaf, *failed)
-        sides = ()
+        sides: tuple[BreakSide, ...] = ()
         if leaf >= 0:
             call = recorder.calls[leaf]
             sides = tuple(

@@ -10,7 +10,7 @@ import click
 from shapetrace.inputs import MAX_EXTENT
 
 
-class ChannelMultipliers(click.ParamType):
+class ChannelMultipliers(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
     """`--chs 1,2,4,8`: a comma-separated list of positive ints."""
 
     name = "chs"
@@ -26,7 +26,7 @@ class ChannelMultipliers(click.ParamType):
         return tuple(int(part) for part in parts)
 
 
-class SpatialSize(click.ParamType):
+class SpatialSize(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
     """`--size 224` or `--size 224x256`: H and W, each a positive int."""
 
     name = "size"
@@ -45,7 +45,7 @@ class SpatialSize(click.ParamType):
         return height, width
 
 
-class SizeList(click.ParamType):
+class SizeList(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
     """`--sizes 32:512`, `32:512:8` (inclusive) or `224,225,230x232`: the sizes to sweep."""
 
     name = "sizes"

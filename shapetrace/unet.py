@@ -34,6 +34,8 @@ def group_count(channels: int) -> int:
 class TimestepEmbedding(nn.Module):
     """Sinusoidal embedding of integer timesteps followed by a two-layer MLP."""
 
+    frequencies: torch.Tensor
+
     def __init__(self, n_channels: int, time_channels: int) -> None:
         super().__init__()
         half = max(n_channels // 2, 1)
@@ -47,7 +49,8 @@ class TimestepEmbedding(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         angles = t.float()[:, None] * self.frequencies[None, :]  # (B, half)
         embedding = torch.cat([angles.sin(), angles.cos()], dim=-1)  # (B, 2 * half)
-        return self.linear2(self.act(self.linear1(embedding)))  # (B, time_channels)
+        output: torch.Tensor = self.linear2(self.act(self.linear1(embedding)))  # (B, time_channels)
+        return output
 
 
 class ResBlock(nn.Module):
@@ -70,7 +73,8 @@ class ResBlock(nn.Module):
         h = self.conv1(self.act(self.norm1(x)))
         h = h + self.time_proj(t)[:, :, None, None]  # (B, C, 1, 1) broadcast over H, W
         h = self.conv2(self.act(self.norm2(h)))
-        return h + self.shortcut(x)
+        output: torch.Tensor = h + self.shortcut(x)
+        return output
 
 
 class Downsample(nn.Module):
@@ -82,7 +86,8 @@ class Downsample(nn.Module):
         self.pool = nn.AvgPool2d(kernel_size=2, stride=2)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.conv(x))
+        output: torch.Tensor = self.pool(self.conv(x))
+        return output
 
 
 class Upsample(nn.Module):
@@ -93,7 +98,8 @@ class Upsample(nn.Module):
         self.conv = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        output: torch.Tensor = self.conv(x)
+        return output
 
 
 class UNet(nn.Module):
@@ -159,7 +165,8 @@ class UNet(nn.Module):
                 x = up(x, t_embedding)
             else:
                 x = up(x, t_embedding) if isinstance(up, Upsample) else up(x)
-        return self.conv_out(x)
+        output: torch.Tensor = self.conv_out(x)
+        return output
 
     def extra_repr(self) -> str:
         return (
