@@ -73,16 +73,19 @@ def placements(trace: Trace, rows: Sequence[LayerRecord]) -> dict[int, Placement
     sources = [ancestor_at(trace.layers, skip.source, BLOCK_DEPTH) for skip in trace.skips]
     targets = [ancestor_at(trace.layers, skip.target, BLOCK_DEPTH) for skip in trace.skips]
     sizes = sorted({_area(spatial(main_input(row))) for row in rows if spatial(main_input(row))}, reverse=True)
+    levels = {size: level for level, size in enumerate(sizes)}
+    last_source = max(sources, default=-1)
+    first_target = min(targets, default=-1)
     result = {}
     for row in rows:
         size = spatial(main_input(row))
-        level = sizes.index(_area(size)) if size else -1
+        level = levels[_area(size)] if size else -1
         block = ancestor_at(trace.layers, row.index, BLOCK_DEPTH)
         if not sources:
             side = CHAIN
-        elif block <= max(sources) and block < min(targets):
+        elif block <= last_source and block < first_target:
             side = DOWN
-        elif block >= min(targets):
+        elif block >= first_target:
             side = UP
         else:
             side = MID

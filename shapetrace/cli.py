@@ -22,6 +22,7 @@ from shapetrace.params import ChannelMultipliers, SizeList, SpatialSize
 
 EXIT_BREAK = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # as for any program stopped by Ctrl-C
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -214,15 +215,27 @@ def trace_command(
 def diff(ctx: click.Context, before: Path, after: Path, debug: bool) -> None:
     """Show the layers whose shapes differ between two JSON traces, and the skips that changed."""
     from shapetrace.compare import diff_table, diff_traces
-    from shapetrace.records import Trace
 
-    traces = [Trace.from_json(_read(path)) for path in (before, after)]
+    traces = [_load(path) for path in (before, after)]
     difference = diff_traces(*traces)
     if difference.same:
         click.echo(f"{before} and {after} have the same shapes and skips")
         ctx.exit(0)
     _console().print(diff_table(difference, before.name, after.name))
     ctx.exit(EXIT_BREAK)
+
+
+def _load(path: Path) -> Any:
+    """The Trace in a JSON file; errors name the file."""
+    from shapetrace.errors import TraceFileError
+    from shapetrace.records import Trace
+
+    try:
+        return Trace.from_json(_read(path))
+    except TraceFileError as error:
+        if str(path) in str(error):
+            raise
+        raise TraceFileError(f"{path}: {error}") from None
 
 
 def _read(path: Path) -> str:
@@ -318,6 +331,8 @@ def _plain_text(renderable: Any) -> str:
 
 def _finish(ctx: click.Context, trace: Any, fmt: str, depth: int, output: Path | None) -> None:
     emit(trace, fmt, depth, output, _console())
+    if any(brk.kind == "interrupted" for brk in trace.breaks):
+        ctx.exit(EXIT_INTERRUPTED)  # the user stopped it: what was traced is printed above
     ctx.exit(0 if trace.ok else EXIT_BREAK)
 
 

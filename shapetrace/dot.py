@@ -340,9 +340,11 @@ def _batch(trace: Trace) -> int | None:
 
 
 def _escape(text: str) -> str:
-    """Text for a Graphviz HTML label: markup characters as entities, control characters dropped."""
-    text = "".join(character for character in text if character.isprintable())
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    """Text for a Graphviz HTML label: markup characters as entities, control characters spelled out."""
+    text = "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    # Graphviz's label parser also trips on a bare "]", and on a cell with no text at all.
+    return text.replace("]", "&#93;") or "&#160;"
 
 
 # --- edges ------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from shapetrace.records import Break, BreakSide, LayerRecord, Shape, ShapeWarnin
 
 SCHEMA = 1
 _MAX_INT = 2**62  # larger than any real extent or parameter count; rejects hostile numbers
-_MAX_TEXT = 1_000_000  # characters accepted for a trace file; a real one is far smaller per layer
+_MAX_FILE = 50_000_000  # characters: a 10,000-layer trace is a few MB
+_MAX_STRING = 10_000  # characters in one name or message
 
 
 def dumps(trace: Trace, indent: int | None = 2) -> str:
@@ -111,14 +112,16 @@ def to_dict(trace: Trace) -> dict[str, Any]:
 
 
 def loads(text: str) -> Trace:
-    if len(text) > _MAX_TEXT * 100:
-        raise TraceFileError(f"trace file too large: {len(text)} characters, expected at most {_MAX_TEXT * 100}")
+    if len(text) > _MAX_FILE:
+        raise TraceFileError(f"trace file too large: {len(text)} characters, expected at most {_MAX_FILE}")
     try:
         data = json.loads(text)
     except RecursionError:
         raise TraceFileError("trace file is nested too deeply to be a shapetrace trace") from None
     except json.JSONDecodeError as error:
         raise TraceFileError(f"trace file is not valid JSON: {error.msg} at line {error.lineno}") from None
+    except ValueError as error:  # e.g. an integer beyond Python's digit limit
+        raise TraceFileError(f"trace file holds a value shapetrace cannot read: {str(error)[:80]}") from None
     return from_dict(data)
 
 
@@ -141,10 +144,24 @@ def from_dict(data: Any) -> Trace:
         device=reader.get("device", str, default="meta"),
         config=tuple((str(k), str(v)) for k, v in reader.get("config", dict, default={}).items()),
     )
-    for layer in layers:
-        if layer.parent is not None and not 0 <= layer.parent < count:
-            raise TraceFileError(f"layer {layer.index} has parent {layer.parent}, expected an index below {count}")
+    _check_tree(layers)
     return trace
+
+
+def _check_tree(layers: tuple[LayerRecord, ...]) -> None:
+    """Layers in call order: index = position, a parent before its child, depth = parent's + 1."""
+    for position, layer in enumerate(layers):
+        if layer.index != position:
+            raise TraceFileError(f"layer at position {position} has index {layer.index}, expected {position}")
+        if layer.parent is None:
+            if layer.depth != 0:
+                raise TraceFileError(f"layer {position} has no parent but depth {layer.depth}, expected 0")
+            continue
+        if not 0 <= layer.parent < position:
+            raise TraceFileError(f"layer {position} has parent {layer.parent}, expected an index below {position}")
+        if layer.depth != layers[layer.parent].depth + 1:
+            expected = layers[layer.parent].depth + 1
+            raise TraceFileError(f"layer {position} has depth {layer.depth}, expected {expected} (its parent's + 1)")
 
 
 def _layer(item: Any) -> LayerRecord:
@@ -247,6 +264,10 @@ class _Reader:
             raise TraceFileError(f"{self.what} field {key!r} is {value!r:.40}, expected an integer")
         if not isinstance(value, kind):
             raise TraceFileError(f"{self.what} field {key!r} is {value!r:.40}, expected {kind.__name__}")
+        if isinstance(value, str) and len(value) > _MAX_STRING:
+            raise TraceFileError(
+                f"{self.what} field {key!r} has {len(value)} characters, expected at most {_MAX_STRING}"
+            )
         if isinstance(value, int) and abs(value) > _MAX_INT:
             raise TraceFileError(f"{self.what} field {key!r} is {value:.3e}, expected at most {_MAX_INT}")
         return value

@@ -15,6 +15,9 @@ Keys are the objects a TorchFunctionMode receives, which are not always the ones
 `x + y` arrives as `Tensor.add`, `x += y` as `Tensor.add_`, `2 - x` as `Tensor.__rsub__`,
 `x ** 2` as `Tensor.__pow__`, `F.conv2d` as `torch.conv2d`, `F.sigmoid` as `Tensor.sigmoid`;
 `F.silu`, `F.group_norm` and `F.interpolate` arrive as themselves.
+
+Views, `.float()`, factories and `F.pad` in constant mode never reach a Python meta kernel, so
+they are not listed; `F.pad` in reflect or replicate mode does, and is not covered yet.
 """
 
 from __future__ import annotations

@@ -315,13 +315,13 @@ class Recorder:
             return brk.layer
         if brk.merge >= 0 and self.merges[brk.merge].target >= 0:
             return self.merges[brk.merge].target
-        return max(brk.leaf, 0)
+        return max(brk.leaf, 0) if self.calls else MODEL_INPUT
 
     def frozen_breaks(self) -> tuple[Break, ...]:
         return tuple(
             Break(
                 layer=self._break_layer(brk),
-                leaf=max(brk.leaf, 0),
+                leaf=max(brk.leaf, 0) if self.calls else MODEL_INPUT,  # stopped before any call
                 kind=brk.kind,
                 message=brk.detail,
                 op=brk.op,

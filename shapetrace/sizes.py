@@ -107,7 +107,10 @@ def with_size_rule(trace: Trace, model: nn.Module, arguments_at: ArgumentsAt) ->
     spatial = next((shape[2:] for shape in trace.inputs if len(shape) == 4), None)
     if spatial is None:
         return trace
-    rule = find_size_rule(model, arguments_at, (spatial[0], spatial[1]))
+    try:
+        rule = find_size_rule(model, arguments_at, (spatial[0], spatial[1]))
+    except KeyboardInterrupt:
+        return trace  # Ctrl-C during the search: the trace is still worth printing
     if rule is None:
         return trace
     if spatial[0] != spatial[1]:

@@ -6,6 +6,7 @@ factory function, or a module instance. Every failure is a TargetError naming th
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import inspect
@@ -88,7 +89,8 @@ def build_model(target: str, init: dict[str, Any], device: torch.device) -> nn.M
     if isinstance(value, nn.Module):
         if init:
             raise TargetError(f"TARGET {target!r} is a module instance: --init applies only to a class or factory")
-        return value.to(device)
+        # A copy: the user's own instance must not move to meta (or anywhere) behind their back.
+        return copy.deepcopy(value).to(device)
     if not callable(value):
         raise TargetError(
             f"TARGET {target!r} is a {type(value).__name__}, expected an nn.Module class, factory or instance"

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules import module as module_hooks
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils.hooks import RemovableHandle
 
@@ -105,6 +106,8 @@ def observed(
     finally:
         for handle in handles:
             handle.remove()
+            # torch's handle for a global with_kwargs hook forgets to drop its id from this dict.
+            getattr(module_hooks, "_global_forward_hooks_with_kwargs", {}).pop(handle.id, None)
         for module in training:
             module.training = True
 
@@ -127,7 +130,8 @@ def _observed_forward(model: nn.Module, args: Sequence[Any], kwargs: dict[str, A
 def _error_kind(error: Exception) -> str:
     """ "meta" when the forward needs tensor values; "size" for shape errors; else "error"."""
     text = str(error)
-    if "meta tensor" in text:
+    # .item(), `if tensor:`, .numpy() and boolean masks all fail on meta, each in its own words.
+    if "meta tensor" in text or "register_meta" in text or "meta device" in text:
         return META_VALUES
     return "size" if _SIZE_ERROR.search(text) else "error"
 
