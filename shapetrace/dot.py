@@ -343,8 +343,10 @@ def _escape(text: str) -> str:
     """Text for a Graphviz HTML label: markup characters as entities, control characters spelled out."""
     text = "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-    # Graphviz's label parser also trips on a bare "]", and on a cell with no text at all.
-    return text.replace("]", "&#93;") or "&#160;"
+    # Graphviz's label parser trips on text that starts with "]", and on a cell with no text.
+    if text.startswith("]"):
+        text = "&#93;" + text[1:]
+    return text or "&#160;"
 
 
 # --- edges ------------------------------------------------------------------------------
