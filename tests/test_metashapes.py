@@ -9,6 +9,7 @@ the shape function must raise itself.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import subprocess
@@ -40,6 +41,15 @@ SHAPE_ERRORS = re.compile(
 )
 FLOATING = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 DTYPES = (*FLOATING, torch.int64, torch.int32, torch.uint8, torch.bool)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread() -> Iterator[None]:
+    """torch's thread pool speeds up none of these tiny CPU ops, and its idle spinning slows a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def ones(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -158,7 +168,7 @@ def test_softmax_matches_torch(func: Callable[..., Any]) -> None:
         (func, (ones(*shape, dtype=input_dtype), dim), {} if dtype is None else {"dtype": dtype})
         for shape in [(), (4,), (2, 3, 4)]
         for dim in range(-len(shape) - 1, len(shape) + 1)
-        for input_dtype in (torch.float32, torch.float16, torch.int64)
+        for input_dtype in (torch.float16, torch.int64)
         for dtype in (None, torch.float64)
     ]
     assert_agree(cases)
@@ -284,11 +294,10 @@ def convolution_cases(spatial: int, transposed: bool) -> Iterator[Case]:
     extras = (0, 1, 2) if transposed else (0,)
     paddings: tuple[Any, ...] = (0, 1, 2) if transposed or spatial == 3 else (0, 1, 2, "same", "valid")
     for size, kernel, stride, padding, dilation, extra in itertools.product(
-        (1, 2, 5), (1, 2, 3), (1, 2, 3), paddings, (1, 2), extras
+        (1, 2, 5), (1, 2, 3), (1, 2), paddings, (1, 2), extras
     ):
-        x = ones(2, 3, size, *(4,) * (spatial - 1), dtype=torch.float64)
-        weight_shape = (3, 2) if transposed else (2, 3)
-        weight = ones(*weight_shape, *(kernel,) * spatial, dtype=torch.float64)
+        x = ones(1, 2, size, *(3,) * (spatial - 1), dtype=torch.float64)
+        weight = ones(2, 2, *(kernel,) * spatial, dtype=torch.float64)
         kwargs = {"stride": stride, "padding": padding, "dilation": dilation}
         yield func, (x, weight), {**kwargs, "output_padding": extra} if transposed else kwargs
 
@@ -296,7 +305,7 @@ def convolution_cases(spatial: int, transposed: bool) -> Iterator[Case]:
 @pytest.mark.parametrize("spatial", [1, 2, 3])
 @pytest.mark.parametrize("transposed", [False, True])
 def test_convolution_sizes_match_torch(spatial: int, transposed: bool) -> None:
-    assert assert_agree(convolution_cases(spatial, transposed)) > 100
+    assert assert_agree(convolution_cases(spatial, transposed)) > 50
 
 
 @pytest.mark.parametrize("transposed", [False, True])
@@ -424,7 +433,7 @@ def pooling_cases(func: Callable[..., Any]) -> Iterator[Case]:
     """A grid over size, kernel, stride, padding, ceil mode (and dilation), the first dimension varied."""
     spatial, maximum = int(func.__name__[-2]), "max" in func.__name__
     for size, kernel, stride, padding, ceil_mode, dilation in itertools.product(
-        (1, 2, 3, 5, 6), (1, 2, 3), (None, 1, 2, 3), (0, 1, 2), (False, True), (1, 2) if maximum else (1,)
+        (1, 2, 3, 5), (1, 2, 3), (None, 1, 2), (0, 1, 2), (False, True), (1, 2) if maximum else (1,)
     ):
         kwargs: dict[str, Any] = {"stride": stride, "padding": padding, "ceil_mode": ceil_mode}
         yield (
@@ -637,6 +646,20 @@ def test_autograd_is_left_to_torch() -> None:
         metashapes.call(torch.Tensor.add_, (leaf, 1), {})
     with torch.no_grad():
         assert metashapes.call(torch.Tensor.add_, (leaf, 1), {}) is leaf
+
+
+@pytest.mark.parametrize(("variant", "size"), [("fixed", 12), ("as-written", 13)])
+def test_a_meta_trace_equals_the_trace_on_cpu(variant: Any, size: int) -> None:
+    from shapetrace.tracer import run_trace
+    from shapetrace.unet import UNet
+
+    model = UNet(n_channels=4, chs=(1, 2), variant=variant)
+    traces = []
+    for device in ("cpu", "meta"):
+        x, t = torch.zeros(2, 3, size, size, device=device), torch.zeros(2, dtype=torch.long, device=device)
+        traces.append(dataclasses.replace(run_trace(model.to(device), (x, t)), device=""))
+    assert traces[0] == traces[1]
+    assert bool(traces[0].breaks) == (variant == "as-written")  # a trace with breaks and one without
 
 
 def test_trace_of_the_reference_unet_does_not_import_sympy() -> None:
