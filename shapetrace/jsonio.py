@@ -30,7 +30,7 @@ def to_dict(trace: Trace) -> dict[str, Any]:
         "schema": SCHEMA,
         "model": trace.model,
         "device": trace.device,
-        "config": dict(trace.config),
+        "config": [list(pair) for pair in trace.config],  # pairs: a key may repeat
         "inputs": [list(shape) for shape in trace.inputs],
         "outputs": [list(shape) for shape in trace.outputs],
         "ok": trace.ok,
@@ -142,7 +142,7 @@ def from_dict(data: Any) -> Trace:
         warnings=tuple(_warning(item, count) for item in reader.items("warnings", required=False)),
         size_rule=_size_rule(data.get("size_rule")),
         device=reader.get("device", str, default="meta"),
-        config=tuple((str(k), str(v)) for k, v in reader.get("config", dict, default={}).items()),
+        config=_config(reader.get("config", list, default=[])),
     )
     _check_tree(layers)
     return trace
@@ -231,6 +231,13 @@ def _warning(item: Any, count: int) -> ShapeWarning:
     )
 
 
+def _config(pairs: list[Any]) -> tuple[tuple[str, str], ...]:
+    for pair in pairs:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(part, str) for part in pair)):
+            raise TraceFileError(f"trace field 'config' has {pair!r:.40}, expected [key, value] pairs of strings")
+    return tuple((key, value) for key, value in pairs)
+
+
 def _size_rule(item: Any) -> SizeRule | None:
     if item is None:
         return None
@@ -263,7 +270,8 @@ class _Reader:
         if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
             raise TraceFileError(f"{self.what} field {key!r} is {value!r:.40}, expected an integer")
         if not isinstance(value, kind):
-            raise TraceFileError(f"{self.what} field {key!r} is {value!r:.40}, expected {kind.__name__}")
+            article = "an" if kind.__name__[0] in "aeiou" else "a"
+            raise TraceFileError(f"{self.what} field {key!r} is {value!r:.40}, expected {article} {kind.__name__}")
         if isinstance(value, str) and len(value) > _MAX_STRING:
             raise TraceFileError(
                 f"{self.what} field {key!r} has {len(value)} characters, expected at most {_MAX_STRING}"
