@@ -54,8 +54,10 @@ def parameter_counts(model: nn.Module) -> dict[int, int]:
 
     def visit(module: nn.Module) -> int:
         if id(module) not in counts:
-            own = sum(parameter.numel() for parameter in module.parameters(recurse=False))
-            counts[id(module)] = own + sum(visit(child) for child in module.children())
+            # The registries themselves: parameters(recurse=False) goes through named_modules.
+            own = sum(parameter.numel() for parameter in module._parameters.values() if parameter is not None)
+            children = (child for child in module._modules.values() if child is not None)
+            counts[id(module)] = own + sum(visit(child) for child in children)
         return counts[id(module)]
 
     visit(model)
