@@ -13,14 +13,11 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
-from shapetrace import metashapes
-from shapetrace.checks import meta_concatenate
 from shapetrace.diagnosis import explain
 from shapetrace.records import SizeRule, Trace
+from shapetrace.sweep import LightPass, first_break
 from shapetrace.tracer import observed
 
 ArgumentsAt = Callable[[int, int], tuple[Sequence[Any], dict[str, Any]]]
@@ -29,42 +26,11 @@ ArgumentsAt = Callable[[int, int], tuple[Sequence[Any], dict[str, Any]]]
 MAX_PROBES = 160  # beyond this the model follows no simple rule within reach
 
 
-class _Probe(TorchFunctionMode):
-    """Run a forward as cheaply as possible; raise on any disagreement, as torch would on a device."""
-
-    def __torch_function__(
-        self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
-    ) -> Any:
-        kwargs = kwargs or {}
-        if func in (torch.cat, torch.concat, torch.concatenate, torch.stack):
-            return _concatenate(func, args, kwargs)
-        return metashapes.call(func, args, kwargs)
-
-
-def _concatenate(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-    tensors = list(args[0] if args else kwargs.get("tensors", ()))
-    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
-    metas = tensors and all(isinstance(t, torch.Tensor) and t.device.type == "meta" for t in tensors)
-    if not metas or len({t.dim() for t in tensors}) != 1 or not isinstance(dim, int):
-        return func(*args, **kwargs)
-    stack = func is torch.stack
-    dim %= tensors[0].dim() + (1 if stack else 0)
-    first = tensors[0].shape
-    for tensor in tensors[1:]:
-        if any(size != first[d] for d, size in enumerate(tensor.shape) if stack or d != dim):
-            raise RuntimeError(f"Sizes of tensors must match: {tuple(first)} and {tuple(tensor.shape)}")
-    return meta_concatenate(tensors, dim, stack)
-
-
 def runs_at(model: nn.Module, arguments_at: ArgumentsAt, height: int, width: int) -> bool:
     """True when the model's forward completes at H×W (on meta: shapes only)."""
-    args, kwargs = arguments_at(height, width)
-    try:
-        with torch.no_grad(), _Probe():
-            model(*args, **kwargs)
-    except Exception:  # noqa: BLE001 - any failure means this size does not work
-        return False
-    return True
+    light = LightPass({id(module): name for name, module in model.named_modules()})
+    with observed(model, light.before, light.after):
+        return first_break(light, model, *arguments_at(height, width)) == ("", "")
 
 
 def find_size_rule(model: nn.Module, arguments_at: ArgumentsAt, requested: tuple[int, int]) -> SizeRule | None:
@@ -74,8 +40,10 @@ def find_size_rule(model: nn.Module, arguments_at: ArgumentsAt, requested: tuple
     until one does; the gaps between them give the multiple (every size skipped in between
     failed, which confirms it), and multiples of it give the minimum.
     """
-    with observed(model):
-        return _search(lambda size: runs_at(model, arguments_at, size, size), max(requested))
+    # The sweep's light pass, hooked once for every probe: shapes only, stopping at the first break.
+    light = LightPass({id(module): name for name, module in model.named_modules()})
+    with observed(model, light.before, light.after):
+        return _search(lambda size: first_break(light, model, *arguments_at(size, size)) == ("", ""), max(requested))
 
 
 def _search(valid: Callable[[int], bool], requested: int) -> SizeRule | None:

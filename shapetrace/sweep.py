@@ -49,7 +49,7 @@ class _FirstBreak(Exception):  # noqa: N818 - a signal that unwinds the forward,
         self.kind, self.place = kind, place
 
 
-class _LightPass(TorchFunctionMode):
+class LightPass(TorchFunctionMode):
     """Shapes only; the first disagreement stops the forward with its kind and block."""
 
     def __init__(self, names: dict[int, str]) -> None:
@@ -110,7 +110,7 @@ class _LightPass(TorchFunctionMode):
         return meta_concatenate(tensors, dim, stack)
 
 
-def first_break(light: _LightPass, model: nn.Module, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[str, str]:
+def first_break(light: LightPass, model: nn.Module, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[str, str]:
     """The first break's (kind, block) of one forward on meta, or ("", "") when aligned."""
     light.reset()
     try:
@@ -179,7 +179,7 @@ def _sweep_serial(
     progress: Callable[[], None] | None,
 ) -> list[Outcome]:
     """Every size in this process, the model hooked once."""
-    light = _LightPass({id(module): name for name, module in model.named_modules()})
+    light = LightPass({id(module): name for name, module in model.named_modules()})
     outcomes = []
     with observed(model, light.before, light.after):
         for height, width in sizes:

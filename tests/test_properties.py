@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from hypothesis import event, given, settings
+from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -48,6 +48,12 @@ class Config:
     @property
     def aligned(self) -> bool:
         return self.height % self.multiple == 0 and self.width % self.multiple == 0
+
+    @property
+    def degenerate(self) -> bool:
+        """A 1×1 bottleneck at batch 1: GroupNorm may see one value per group, which torch refuses
+        whatever the alignment (property (a) still checks such cases against torch)."""
+        return self.batch == 1 and (self.height // self.multiple) * (self.width // self.multiple) == 1
 
 
 @st.composite
@@ -199,6 +205,7 @@ def _floored_pools(config: Config) -> list[tuple[str, tuple[int, int], tuple[int
 @settings(max_examples=FEW_EXAMPLES, deadline=None)
 @given(configs())
 def test_output_is_the_input_shape_exactly_when_the_size_is_aligned(config: Config) -> None:
+    assume(not config.degenerate)
     _, inputs, trace = _traced(config)
     x_shape = tuple(inputs[0].shape)
     assert trace.ok == config.aligned, trace.breaks

@@ -801,19 +801,20 @@ def test_ctrl_c_during_the_size_search_still_prints_the_trace(
 ) -> None:
     import shapetrace.sizes
 
-    runs_at = shapetrace.sizes.runs_at
+    probe = shapetrace.sizes.first_break
     probes = 0
 
-    def interrupted(*args: Any, **kwargs: Any) -> bool:
+    def interrupted(*args: Any, **kwargs: Any) -> tuple[str, str]:
         nonlocal probes
         probes += 1
         if probes == 3:
             raise KeyboardInterrupt
-        return runs_at(*args, **kwargs)
+        return probe(*args, **kwargs)
 
-    monkeypatch.setattr(shapetrace.sizes, "runs_at", interrupted)
+    monkeypatch.setattr(shapetrace.sizes, "first_break", interrupted)
     result = runner.invoke(main, ["unet", "--size", "225", "--chs", "1,2"], terminal_width=200)
-    assert "Aborted!" not in result.output
+    assert probes == 3  # the search was interrupted ...
+    assert "Aborted!" not in result.output  # ... and the trace still printed
     assert "break 1 (size) at ups.3" in result.output
 
 
