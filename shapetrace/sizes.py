@@ -26,13 +26,6 @@ ArgumentsAt = Callable[[int, int], tuple[Sequence[Any], dict[str, Any]]]
 MAX_PROBES = 160  # beyond this the model follows no simple rule within reach
 
 
-def runs_at(model: nn.Module, arguments_at: ArgumentsAt, height: int, width: int) -> bool:
-    """True when the model's forward completes at H×W (on meta: shapes only)."""
-    light = LightPass({id(module): name for name, module in model.named_modules()})
-    with observed(model, light.before, light.after):
-        return first_break(light, model, *arguments_at(height, width)) == ("", "")
-
-
 def find_size_rule(model: nn.Module, arguments_at: ArgumentsAt, requested: tuple[int, int]) -> SizeRule | None:
     """The multiple and minimum of the sizes the model accepts near `requested`; None if none run.
 
