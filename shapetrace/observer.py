@@ -118,15 +118,7 @@ class Observer(TorchFunctionMode):
             return self._checked(func, expectation, args, kwargs)
         if func is torch.arange and _wants_meta(kwargs) and not any(isinstance(a, torch.Tensor) for a in args):
             return _meta_arange(args, kwargs)
-        output = metashapes.call(func, args, kwargs)
-        if self.recorder.in_leaf:
-            return output  # per-op Python work inside leaves is what slows real-device traces
-        if isinstance(output, torch.Tensor):
-            self._derive(output, args)
-        elif isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-            for item in output:
-                self._derive(item, args)
-        return output
+        return self._plain(func, args, kwargs)
 
     def _derive(self, output: torch.Tensor, args: Sequence[Any]) -> None:
         """A plain function's output keeps the producer of its largest tagged input."""
@@ -275,9 +267,15 @@ class Observer(TorchFunctionMode):
             raise StopTracing
 
     def _plain(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        """Any other op: torch (or a meta shape function), its outputs keeping their producer."""
         output = metashapes.call(func, args, kwargs)
-        if isinstance(output, torch.Tensor) and not self.recorder.in_leaf:
+        if self.recorder.in_leaf:
+            return output  # per-op Python work inside leaves is what slows real-device traces
+        if isinstance(output, torch.Tensor):
             self._derive(output, args)
+        elif isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+            for item in output:
+                self._derive(item, args)
         return output
 
 

@@ -681,9 +681,9 @@ def test_from_json_rejects_inconsistent_layers(good_json: str, field: str) -> No
 # --- models the meta device cannot run --------------------------------------------------------
 
 
-@pytest.mark.parametrize("attribute", VALUE_READERS)
-def test_small_models_that_read_values_fall_back_to_cpu(runner: CliRunner, models_file: Path, attribute: str) -> None:
-    traced = custom.trace_target(
+def _trace_on_meta(models_file: Path, attribute: str) -> Trace:
+    """`shapetrace trace MODELS:attribute --input 2,3,8,8`, through the library."""
+    return custom.trace_target(
         f"{models_file}:{attribute}",
         init_json=None,
         input_specs=["2,3,8,8"],
@@ -691,6 +691,11 @@ def test_small_models_that_read_values_fall_back_to_cpu(runner: CliRunner, model
         keyword_specs=[],
         device="meta",
     )
+
+
+@pytest.mark.parametrize("attribute", VALUE_READERS)
+def test_small_models_that_read_values_fall_back_to_cpu(runner: CliRunner, models_file: Path, attribute: str) -> None:
+    traced = _trace_on_meta(models_file, attribute)
     assert traced.ok and traced.device == "cpu"
     assert dict(traced.config)["fell back to cpu"] == "the forward reads tensor values, which meta tensors lack"
     assert "fell back to cpu" in title(traced)
@@ -719,14 +724,7 @@ def test_large_models_that_read_values_get_a_meta_break_offering_device_cpu(
 
 @pytest.mark.parametrize("attribute", ["MasksByValue", "UsesNumpy"])
 def test_other_value_reads_fall_back_to_cpu_too(models_file: Path, attribute: str) -> None:
-    traced = custom.trace_target(
-        f"{models_file}:{attribute}",
-        init_json=None,
-        input_specs=["2,3,8,8"],
-        timestep=None,
-        keyword_specs=[],
-        device="meta",
-    )
+    traced = _trace_on_meta(models_file, attribute)
     assert traced.ok and traced.device == "cpu"
     assert "fell back to cpu" in dict(traced.config)
 
