@@ -375,14 +375,17 @@ def _edge(tail: Node, head: Node, climbing: bool) -> str:
 def _rung_edges(trace: Trace, layout: _Layout, depth: int) -> list[str]:
     """Dashed rungs labelled C×H×W; red where the skip itself does not fit (a size break)."""
     misfits = _misfit_rungs(trace, layout, depth)
+    # Two flat edges between one pair of nodes, one of them labelled, make dot (2.43) fail
+    # in routesplines and drop the edge: a rung beside a main edge takes an external label.
+    neighbours = {frozenset(pair) for pair in itertools.pairwise(row.index for row in layout.main)}
     lines = []
     for (source, target), shapes in layout.rungs.items():
         label = _escape(", ".join(_shape_text(shape, trace) for shape in shapes))
         color = BREAK_COLOR if (source, target) in misfits else SKIP_COLOR
         loose = "" if (source, target) in layout.pinned else ", constraint=false"
-        lines.append(
-            f'  {source} -> {target} [style=dashed, color="{color}", fontcolor="{color}", label=<{label}>{loose}];'
-        )
+        placement = "xlabel" if frozenset((source, target)) in neighbours else "label"
+        style = f'style=dashed, color="{color}", fontcolor="{color}"'
+        lines.append(f"  {source} -> {target} [{style}, {placement}=<{label}>{loose}];")
     return lines
 
 

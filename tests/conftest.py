@@ -10,12 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from hypothesis import settings
 from rich.console import Console, RenderableType
 
 from shapetrace import Trace, UNet, run_trace
 from shapetrace.reference import reference_config
 
 GOLDEN = Path(__file__).parent / "golden"
+
+# The default suite draws the same hypothesis examples on every run, so a run fails only on a
+# change to the code; SHAPETRACE_LONG_PROPERTIES=1 explores fresh random examples (and more).
+settings.register_profile("reproducible", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(
+    "explore" if os.environ.get("SHAPETRACE_LONG_PROPERTIES", "") not in ("", "0") else "reproducible"
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -16,7 +16,7 @@ from torch import nn
 from shapetrace import analysis
 from shapetrace.dot import BREAK_COLOR, trace_dot
 from shapetrace.images import GraphvizMissingError, render_image
-from shapetrace.records import Break, LayerRecord, Trace
+from shapetrace.records import Break, LayerRecord, Shape, SkipPair, Trace
 from shapetrace.tracer import run_trace
 from tests.conftest import trace_unet
 
@@ -248,6 +248,31 @@ def test_labels_are_escaped() -> None:
 )
 def test_degenerate_traces_still_parse(trace: Trace) -> None:
     subprocess.run(["dot", "-Tsvg"], input=trace_dot(trace).encode(), check=True, capture_output=True)
+
+
+def _bare_row(index: int, depth: int = 1, parent: int = 0, inputs: tuple[Shape, ...] = ()) -> LayerRecord:
+    return LayerRecord(index, "", "Conv2d", depth, parent, inputs, (), 0)
+
+
+@needs_dot
+def test_a_rung_beside_a_main_edge_is_still_drawn() -> None:
+    # Found by the fuzz test: the skip's source also precedes its target on the main path,
+    # and dot 2.43 dropped the edge ("Error: in routesplines ... lost 6 8 edge", exit 1).
+    layers = (
+        LayerRecord(0, "", "Conv2d", 0, None, (), (), 0),
+        *(_bare_row(index) for index in (1, 2, 3)),
+        _bare_row(4, inputs=((2, 3, 224, 224),)),
+        *(_bare_row(index) for index in (5, 6, 7)),
+        _bare_row(8, depth=2, parent=7, inputs=((),)),
+        _bare_row(9),
+    )
+    trace = Trace("Conv2d", (), (), layers, skips=(SkipPair(6, 7, "cat", 0, (), 0, ()),), device="meta")
+    dot = trace_dot(trace, depth=2)
+    completed = subprocess.run(["dot", "-Tplain"], input=dot, text=True, capture_output=True, check=False)
+    assert completed.returncode == 0, completed.stderr
+    drawn = [sorted(line.split()[1:3]) for line in completed.stdout.splitlines() if line.startswith("edge")]
+    assert drawn.count(["6", "8"]) == 2  # the main edge and the rung, now labelled from outside
+    assert re.search(r"6 -> 8 \[style=dashed[^]]*xlabel=<", dot)
 
 
 def test_depth_must_be_positive(default_trace: Trace) -> None:
