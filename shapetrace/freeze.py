@@ -11,6 +11,7 @@ from shapetrace.analysis import format_size
 from shapetrace.diagnosis import explain
 from shapetrace.recorder import Recorder
 from shapetrace.records import Shape, ShapeWarning, Trace
+from shapetrace.walk import parameter_total
 
 
 def freeze(
@@ -24,8 +25,9 @@ def freeze(
 ) -> Trace:
     """Records from the recorder; the Trace keeps no reference to the model or a tensor."""
     params = parameter_counts(model)
-    for call in recorder.calls:  # a module called from outside the model's tree (rare)
-        params.setdefault(id(call.module), sum(p.numel() for p in call.module.parameters()))
+    for call in recorder.calls:
+        if id(call.module) not in params:  # a module called from outside the model's tree (rare)
+            params[id(call.module)] = sum(p.numel() for p in call.module.parameters())
     input_shapes = tuple(tuple(t.shape) for t in inputs)
     output_shapes = tuple(tuple(t.shape) for t in outputs)
     trace = Trace(
@@ -35,7 +37,7 @@ def freeze(
         layers=recorder.layers(params),
         skips=recorder.skips(),
         breaks=recorder.frozen_breaks(),
-        warnings=tuple(recorder.warnings)
+        warnings=tuple(recorder.floored_sizes())
         + (() if recorder.breaks else _cropped_output(type(model).__name__, input_shapes, output_shapes)),
         device=device,
         config=config,
@@ -61,7 +63,7 @@ def parameter_counts(model: nn.Module) -> dict[int, int]:
         return counts[id(module)]
 
     visit(model)
-    counts[id(model)] = sum(parameter.numel() for parameter in model.parameters())
+    counts[id(model)] = parameter_total(model)
     return counts
 
 

@@ -20,6 +20,7 @@ from torch.overrides import TorchFunctionMode
 
 from shapetrace import metashapes
 from shapetrace.checks import EXPECTATIONS, Expectation, meta_concatenate, resize, resize_like
+from shapetrace.leaves import runs_plainly
 from shapetrace.recorder import MODEL_INPUT, Merge, Part, PendingBreak, Recorder, Tag
 from shapetrace.records import BreakSide
 
@@ -52,18 +53,33 @@ def tensors_in(value: Any, depth: int = 0) -> list[torch.Tensor]:
     else:
         return found
     for item in items:
-        found.extend(tensors_in(item, depth + 1))
+        # Tensors straight away: a hook calls this for every module's arguments.
+        if isinstance(item, torch.Tensor):
+            found.append(item)
+        elif item is not None and not isinstance(item, (int, float, str, bool)):
+            found.extend(tensors_in(item, depth + 1))
     return found
 
 
 class Observer(TorchFunctionMode):
     """The hooks and the function mode of one trace, sharing one Recorder."""
 
-    def __init__(self, recorder: Recorder, first_break: bool) -> None:
+    def __init__(self, recorder: Recorder, first_break: bool, *, meta: bool = True) -> None:
+        """`meta`: the forward runs on the meta device, where ops need shape functions.
+
+        On a real device torch computes every op anyway, so calls skip the shape functions,
+        and torch's own leaves run outside the mode (`shapetrace.leaves`).
+        """
         super().__init__()
         self.recorder = recorder
         self.first_break = first_break
         self.stop_pending = False
+        self.call: Callable[[Callable[..., Any], Sequence[Any], dict[str, Any]], Any] = (
+            metashapes.call if meta else _call_directly
+        )
+        self.leaves_plainly = not meta
+        self.suspended_at = -1
+        """The call during which the mode is off the stack, or -1."""
 
     # --- module hooks -----------------------------------------------------------------
 
@@ -71,21 +87,50 @@ class Observer(TorchFunctionMode):
         # A global pre-hook sees positional arguments only; keyword tensors join at the end.
         if id(module) not in self.recorder.names:
             return  # a module from outside the traced model
-        self.recorder.begin(module, tensors_in(args))
-        if self.stop_pending:
-            raise StopTracing  # the broken merge's consumer is known now: stop here
+        # The hooks run inside the forward, under the mode: without this, each `.shape`
+        # they read would be one more trip through __torch_function__.
+        with torch._C.DisableTorchFunction():
+            self.recorder.begin(module, tensors_in(args))
+            if self.stop_pending:
+                raise StopTracing  # the broken merge's consumer is known now: stop here
+            if self.leaves_plainly and self.suspended_at < 0 and runs_plainly(module, args):
+                self._suspend(self.recorder.current)
 
     def after(self, module: nn.Module, args: tuple[Any, ...], *rest: Any) -> None:
         # (kwargs, output) normally; torch's exception path calls global always-call hooks
         # without kwargs, as (module, args, output).
         if id(module) not in self.recorder.names:
             return
+        if self.suspended_at == self.recorder.current:
+            self._resume()
         kwargs, output = rest if len(rest) == 2 else ({}, rest[-1])
-        if kwargs:
-            self.recorder.add_inputs(tensors_in(kwargs))
-        # always_call hooks also run when the forward raised; then there is no output.
-        raised = output is None and sys.exc_info()[0] is not None
-        self.recorder.end(tensors_in(output), raised)
+        with torch._C.DisableTorchFunction():
+            if kwargs:
+                self.recorder.add_inputs(tensors_in(kwargs))
+            # always_call hooks also run when the forward raised; then there is no output.
+            raised = output is None and sys.exc_info()[0] is not None
+            self.recorder.end(tensors_in(output), raised)
+
+    def _suspend(self, call: int) -> None:
+        """Take the mode off the stack while `call` runs (only where it is on top)."""
+        if torch._C._len_torch_function_stack() == 0:
+            return
+        top = torch._C._pop_torch_function_stack()
+        if top is not self:  # the forward entered a mode of its own: leave the stack alone
+            torch._C._push_on_torch_function_stack(top)
+            return
+        self.suspended_at = call
+
+    def _resume(self) -> None:
+        torch._C._push_on_torch_function_stack(self)
+        self.suspended_at = -1
+
+    def __exit__(self, *exc_info: Any) -> None:
+        # A BaseException (Ctrl-C) skips torch's always-call hooks: put the mode back so
+        # that leaving it pops this mode and nothing else.
+        if self.suspended_at >= 0:
+            self._resume()
+        super().__exit__(*exc_info)  # type: ignore[no-untyped-call]
 
     def fail(self, error: BaseException, kind: str) -> None:
         """Record the exception that stopped the forward as a break at the innermost call."""
@@ -206,7 +251,7 @@ class Observer(TorchFunctionMode):
                 if main_tag is not None and main_tag.returned_by >= 0:
                     merge.target = main_tag.returned_by  # the block whose output the skip joins
                 recorder.merges.append(merge)
-            output = metashapes.call(func, args, kwargs)
+            output = self.call(func, args, kwargs)
             # A residual sum continues the main path, whichever side of the + it was written on
             # (`x + attn(x)` and `attn(x) + x` alike, in place too).
             if isinstance(output, torch.Tensor) and main_tag is not None and output is not (left, right)[main]:
@@ -220,7 +265,7 @@ class Observer(TorchFunctionMode):
         self._size_break("add", -1, parts, main_shape, merge_id)
         operands = [resize_like(t, main_shape, None) for t in (left, right)]
         rest = {key: value for key, value in kwargs.items() if key not in ("input", "other")}
-        output = metashapes.call(func, (*operands, *args[2:]), rest)
+        output = self.call(func, (*operands, *args[2:]), rest)
         recorder.set_tag(output, parts[main].producer, merge=merge_id, downstream=True)
         return output
 
@@ -245,7 +290,7 @@ class Observer(TorchFunctionMode):
         stand_in = resize(received, found.dim, found.expected)
         arguments = list(args)
         arguments[found.argument] = stand_in
-        output = metashapes.call(func, arguments, kwargs)
+        output = self.call(func, arguments, kwargs)
         if isinstance(output, torch.Tensor):
             recorder.inherit(output, tag, bad=-1, merge=-1, downstream=True)
         return output
@@ -268,7 +313,7 @@ class Observer(TorchFunctionMode):
 
     def _plain(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         """Any other op: torch (or a meta shape function), its outputs keeping their producer."""
-        output = metashapes.call(func, args, kwargs)
+        output = self.call(func, args, kwargs)
         if self.recorder.in_leaf:
             return output  # per-op Python work inside leaves is what slows real-device traces
         if isinstance(output, torch.Tensor):
@@ -304,3 +349,7 @@ def _meta_arange(args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
     integral = all(isinstance(n, int) for n in (start, end, step))
     dtype = kwargs.get("dtype") or (torch.int64 if integral else torch.get_default_dtype())
     return torch.empty(length, dtype=dtype, device="meta")
+
+
+def _call_directly(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    return func(*args, **kwargs)

@@ -54,18 +54,17 @@ class Call:
 
     index: int
     module: torch.nn.Module
-    name: str
     depth: int
     parent: int | None
     started_at: int
     inputs: tuple[Shape, ...]
     producers: tuple[int, ...]
     """Producers of the tensor arguments: the call-level data flow into this call."""
-    outputs: tuple[Shape, ...] = ()
     status: str = OK
-    children: int = 0
     leaf: bool = False
     """The module has no submodules: what its functions make stays inside it."""
+    outputs: tuple[Shape, ...] = ()
+    children: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +120,11 @@ class Recorder:
         self.tags: dict[int, Tag] = {}
         self.merges: list[Merge] = []
         self.breaks: list[PendingBreak] = []
-        self.warnings: list[ShapeWarning] = []
         self.events = 0
+
+    def name_of(self, call: Call) -> str:
+        """The module's dotted name in the model, looked up once the forward is over."""
+        return self.names.get(id(call.module), type(call.module).__name__)
 
     # --- tags -------------------------------------------------------------------------
 
@@ -160,36 +162,42 @@ class Recorder:
         return bool(self.stack) and self.calls[self.stack[-1]].leaf
 
     def begin(self, module: torch.nn.Module, tensors: list[torch.Tensor]) -> None:
-        parent = self.stack[-1] if self.stack else None
+        # Runs before every module call: plain loops and positional fields, since on a real
+        # device every microsecond here is added to each layer's kernels.
+        stack, calls, tags = self.stack, self.calls, self.tags
+        parent = stack[-1] if stack else None
         if parent is not None:
-            self.calls[parent].children += 1
-        index = len(self.calls)
+            calls[parent].children += 1
+        index = len(calls)
         self.events += 1
+        shapes = []
         producers = []
         downstream = False
         for tensor in tensors:
-            tag = self.tag_of(tensor)
-            if tag is None:
+            shapes.append(tuple(tensor.shape))
+            tag = tags.get(id(tensor))
+            if tag is None or tag.ref() is not tensor:
                 producers.append(MODEL_INPUT)
                 continue
             producers.append(tag.producer)
             downstream = downstream or tag.downstream or tag.bad >= 0
             if tag.merge >= 0 and self.merges[tag.merge].target < 0:
                 self.merges[tag.merge].target = index
-        call = Call(
-            index=index,
-            module=module,
-            name=self.names.get(id(module), type(module).__name__),
-            depth=len(self.stack),
-            parent=parent,
-            started_at=self.events,
-            inputs=tuple(tuple(t.shape) for t in tensors),
-            producers=tuple(producers),
-            status=DOWNSTREAM if downstream else OK,
-            leaf=not module._modules,
+        status = DOWNSTREAM if downstream else OK
+        calls.append(
+            Call(
+                index,
+                module,
+                len(stack),
+                parent,
+                self.events,
+                tuple(shapes),
+                tuple(producers),
+                status,
+                not module._modules,
+            )
         )
-        self.calls.append(call)
-        self.stack.append(index)
+        stack.append(index)
 
     def add_inputs(self, tensors: list[torch.Tensor]) -> None:
         """Keyword tensors of the running call, known only when it ends."""
@@ -203,10 +211,11 @@ class Recorder:
         if raised:
             call.status = FAILED
             return
-        call.outputs = tuple(tuple(t.shape) for t in outputs)
+        call.outputs = tuple([tuple(tensor.shape) for tensor in outputs])
+        tags = self.tags
         for tensor in outputs:
-            tag = self.tag_of(tensor)
-            if tag is None:
+            tag = tags.get(id(tensor))
+            if tag is None or tag.ref() is not tensor:
                 # Made inside a leaf, where functions are not tagged: it inherits the call's state.
                 self.set_tag(tensor, index, returned_by=index, downstream=call.status == DOWNSTREAM)
             elif tag.made_at > call.started_at:
@@ -216,8 +225,6 @@ class Recorder:
                     tag.producer = index
                 tag.returned_by = index
             # Otherwise the call passed its input through (nn.Identity): the tag stays.
-        if call.children == 0:
-            self._check_floored_size(call)
 
     def unwind(self) -> int:
         """Mark the calls still running as failed; returns the innermost, or -1."""
@@ -226,13 +233,25 @@ class Recorder:
             self.calls[self.stack.pop()].status = FAILED
         return innermost
 
-    def _check_floored_size(self, call: Call) -> None:
-        """Warn when a leaf shrinks a spatial size that its stride does not divide."""
+    def floored_sizes(self) -> list[ShapeWarning]:
+        """A warning for each leaf that shrinks a spatial size its stride does not divide.
+
+        Read from the finished calls rather than as they end: the forward pays nothing for it.
+        """
+        found: list[ShapeWarning] = []
+        for call in self.calls:
+            if call.children == 0 and call.status != FAILED:
+                warning = self._floored_size(call)
+                if warning is not None:
+                    found.append(warning)
+        return found
+
+    def _floored_size(self, call: Call) -> ShapeWarning | None:
         if not call.inputs or not call.outputs:
-            return
+            return None
         before, after = call.inputs[0], call.outputs[0]
-        if len(before) < 3 or len(before) != len(after):
-            return
+        if len(before) < 3 or len(before) != len(after) or before[2:] == after[2:]:
+            return None
         strides = _strides(call.module, len(before) - 2)
         for axis, (size_in, size_out) in enumerate(zip(before[2:], after[2:], strict=True)):
             if 0 < size_out < size_in:
@@ -240,11 +259,11 @@ class Recorder:
                 stride = strides[axis] if strides else round(size_in / size_out)
                 if stride >= 2 and size_in % stride:
                     message = (
-                        f"{call.name} ({type(call.module).__name__}) turns size {size_in} into {size_out}: "
+                        f"{self.name_of(call)} ({type(call.module).__name__}) turns size {size_in} into {size_out}: "
                         f"{size_in} is not divisible by its stride {stride}, so a row or column is lost"
                     )
-                    self.warnings.append(ShapeWarning(call.index, message, before[2:], after[2:], stride))
-                    return
+                    return ShapeWarning(call.index, message, before[2:], after[2:], stride)
+        return None
 
     # --- data flow --------------------------------------------------------------------
 
@@ -286,7 +305,7 @@ class Recorder:
         return tuple(
             LayerRecord(
                 index=call.index,
-                name=call.name,
+                name=self.name_of(call),
                 type=type(call.module).__name__,
                 depth=call.depth,
                 parent=call.parent,

@@ -22,6 +22,7 @@ from torch.utils.hooks import RemovableHandle
 from shapetrace.observer import Observer, StopTracing, tensors_in
 from shapetrace.recorder import MODEL_INPUT, Recorder
 from shapetrace.records import Trace
+from shapetrace.walk import every_module, module_names
 
 __all__ = ["META_VALUES", "observed", "run_trace", "trace"]
 
@@ -67,12 +68,12 @@ def run_trace(
     if not isinstance(model, nn.Module):
         raise TypeError(f"trace needs an nn.Module, got {type(model).__name__}")
     kwargs = dict(kwargs or {})
-    names = {id(module): name for name, module in model.named_modules(remove_duplicate=False)}
+    names = module_names(model)
     recorder = Recorder(names)
     inputs = tensors_in(args) + tensors_in(kwargs)
     for tensor in inputs:
         recorder.set_tag(tensor, MODEL_INPUT)
-    observer = Observer(recorder, first_break)
+    observer = Observer(recorder, first_break, meta=any(t.device.type == "meta" for t in inputs))
     output = _observed_forward(model, args, kwargs, observer)
     from shapetrace.freeze import freeze
 
@@ -93,7 +94,7 @@ def observed(
     handles per module: registering and removing hundreds of handles costs more than a GPU
     forward's kernels. Evaluation mode keeps BatchNorm's running statistics untouched.
     """
-    training = [module for module in model.modules() if module.training]
+    training = [module for module in every_module(model) if module.training]
     handles: list[RemovableHandle] = []
     try:
         if before is not None:

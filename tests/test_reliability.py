@@ -261,7 +261,9 @@ _TRACER_ENTRY_POINTS = {
     "begin": ("shapetrace.recorder", "Recorder.begin"),
     "end": ("shapetrace.recorder", "Recorder.end"),
     "concatenate": ("shapetrace.observer", "Observer._concatenate"),
-    "function mode": ("shapetrace.metashapes", "call"),
+    "function mode": ("shapetrace.observer", "Observer.__torch_function__"),
+    "leaf leaves the mode": ("shapetrace.observer", "Observer._suspend"),
+    "leaf returns to the mode": ("shapetrace.observer", "Observer._resume"),
 }
 _POSITIONS = ("first", "second", "middle", "last")
 

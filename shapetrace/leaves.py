@@ -1,0 +1,91 @@
+"""torch's own leaf modules that may run outside the function mode on a real device.
+
+Every op a module's forward makes costs a trip through the TorchFunctionMode, and on a
+real device most ops run inside torch's own leaves (Conv2d, GroupNorm, SiLU, Linear). Their
+forwards make no merges, so the only thing the mode would learn there is a channel
+mismatch; that is read here from the module's attributes before it runs. A leaf whose
+input disagrees keeps the mode, which then reports the break and hands on a stand-in.
+
+Leaves are recognised by their forward function, so a subclass that keeps torch's forward
+(`NonDynamicallyQuantizableLinear`) qualifies and one that overrides it does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+Check = Callable[[nn.Module, torch.Tensor], bool]
+"""Whether a module accepts this input's channel count."""
+
+
+def _any_input(module: nn.Module, x: torch.Tensor) -> bool:
+    return True
+
+
+def _convolution(module: nn.Module, x: torch.Tensor) -> bool:
+    spatial = len(module.kernel_size)  # type: ignore[arg-type]
+    # Batched (N, C, *spatial) or unbatched (C, *spatial).
+    if x.dim() == spatial + 2:
+        return bool(x.shape[1] == module.in_channels)
+    return x.dim() == spatial + 1 and x.shape[0] == module.in_channels
+
+
+def _linear(module: nn.Module, x: torch.Tensor) -> bool:
+    return x.dim() >= 1 and x.shape[-1] == module.in_features
+
+
+def _group_norm(module: nn.Module, x: torch.Tensor) -> bool:
+    return x.dim() >= 2 and x.shape[1] == module.num_channels
+
+
+def _batch_norm(module: nn.Module, x: torch.Tensor) -> bool:
+    return x.dim() >= 2 and x.shape[1] == module.num_features
+
+
+def _layer_norm(module: nn.Module, x: torch.Tensor) -> bool:
+    normalized: tuple[int, ...] = module.normalized_shape  # type: ignore[assignment]
+    return x.dim() >= len(normalized) and tuple(x.shape[x.dim() - len(normalized) :]) == normalized
+
+
+_CHECKS: dict[Callable[..., Any], Check] = {
+    **{cls.forward: _convolution for cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d)},
+    **{cls.forward: _convolution for cls in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)},
+    nn.Linear.forward: _linear,
+    nn.GroupNorm.forward: _group_norm,
+    nn.BatchNorm2d.forward: _batch_norm,  # shared by BatchNorm1d/2d/3d
+    nn.LayerNorm.forward: _layer_norm,
+    **{
+        cls.forward: _any_input
+        for cls in (
+            nn.Identity,
+            nn.SiLU,
+            nn.ReLU,
+            nn.GELU,
+            nn.Mish,
+            nn.LeakyReLU,
+            nn.Sigmoid,
+            nn.Tanh,
+            nn.Softmax,
+            nn.Dropout,
+            nn.Dropout2d,
+            nn.AvgPool2d,
+            nn.MaxPool2d,
+            nn.AdaptiveAvgPool2d,
+            nn.Upsample,
+            nn.Flatten,
+        )
+    },
+}
+
+
+def runs_plainly(module: nn.Module, args: tuple[Any, ...]) -> bool:
+    """Whether this call is one of torch's leaves, with an input whose channels it accepts."""
+    check = _CHECKS.get(type(module).forward)
+    if check is None or not args or module._modules:
+        return False
+    x = args[0]
+    return isinstance(x, torch.Tensor) and check(module, x)

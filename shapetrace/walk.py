@@ -1,0 +1,49 @@
+"""Walks of a model's module tree that read torch's registries directly.
+
+`named_modules()` and `parameters()` are generators over generators: for a model of a few
+hundred modules they cost more than a trace's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def module_names(model: nn.Module) -> dict[int, str]:
+    """Each module's dotted name by id, as `named_modules(remove_duplicate=False)` gives them.
+
+    A module registered twice keeps its last name.
+    """
+    names: dict[int, str] = {}
+
+    def visit(module: nn.Module, name: str) -> None:
+        names[id(module)] = name
+        for child_name, child in module._modules.items():
+            if child is not None:
+                visit(child, f"{name}.{child_name}" if name else child_name)
+
+    visit(model, "")
+    return names
+
+
+def every_module(model: nn.Module) -> list[nn.Module]:
+    """`list(model.modules())`: each module once, breadth first."""
+    seen = {id(model)}
+    found = [model]
+    for module in found:  # grows while it is read
+        for child in module._modules.values():
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                found.append(child)
+    return found
+
+
+def parameter_total(model: nn.Module) -> int:
+    """Entries in `model.parameters()`: a parameter shared by two modules counts once."""
+    unique = {
+        id(parameter): parameter.numel()
+        for module in every_module(model)
+        for parameter in module._parameters.values()
+        if parameter is not None
+    }
+    return sum(unique.values())
