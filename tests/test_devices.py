@@ -1,0 +1,158 @@
+"""A trace on a real device records what the same trace on meta records, by a different route.
+
+On meta every op goes through the function mode, which computes shapes; on a real device
+torch's own leaves (Conv2d, GroupNorm, Linear ...) run outside it, their channel counts read
+from the module before it runs. These tests hold the two routes to the same records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from shapetrace import Trace, UNet, trace
+from shapetrace.observer import Observer
+from tests.conftest import unet_inputs
+
+
+class _Wide(nn.Module):
+    """Every leaf kind whose channels the fast route reads, one of them fed the wrong count."""
+
+    def __init__(self, wrong: str | None) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.group_norm = nn.GroupNorm(4, 8)
+        self.batch_norm = nn.BatchNorm2d(6 if wrong == "batch_norm" else 8)
+        self.up = nn.ConvTranspose2d(5 if wrong == "up" else 8, 8, 2, stride=2)
+        self.act = nn.SiLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.layer_norm = nn.LayerNorm(7 if wrong == "layer_norm" else 8)
+        self.head = nn.Linear(9 if wrong == "head" else 8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.batch_norm(self.group_norm(self.conv(x))))
+        h = self.up(h)
+        return self.head(self.layer_norm(self.flatten(self.pool(h))))
+
+
+def _unet(variant: Any, size: int = 16) -> Callable[[str], tuple[nn.Module, tuple[torch.Tensor, ...]]]:
+    def build(device: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = UNet(3, 8, (1, 2, 2), variant=variant).eval()
+        x, t = unet_inputs(size, size, 2)
+        return model, (torch.zeros(x.shape, device=device), torch.zeros(t.shape, dtype=t.dtype, device=device))
+
+    return build
+
+
+def _wide(wrong: str | None) -> Callable[[str], tuple[nn.Module, tuple[torch.Tensor, ...]]]:
+    def build(device: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+        torch.manual_seed(0)
+        with torch.device(device):
+            return _Wide(wrong).eval(), (torch.zeros(2, 3, 8, 8),)
+
+    return build
+
+
+CASES = {
+    "fixed UNet": _unet("fixed"),
+    "as-written UNet (channel breaks)": _unet("as-written"),
+    "UNet at an odd size (size breaks)": _unet("fixed", size=18),
+    "every leaf kind": _wide(None),
+    "BatchNorm fed 8 of 6 channels": _wide("batch_norm"),
+    "ConvTranspose fed 8 of 5 channels": _wide("up"),
+    "LayerNorm fed 8 of 7 features": _wide("layer_norm"),
+    "Linear fed 8 of 9 features": _wide("head"),
+}
+
+
+def _traced(case: str, device: str) -> Trace:
+    model, inputs = CASES[case](device)
+    return trace(model, *inputs)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_cpu_trace_records_what_a_meta_trace_records(case: str) -> None:
+    on_meta, on_cpu = _traced(case, "meta"), _traced(case, "cpu")
+    assert on_cpu.device == "cpu"
+    assert dataclasses.replace(on_cpu, device="meta") == on_meta
+    expected_kind = "channels" if "fed" in case or "as-written" in case else "size" if "size" in case else None
+    assert [brk.kind for brk in on_cpu.breaks][:1] == ([expected_kind] if expected_kind else [])
+
+
+def _ops_seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    seen: list[str] = []
+    original = Observer.__torch_function__
+
+    def counting(self: Observer, func: Any, *rest: Any) -> Any:
+        seen.append(getattr(func, "__name__", str(func)))
+        return original(self, func, *rest)
+
+    monkeypatch.setattr(Observer, "__torch_function__", counting)
+    return seen
+
+
+def test_torch_leaves_run_outside_the_function_mode_on_a_real_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _ops_seen(monkeypatch)
+    _traced("every leaf kind", "cpu")
+    assert not {"conv2d", "group_norm", "batch_norm", "linear", "silu"} & set(seen)
+    seen.clear()
+    _traced("every leaf kind", "meta")  # on meta the mode computes every op's shape
+    assert {"conv2d", "group_norm", "linear"} <= set(seen)
+
+
+def test_a_leaf_fed_the_wrong_channels_goes_through_the_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _ops_seen(monkeypatch)
+    traced = _traced("Linear fed 8 of 9 features", "cpu")
+    assert "linear" in seen  # to be reported, and handed a stand-in
+    (brk,) = traced.breaks
+    assert traced.layers[brk.layer].name == "head"
+
+
+class _OwnMode(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+class _EntersAMode(nn.Module):
+    """A forward that runs its conv under a function mode of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.mode = _OwnMode()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with self.mode:
+            return self.conv(x)
+
+
+def test_a_forward_with_its_own_function_mode_keeps_it() -> None:
+    model = _EntersAMode()
+    traced = trace(model, torch.zeros(1, 3, 4, 4))
+    assert traced.ok and traced.layers[1].outputs == ((1, 4, 4, 4),)
+    assert model.mode.ops > 0  # the conv's ops still reached the forward's own mode
+    assert torch._C._len_torch_function_stack() == 0
+
+
+def test_the_caller_s_function_mode_is_on_top_again_after_a_trace() -> None:
+    outer = _OwnMode()
+    with outer:
+        trace(_Wide(None), torch.zeros(2, 3, 8, 8))
+        trace(_Wide("head"), torch.zeros(2, 3, 8, 8))
+        assert torch._C._len_torch_function_stack() == 1
+        assert torch._C._get_function_stack_at(0) is outer
+    assert torch._C._len_torch_function_stack() == 0
