@@ -238,6 +238,10 @@ class Observer(TorchFunctionMode):
             return self._plain(func, args, kwargs)
         if left.dim() < 3 or left.dim() != right.dim():
             return self._plain(func, args, kwargs)
+        if left.shape != right.shape and _broadcastable(left.shape, right.shape):
+            # A bias or an embedding broadcast over the map (`h + t[:, :, None, None]`), not a
+            # skip: decided before tracing the data flow, which walks every call in between.
+            return self._plain(func, args, kwargs)
         recorder = self.recorder
         parts, main = self._parts((left, right))
         skip = parts[1 - main]
@@ -257,8 +261,6 @@ class Observer(TorchFunctionMode):
             if isinstance(output, torch.Tensor) and main_tag is not None and output is not (left, right)[main]:
                 recorder.inherit(output, main_tag)
             return output
-        if _broadcastable(left.shape, right.shape):
-            return self._plain(func, args, kwargs)
         merge_id = len(recorder.merges)
         recorder.merges.append(Merge("add", -1, recorder.current, parts))
         main_shape = (left, right)[main].shape
