@@ -6,7 +6,6 @@ Pure functions: they return renderables and never print.
 from __future__ import annotations
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
 from shapetrace.analysis import (
@@ -22,21 +21,20 @@ from shapetrace.analysis import (
     main_input,
     placements,
 )
+from shapetrace.columns import FastTable
 from shapetrace.records import BROKEN, DOWNSTREAM, FAILED, Shape, Trace
 
 SIDE_STYLES = {DOWN: "cyan", MID: "magenta", UP: "green"}
 STATUS_STYLES = {BROKEN: "bold red", DOWNSTREAM: "bright_black", FAILED: "red"}
 
 
-def trace_table(trace: Trace, depth: int = BLOCK_DEPTH) -> Table:
+def trace_table(trace: Trace, depth: int = BLOCK_DEPTH) -> FastTable:
     """One row per call at the display depth, grouped down / mid / up, with a totals footer."""
     rows = display_rows(trace, depth)
     where = placements(trace, rows)
     skip_notes = _skip_notes(trace, depth)
     broken = {ancestor_at(trace.layers, brk.layer, depth) for brk in trace.breaks}
-    table = Table(
-        title=title(trace), title_justify="left", show_footer=True, caption=verdict(trace), caption_justify="left"
-    )
+    table = FastTable(title=title(trace), caption=verdict(trace))
     table.add_column("#", justify="right", footer="", no_wrap=True)
     table.add_column("layer", footer="total", overflow="fold")
     table.add_column("type", overflow="fold")

@@ -24,7 +24,7 @@ from shapetrace import Trace
 from shapetrace.analysis import display_rows, placements
 from shapetrace.dot import trace_dot
 from shapetrace.records import BROKEN, Break, BreakSide, LayerRecord, ShapeWarning, SkipPair
-from shapetrace.table import trace_report
+from shapetrace.table import trace_report, trace_table
 from shapetrace.tree import trace_tree
 from tests.conftest import render
 from tests.strategies import all_broken_traces, traces
@@ -69,6 +69,13 @@ def test_json_round_trips_exactly(trace: Trace) -> None:
 def test_every_renderer_accepts_any_valid_trace(trace: Trace, depth: int) -> None:
     report = render_everything(trace, depth)
     assert ("✓ aligned" in report) is trace.ok
+
+
+@examples(60)
+@given(traces(), depths, st.integers(10, 160))
+def test_the_one_pass_table_prints_what_rich_s_table_prints(trace: Trace, depth: int, width: int) -> None:
+    table = trace_table(trace, depth)
+    assert render(table, width) == render(table.as_rich_table(), width)
 
 
 @examples(50)

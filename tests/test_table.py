@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable
+from typing import Any
 
+import pytest
+from rich.console import Console, RenderableType
+from rich.style import Style
+
+from shapetrace.columns import FastTable
+from shapetrace.records import LayerRecord, SkipPair, Trace
 from shapetrace.table import trace_report, trace_table
 from tests.conftest import render, trace_unet
 
@@ -32,3 +40,54 @@ def test_params_column_sums_to_the_total() -> None:
 def test_every_skip_appears_at_both_ends() -> None:
     text = render(trace_table(trace_unet(64, (1, 2, 4))), width=200)
     assert text.count("→ ups.") == text.count("← downs.") == 6
+
+
+# --- the one-pass table draws what rich's Table draws ------------------------------------
+
+
+def _styled_characters(renderable: RenderableType, width: int, **console_options: Any) -> list[tuple[str, Any]]:
+    """Each character printed, with its style: equal lists look identical on any terminal."""
+    console = Console(width=width, file=io.StringIO(), color_system="truecolor", **console_options)
+    null = Style.null()  # no style and the empty style look alike
+    return [(char, segment.style or null) for segment in console.render(renderable) for char in segment.text]
+
+
+def _hostile_trace() -> Trace:
+    """Names rich could take for markup or emoji, wide characters, and cells that must wrap."""
+    shape = (1, 4, 8, 8)
+    names = ["[bold]blocks[0]", ":smile: 层层层", "a" * 70, "x y z " * 12, "ok"]
+    layers = [LayerRecord(0, "", "Net", 0, None, (shape,), (shape,), 10)]
+    for index, name in enumerate(names, start=1):
+        kind = "Type\u00a0With\u00a0No\u00a0Break" if index == 2 else "[red]Conv2d"
+        layers.append(LayerRecord(index, name, kind, 1, 0, (shape,), ((1, 4000, 8, 8),), 2, "broken" * (index == 3)))
+    skips = (SkipPair(1, 4, "cat", 1, shape, 3, shape), SkipPair(2, 5, "cat", 1, shape, 4, shape))
+    return Trace("[Net]", (shape,), (shape,), tuple(layers), skips, device="meta", config=(("chs", "[1, 2]"),))
+
+
+def _tables() -> dict[str, tuple[FastTable, int]]:
+    every_call = trace_unet(64, (1, 2))
+    deepest = max(layer.depth for layer in every_call.layers) + 1
+    return {
+        "default at 120": (trace_table(trace_unet(224)), 120),
+        "default at 200, nothing wraps": (trace_table(trace_unet(224)), 200),
+        "default at 60, columns collapse": (trace_table(trace_unet(224)), 60),
+        "default at 20, reduced evenly": (trace_table(trace_unet(224)), 20),
+        "channel breaks and grey rows": (trace_table(trace_unet(32, (1, 2), variant="as-written")), 120),
+        "every call, sections": (trace_table(every_call, deepest), 100),
+        "hostile names": (trace_table(_hostile_trace()), 90),
+        "hostile names, narrow": (trace_table(_hostile_trace()), 30),
+        "no rows": (trace_table(Trace("Empty", (), (), ())), 80),
+    }
+
+
+@pytest.mark.parametrize("case", list(_tables()))
+def test_the_one_pass_table_draws_what_rich_s_table_draws(case: str) -> None:
+    table, width = _tables()[case]
+    assert _styled_characters(table, width) == _styled_characters(table.as_rich_table(), width)
+
+
+@pytest.mark.parametrize("console_options", [{"safe_box": True, "legacy_windows": True}, {"force_terminal": False}])
+def test_the_one_pass_table_uses_rich_s_box_substitutions(console_options: dict[str, Any]) -> None:
+    table = trace_table(trace_unet(64, (1, 2)))
+    ours = _styled_characters(table, 100, **console_options)
+    assert ours == _styled_characters(table.as_rich_table(), 100, **console_options)
