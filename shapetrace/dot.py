@@ -151,14 +151,16 @@ def _pinned(rungs: dict[tuple[int, int], list[Shape]]) -> frozenset[tuple[int, i
     """The rungs to draw flat, innermost first, each node on one rung and no two rungs crossing.
 
     A down block may feed two up blocks (diffusers pairs them across blocks); pinning every rung
-    would chain them all onto one rank. The rest are drawn as slanted dashed edges.
+    would chain them all onto one rank. The rest are drawn as slanted dashed edges. Taken from
+    the shortest span up, a rung nests with every pinned rung only if it encloses them all, so
+    the innermost source and outermost target pinned so far decide.
     """
     pinned: list[tuple[int, int]] = []
+    innermost_source, outermost_target = math.inf, -math.inf
     for source, target in sorted(rungs, key=lambda rung: (rung[1] - rung[0], rung)):
-        nested = all((source < other_source) == (target > other_target) for other_source, other_target in pinned)
-        free = all(source != other_source and target != other_target for other_source, other_target in pinned)
-        if nested and free:
+        if source < innermost_source and target > outermost_target:
             pinned.append((source, target))
+            innermost_source, outermost_target = source, target
     return frozenset(pinned)
 
 
@@ -460,13 +462,21 @@ def _timestep_source(layout: _Layout, shape: Shape) -> Node | None:
 
 def _rank_groups(layout: _Layout, pairs: Sequence[tuple[Node, Node]]) -> list[str]:
     """One rank=same subgraph per set of nodes that pairs join: rung ends, rail ticks, the bottom."""
-    groups: list[set[Node]] = []
-    for pair in [*pairs, *([layout.bottom] if layout.bottom else [])]:
-        joined: set[Node] = set(pair)
-        for group in [group for group in groups if group & joined]:
-            joined |= group
-            groups.remove(group)
-        groups.append(joined)
+    leader: dict[Node, Node] = {}  # union-find: each node points towards its group's leader
+
+    def find(node: Node) -> Node:
+        leader.setdefault(node, node)
+        while leader[node] != node:
+            leader[node] = leader[leader[node]]
+            node = leader[node]
+        return node
+
+    for first, second in [*pairs, *([layout.bottom] if layout.bottom else [])]:
+        leader[find(first)] = find(second)
+    members: dict[Node, list[Node]] = {}
+    for node in leader:
+        members.setdefault(find(node), []).append(node)
+    groups = list(members.values())
 
     def position(node: Node) -> tuple[int, str]:
         return (node, "") if isinstance(node, int) else (int(node.removeprefix("rail")), node)  # rail6 by 6
