@@ -22,6 +22,7 @@ from typing import Literal
 from rich import box
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
 from rich.padding import Padding
 from rich.segment import Segment
 from rich.style import Style
@@ -116,18 +117,26 @@ class FastTable:
 
     # --- widths -----------------------------------------------------------------------
 
-    def _widths(self, console: Console, options: ConsoleOptions) -> list[int]:
-        """rich's own column widths (padding included), from a stand-in of at most two rows."""
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        """What rich's Table measures (inside a Panel, say): the stand-in's measure is the same."""
+        return self._stand_in().__rich_measure__(console, options)
+
+    def _stand_in(self) -> Table:
+        """A rich Table of at most two rows that measures like this table: per column, its
+        widest cell and the cell with the longest word (a column measures as the widest of both)."""
         widest: list[Text] = []
         longest_word: list[Text] = []
         for index in range(len(self.columns)):
             measured = [(_measure(row.cells[index]), row.cells[index]) for row in self.rows]
             widest.append(max(measured, key=lambda item: item[0][1], default=((0, 0), Text()))[1])
             longest_word.append(max(measured, key=lambda item: item[0][0], default=((0, 0), Text()))[1])
-        stand_in = [_Row(tuple(widest), ""), _Row(tuple(longest_word), "")] if self.rows else []
-        table = self.as_rich_table(stand_in)
+        table = self.as_rich_table([_Row(tuple(widest), ""), _Row(tuple(longest_word), "")] if self.rows else [])
         table.title = None  # its first line is then the top border
-        top = "".join(_first_line(console.render(table, options)))
+        return table
+
+    def _widths(self, console: Console, options: ConsoleOptions) -> list[int]:
+        """rich's own column widths (padding included), read off the stand-in's top border."""
+        top = "".join(_first_line(console.render(self._stand_in(), options)))
         edges = BOX.substitute(options, safe=console.safe_box)
         return [len(part) for part in top[1:-1].split(edges.top_divider)]
 

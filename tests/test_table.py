@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console, RenderableType
+from rich.panel import Panel
 from rich.style import Style
 
 from shapetrace.columns import FastTable
@@ -91,3 +92,9 @@ def test_the_one_pass_table_uses_rich_s_box_substitutions(console_options: dict[
     table = trace_table(trace_unet(64, (1, 2)))
     ours = _styled_characters(table, 100, **console_options)
     assert ours == _styled_characters(table.as_rich_table(), 100, **console_options)
+
+
+def test_the_one_pass_table_measures_like_rich_s_table_inside_a_panel() -> None:
+    table = trace_table(trace_unet(64, (1, 2)))
+    ours = _styled_characters(Panel.fit(table), 200)
+    assert ours == _styled_characters(Panel.fit(table.as_rich_table()), 200)
