@@ -26,24 +26,36 @@ def _any_input(module: nn.Module, x: torch.Tensor) -> bool:
     return True
 
 
-def _convolution(module: nn.Module, x: torch.Tensor) -> bool:
-    spatial = len(module.kernel_size)  # type: ignore[arg-type]
-    # Batched (N, C, *spatial) or unbatched (C, *spatial).
+def _channels(x: torch.Tensor, spatial: int) -> int | None:
+    """The channel count of a batched (N, C, *spatial) or unbatched (C, *spatial) input."""
     if x.dim() == spatial + 2:
-        return bool(x.shape[1] == module.in_channels)
-    return x.dim() == spatial + 1 and x.shape[0] == module.in_channels
+        return int(x.shape[1])
+    return int(x.shape[0]) if x.dim() == spatial + 1 else None
+
+
+# Each check reads the same tensor the function mode's check (`checks.EXPECTATIONS`) reads, so
+# that both routes agree even on a module whose weight was replaced after it was built.
+def _convolution(module: nn.Module, x: torch.Tensor) -> bool:
+    weight: torch.Tensor = module.weight  # type: ignore[assignment]
+    return _channels(x, weight.dim() - 2) == weight.shape[1] * module.groups  # type: ignore[operator]
+
+
+def _transposed_convolution(module: nn.Module, x: torch.Tensor) -> bool:
+    weight: torch.Tensor = module.weight  # type: ignore[assignment]
+    return _channels(x, weight.dim() - 2) == weight.shape[0]
 
 
 def _linear(module: nn.Module, x: torch.Tensor) -> bool:
-    return x.dim() >= 1 and x.shape[-1] == module.in_features
+    weight: torch.Tensor = module.weight  # type: ignore[assignment]
+    return x.dim() >= 1 and x.shape[-1] == weight.shape[-1]
 
 
-def _group_norm(module: nn.Module, x: torch.Tensor) -> bool:
-    return x.dim() >= 2 and x.shape[1] == module.num_channels
+def _channel_norm(statistic: str) -> Check:
+    def check(module: nn.Module, x: torch.Tensor) -> bool:
+        tensor = getattr(module, statistic)
+        return tensor is None or (x.dim() >= 2 and x.shape[1] == tensor.shape[0])
 
-
-def _batch_norm(module: nn.Module, x: torch.Tensor) -> bool:
-    return x.dim() >= 2 and x.shape[1] == module.num_features
+    return check
 
 
 def _layer_norm(module: nn.Module, x: torch.Tensor) -> bool:
@@ -53,10 +65,10 @@ def _layer_norm(module: nn.Module, x: torch.Tensor) -> bool:
 
 _CHECKS: dict[Callable[..., Any], Check] = {
     **{cls.forward: _convolution for cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d)},
-    **{cls.forward: _convolution for cls in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)},
+    **{cls.forward: _transposed_convolution for cls in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)},
     nn.Linear.forward: _linear,
-    nn.GroupNorm.forward: _group_norm,
-    nn.BatchNorm2d.forward: _batch_norm,  # shared by BatchNorm1d/2d/3d
+    nn.GroupNorm.forward: _channel_norm("weight"),
+    nn.BatchNorm2d.forward: _channel_norm("running_mean"),  # shared by BatchNorm1d/2d/3d
     nn.LayerNorm.forward: _layer_norm,
     **{
         cls.forward: _any_input

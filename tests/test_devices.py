@@ -35,6 +35,8 @@ class _Wide(nn.Module):
         self.flatten = nn.Flatten()
         self.layer_norm = nn.LayerNorm(7 if wrong == "layer_norm" else 8)
         self.head = nn.Linear(9 if wrong == "head" else 8, 4)
+        if wrong == "replaced weight":  # in_features still says 8; the weight wants 9
+            self.head.weight = nn.Parameter(torch.zeros(4, 9))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(self.batch_norm(self.group_norm(self.conv(x))))
@@ -71,6 +73,7 @@ CASES = {
     "ConvTranspose fed 8 of 5 channels": _wide("up"),
     "LayerNorm fed 8 of 7 features": _wide("layer_norm"),
     "Linear fed 8 of 9 features": _wide("head"),
+    "Linear whose weight was replaced, fed 8 of 9": _wide("replaced weight"),
 }
 
 
