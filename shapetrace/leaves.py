@@ -35,18 +35,25 @@ def _channels(x: torch.Tensor, spatial: int) -> int | None:
 
 # Each check reads the same tensor the function mode's check (`checks.EXPECTATIONS`) reads, so
 # that both routes agree even on a module whose weight was replaced after it was built.
+def _weight(module: nn.Module) -> torch.Tensor:
+    # The registry first: `module.weight` goes through nn.Module.__getattr__, slow on every
+    # call. A parametrized weight (weight_norm) or a plain tensor attribute is not in it.
+    weight = module._parameters.get("weight")
+    return weight if weight is not None else module.weight  # type: ignore[return-value]
+
+
 def _convolution(module: nn.Module, x: torch.Tensor) -> bool:
-    weight: torch.Tensor = module.weight  # type: ignore[assignment]
+    weight = _weight(module)
     return _channels(x, weight.dim() - 2) == weight.shape[1] * module.groups  # type: ignore[operator]
 
 
 def _transposed_convolution(module: nn.Module, x: torch.Tensor) -> bool:
-    weight: torch.Tensor = module.weight  # type: ignore[assignment]
+    weight = _weight(module)
     return _channels(x, weight.dim() - 2) == weight.shape[0]
 
 
 def _linear(module: nn.Module, x: torch.Tensor) -> bool:
-    weight: torch.Tensor = module.weight  # type: ignore[assignment]
+    weight = _weight(module)
     return x.dim() >= 1 and x.shape[-1] == weight.shape[-1]
 
 

@@ -30,6 +30,7 @@ _CONCATENATIONS: dict[Callable[..., Any], str] = {
     torch.concatenate: "cat",
     torch.stack: "stack",
 }
+_NO_FUNCTION_MODE = torch._C.DisableTorchFunction
 _ADDITIONS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__iadd__}
 
 
@@ -85,31 +86,38 @@ class Observer(TorchFunctionMode):
 
     def before(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         # A global pre-hook sees positional arguments only; keyword tensors join at the end.
-        if id(module) not in self.recorder.names:
+        recorder = self.recorder
+        if id(module) not in recorder.names:
             return  # a module from outside the traced model
         # The hooks run inside the forward, under the mode: without this, each `.shape`
         # they read would be one more trip through __torch_function__.
-        with torch._C.DisableTorchFunction():
-            self.recorder.begin(module, tensors_in(args))
+        with _NO_FUNCTION_MODE():
+            recorder.begin(module, tensors_in(args))
             if self.stop_pending:
                 raise StopTracing  # the broken merge's consumer is known now: stop here
             if self.leaves_plainly and self.suspended_at < 0 and runs_plainly(module, args):
-                self._suspend(self.recorder.current)
+                self._suspend(recorder.stack[-1])
 
     def after(self, module: nn.Module, args: tuple[Any, ...], *rest: Any) -> None:
         # (kwargs, output) normally; torch's exception path calls global always-call hooks
         # without kwargs, as (module, args, output).
-        if id(module) not in self.recorder.names:
+        recorder = self.recorder
+        if id(module) not in recorder.names:
             return
-        if self.suspended_at == self.recorder.current:
-            self._resume()
         kwargs, output = rest if len(rest) == 2 else ({}, rest[-1])
-        with torch._C.DisableTorchFunction():
+        # always_call hooks also run when the forward raised; then there is no output.
+        raised = output is None and sys.exc_info()[0] is not None
+        if self.suspended_at == recorder.stack[-1]:
+            # A leaf that ran without the mode: recorded before the mode returns to the stack.
             if kwargs:
-                self.recorder.add_inputs(tensors_in(kwargs))
-            # always_call hooks also run when the forward raised; then there is no output.
-            raised = output is None and sys.exc_info()[0] is not None
-            self.recorder.end(tensors_in(output), raised)
+                recorder.add_inputs(tensors_in(kwargs))
+            recorder.end(tensors_in(output), raised)
+            self._resume()
+            return
+        with _NO_FUNCTION_MODE():
+            if kwargs:
+                recorder.add_inputs(tensors_in(kwargs))
+            recorder.end(tensors_in(output), raised)
 
     def _suspend(self, call: int) -> None:
         """Take the mode off the stack while `call` runs (only where it is on top)."""

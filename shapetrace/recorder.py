@@ -217,7 +217,9 @@ class Recorder:
             tag = tags.get(id(tensor))
             if tag is None or tag.ref() is not tensor:
                 # Made inside a leaf, where functions are not tagged: it inherits the call's state.
-                self.set_tag(tensor, index, returned_by=index, downstream=call.status == DOWNSTREAM)
+                self.events += 1
+                downstream = call.status == DOWNSTREAM
+                tags[id(tensor)] = Tag(weakref.ref(tensor), index, self.events, index, -1, -1, downstream)
             elif tag.made_at > call.started_at:
                 if tag.returned_by < 0:
                     # Made inside this call by functions, not returned by a child: this
