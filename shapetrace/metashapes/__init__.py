@@ -1,0 +1,83 @@
+"""Output shapes of common ops on meta tensors, computed in Python without torch's meta kernels.
+
+In this torch, the first Python-implemented meta kernel in a process (most elementwise ops,
+convolutions, norms, pooling and matrix products on meta) imports torch._dynamo and sympy:
+0.5 to 2 seconds, more than a whole trace. For the ops listed here the tracer computes the
+output itself, an empty meta tensor of torch's shape and dtype, and raises where torch
+raises for the mistakes a trace looks for: broadcasting, channels, sizes too small.
+
+A shape function returns NotImplemented for every case it does not claim to reproduce
+exactly (an unusual dtype, an argument torch rejects with a message of its own), and torch
+runs instead. Outputs are contiguous: torch keeps the layout of a permuted input through
+elementwise ops, which only matters to a later `.view()` or `.stride()`.
+
+Keys are the objects a TorchFunctionMode receives, which are not always the ones called:
+`x + y` arrives as `Tensor.add`, `x += y` as `Tensor.add_`, `2 - x` as `Tensor.__rsub__`,
+`x ** 2` as `Tensor.__pow__`, `F.conv2d` as `torch.conv2d`, `F.sigmoid` as `Tensor.sigmoid`;
+`F.silu`, `F.group_norm` and `F.interpolate` arrive as themselves.
+
+Views, `.float()`, factories and `F.pad` in constant mode never reach a Python meta kernel, so
+they are not listed; `F.pad` in reflect or replicate mode does, and is not covered yet.
+
+Each module covers one family of ops and adds its shape functions to META_SHAPES:
+`elementwise` (unary ops, activations, dropout, softmax, mean, binary ops with broadcasting),
+`layers` (convolution, linear, normalization), `resampling` (pooling, interpolation) and
+`products` (matrix products, attention); `arguments` binds a call's arguments for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from shapetrace.metashapes import elementwise, layers, products, resampling
+from shapetrace.metashapes.arguments import ShapeTable
+from shapetrace.metashapes.elementwise import broadcast_shapes
+from shapetrace.metashapes.products import matmul_shape
+from shapetrace.metashapes.resampling import pooled_size
+
+__all__ = ["META_SHAPES", "broadcast_shapes", "call", "matmul_shape", "pooled_size"]
+
+META_SHAPES: ShapeTable = {}
+"""The functions whose meta output this package computes, keyed as they arrive; each module adds its own."""
+elementwise.register(META_SHAPES)
+layers.register(META_SHAPES)
+resampling.register(META_SHAPES)
+products.register(META_SHAPES)
+
+
+def call(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """`func(*args, **kwargs)`, computed here when every tensor argument is on meta.
+
+    Returns:
+        What torch returns: the shape function's empty meta tensor, or torch's own result
+        where there is no shape function, a tensor is elsewhere, or autograd is recording.
+
+    Raises:
+        RuntimeError: where torch would, for the shape mistakes the shape functions check.
+    """
+    shape_function = META_SHAPES.get(func)
+    if shape_function is not None and _all_meta(args, kwargs) and not _needs_autograd(args, kwargs):
+        output = shape_function(args, kwargs)
+        if output is not NotImplemented:
+            return output
+    return func(*args, **kwargs)
+
+
+def _all_meta(args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
+    found = False
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            if value.device.type != "meta":
+                return False
+            found = True
+    return found
+
+
+def _needs_autograd(args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
+    """Whether torch would record a graph, which the empty outputs made here would not join."""
+    if not torch.is_grad_enabled():
+        return False
+    return any(isinstance(value, torch.Tensor) and value.requires_grad for value in (*args, *kwargs.values()))
