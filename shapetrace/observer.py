@@ -328,9 +328,10 @@ class Observer(TorchFunctionMode):
             return output  # per-op Python work inside leaves is what slows real-device traces
         if isinstance(output, torch.Tensor):
             self._derive(output, args)
-        elif isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-            for item in output:
-                self._derive(item, args)
+        elif isinstance(output, (tuple, list)):
+            for item in output:  # (attention, None) from nn.MultiheadAttention's fused path
+                if isinstance(item, torch.Tensor):
+                    self._derive(item, args)
         return output
 
 

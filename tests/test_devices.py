@@ -44,6 +44,30 @@ class _Wide(nn.Module):
         return self.head(self.layer_norm(self.flatten(self.pool(h))))
 
 
+class _Attention(nn.Module):
+    """A self-attention block over the pixels, as attention UNets have at low resolutions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 32, 1)
+        self.norm = nn.LayerNorm(32)
+        self.attention = nn.MultiheadAttention(32, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        batch, channels, height, width = h.shape
+        tokens = self.norm(h.flatten(2).transpose(1, 2))
+        # need_weights=False: the attention returns (output, None)
+        attended, _ = self.attention(tokens, tokens, tokens, need_weights=False)
+        return h + attended.transpose(1, 2).reshape(batch, channels, height, width)
+
+
+def _attention(device: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    torch.manual_seed(0)
+    with torch.device(device):
+        return _Attention().eval(), (torch.zeros(2, 3, 8, 8),)
+
+
 def _unet(variant: Any, size: int = 16) -> Callable[[str], tuple[nn.Module, tuple[torch.Tensor, ...]]]:
     def build(device: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
         torch.manual_seed(0)
@@ -69,6 +93,7 @@ CASES = {
     "as-written UNet (channel breaks)": _unet("as-written"),
     "UNet at an odd size (size breaks)": _unet("fixed", size=18),
     "every leaf kind": _wide(None),
+    "self-attention (nn.MultiheadAttention)": _attention,
     "BatchNorm fed 8 of 6 channels": _wide("batch_norm"),
     "ConvTranspose fed 8 of 5 channels": _wide("up"),
     "LayerNorm fed 8 of 7 features": _wide("layer_norm"),
