@@ -553,6 +553,32 @@ def test_attention_matches_torch() -> None:
     assert_agree(cases)
 
 
+def _multi_head_case(length: int, source: int, batch: tuple[int, ...], **options: Any) -> Case:
+    """F.multi_head_attention_forward as nn.MultiheadAttention(8, 2) calls it, sequence first."""
+    embed, heads = 8, 2
+    query, key = ones(length, *batch, embed), ones(source, *batch, embed)
+    weights = (ones(3 * embed, embed), ones(3 * embed), None, None, False, 0.0, ones(embed, embed), ones(embed))
+    return F.multi_head_attention_forward, (query, key, key, embed, heads, *weights), {"training": False, **options}
+
+
+def test_multi_head_attention_matches_torch() -> None:
+    cases = [
+        _multi_head_case(length, source, batch, need_weights=need, average_attn_weights=average)
+        for length, source in [(5, 5), (4, 7)]
+        for batch in [(), (3,)]
+        for need in (True, False)
+        for average in (True, False)
+    ]
+    wrong_width = _multi_head_case(5, 5, (3,))
+    wrong_width = (wrong_width[0], (ones(5, 3, 6), *wrong_width[1][1:]), wrong_width[2])  # torch asserts
+    assert assert_agree([*cases, wrong_width]) == 17
+
+
+def test_multi_head_attention_with_masks_is_left_to_torch() -> None:
+    func, args, kwargs = _multi_head_case(5, 5, (3,), attn_mask=ones(5, 5, dtype=torch.bool))
+    assert META_SHAPES[func](to_meta(args), to_meta(kwargs)) is NotImplemented
+
+
 # --- routing ------------------------------------------------------------------------------
 
 
@@ -570,6 +596,8 @@ class Arrivals(TorchFunctionMode):
         return metashapes.call(func, args, kwargs or {})
 
 
+ATTENTION_MODULE = torch.nn.MultiheadAttention(4, 2, device="meta").eval()
+"""Built once, outside the mode: only its forward's functions should arrive."""
 ROUTES: dict[str, Callable[[torch.Tensor], Any]] = {
     "x + y": lambda x: x + x,
     "x + 2": lambda x: x + 2,
@@ -611,6 +639,7 @@ ROUTES: dict[str, Callable[[torch.Tensor], Any]] = {
     "torch.bmm": lambda x: torch.bmm(x[0], x[0]),
     "torch.baddbmm": lambda x: torch.baddbmm(x[0], x[0], x[0]),
     "F.scaled_dot_product_attention": lambda x: F.scaled_dot_product_attention(x, x, x),
+    "nn.MultiheadAttention": lambda x: ATTENTION_MODULE(x[0], x[0], x[0]),
 }
 
 

@@ -1,4 +1,4 @@
-"""Matrix products: matmul and its operators, bmm, baddbmm and scaled dot-product attention."""
+"""Matrix products: matmul and its operators, bmm, baddbmm, scaled dot-product and multi-head attention."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ _BADDBMM = signature_of(lambda input, batch1, batch2, *, beta=1, alpha=1: None)
 _ATTENTION = signature_of(
     lambda query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, *, scale=None, enable_gqa=False: None
 )
+_MULTI_HEAD_ATTENTION = signature_of(F.multi_head_attention_forward)
+_MULTI_HEAD_EXTRAS = ("bias_k", "bias_v", "key_padding_mask", "attn_mask", "static_k", "static_v")
+"""Arguments that change the source length or add checks of their own: with any of them, torch runs."""
 
 
 def matmul_shape(left: Sequence[int], right: Sequence[int]) -> Shape:
@@ -132,6 +135,49 @@ def _attention_options(bound: dict[str, Any]) -> bool:
     return (scale is None or is_number(scale)) and is_number(dropout) and 0 <= dropout <= 1
 
 
+def _multi_head_attention(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """F.multi_head_attention_forward (what nn.MultiheadAttention calls on meta), plain case only.
+
+    Sequence first: query (L, N, E), key and value (S, N, E), or each without N. Returns the
+    output (L, N, E) and the weights (N, L, S), (N, heads, L, S) or None, as torch does.
+    """
+    bound = bind(_MULTI_HEAD_ATTENTION, args, kwargs)
+    if bound is None or bound["add_zero_attn"] or bound["use_separate_proj_weight"] or bound["is_causal"]:
+        return NotImplemented
+    if any(bound[name] is not None for name in _MULTI_HEAD_EXTRAS):
+        return NotImplemented
+    query, key, value = bound["query"], bound["key"], bound["value"]
+    if not floating(query, key, value) or not query.dim() == key.dim() == value.dim() in (2, 3):
+        return NotImplemented
+    embed, heads = bound["embed_dim_to_check"], bound["num_heads"]
+    in_weight, in_bias = bound["in_proj_weight"], bound["in_proj_bias"]
+    out_weight, out_bias = bound["out_proj_weight"], bound["out_proj_bias"]
+    consistent = (
+        isinstance(embed, int)
+        and isinstance(heads, int)
+        and heads > 0
+        and embed % heads == 0
+        and query.shape[-1] == embed
+        and key.shape == value.shape
+        and key.shape[1:-1] == query.shape[1:-1]  # the same batch
+        and isinstance(in_weight, torch.Tensor)
+        and tuple(in_weight.shape) == (3 * embed, embed)
+        and (in_bias is None or tuple(in_bias.shape) == (3 * embed,))
+        and isinstance(out_weight, torch.Tensor)
+        and tuple(out_weight.shape) == (embed, embed)
+        and (out_bias is None or tuple(out_bias.shape) == (embed,))
+    )
+    if not consistent or 0 in (*query.shape, *key.shape):
+        return NotImplemented  # torch's own assertion says what is wrong
+    output = meta(query.shape, query.dtype)
+    if not bound["need_weights"]:
+        return output, None
+    length, source = query.shape[0], key.shape[0]
+    batch = (query.shape[1],) if query.dim() == 3 else ()
+    per_head = () if bound["average_attn_weights"] else (heads,)
+    return output, meta((*batch, *per_head, length, source), query.dtype)
+
+
 def register(table: ShapeTable) -> None:
     """Add this module's shape functions to `table`, keyed as the ops arrive."""
     tensor_class = torch.Tensor
@@ -146,5 +192,6 @@ def register(table: ShapeTable) -> None:
             torch.baddbmm: _baddbmm,
             tensor_class.baddbmm: _baddbmm,
             F.scaled_dot_product_attention: _attention,
+            F.multi_head_attention_forward: _multi_head_attention,
         }
     )
