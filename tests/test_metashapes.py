@@ -485,6 +485,25 @@ def test_pooling_arguments_match_torch() -> None:
     assert_agree(cases)
 
 
+def test_pad_matches_torch() -> None:
+    cases: list[Case] = []
+    for mode, pad, shape in itertools.product(
+        ("reflect", "replicate", "circular"),
+        [(1, 2), (0, 3), (1, 1, 2, 0), (3, 3, 3, 3), (4, 0, 1, 1), (1, 1, 1, 1, 1, 1), (5, 5)],
+        [(4, 4), (2, 4, 4), (2, 3, 4, 4), (2, 3, 4, 4, 4), (2, 3, 3, 5), (1, 1, 1)],
+    ):
+        cases.append((F.pad, (ones(*shape), pad), {"mode": mode}))
+    cases.append((F.pad, (ones(2, 3, 4, 4), (1, 1)), {"mode": "reflect", "value": 0.0}))  # torch refuses
+    assert assert_agree(cases) == 127
+
+
+@pytest.mark.parametrize(
+    ("pad", "options"), [((1, 1), {}), ((1, 1), {"mode": "constant", "value": 2.0}), ((-1, 2), {"mode": "reflect"})]
+)
+def test_constant_and_negative_pads_are_left_to_torch(pad: tuple[int, ...], options: dict[str, Any]) -> None:
+    assert META_SHAPES[F.pad]((meta(2, 3, 4, 4), pad), options) is NotImplemented
+
+
 def test_adaptive_average_pool_matches_torch() -> None:
     cases: list[Case] = [
         (F.adaptive_avg_pool2d, (ones(*shape), output_size), {})
@@ -636,6 +655,7 @@ ROUTES: dict[str, Callable[[torch.Tensor], Any]] = {
     "F.max_pool2d with indices": lambda x: F.max_pool2d(x, 2, return_indices=True),
     "F.adaptive_avg_pool2d": lambda x: F.adaptive_avg_pool2d(x, 1),
     "F.interpolate": lambda x: F.interpolate(x, scale_factor=2),
+    "F.pad reflect": lambda x: F.pad(x, (1, 1, 1, 1), mode="reflect"),
     "torch.bmm": lambda x: torch.bmm(x[0], x[0]),
     "torch.baddbmm": lambda x: torch.baddbmm(x[0], x[0], x[0]),
     "F.scaled_dot_product_attention": lambda x: F.scaled_dot_product_attention(x, x, x),
@@ -708,6 +728,13 @@ def test_trace_of_the_reference_unet_does_not_import_sympy() -> None:
         result = trace(model, x, t)
         elapsed = time.perf_counter() - start
         assert not result.breaks, result.breaks
+        # Conv2d's padding modes go through F.pad, and attention blocks through F.multi_head_attention_forward.
+        for padding_mode in ("reflect", "replicate", "circular"):
+            conv = torch.nn.Conv2d(3, 4, 3, padding=1, padding_mode=padding_mode, device="meta")
+            assert trace(conv, x).ok
+        attention = torch.nn.MultiheadAttention(32, 4, batch_first=True, device="meta")
+        tokens = torch.empty(2, 64, 32, device="meta")
+        assert trace(attention, tokens, tokens, tokens).ok
         # Left to torch on purpose: on meta these never reach a Python meta kernel.
         F.pad(x, (1, -1, 2, 0))
         F.dropout(x, 0.1, training=False)

@@ -17,7 +17,8 @@ Keys are the objects a TorchFunctionMode receives, which are not always the ones
 `F.silu`, `F.group_norm` and `F.interpolate` arrive as themselves.
 
 Views, `.float()`, factories and `F.pad` in constant mode never reach a Python meta kernel, so
-they are not listed; `F.pad` in reflect or replicate mode does, and is not covered yet.
+they are not listed; `F.pad` in reflect, replicate or circular mode (a Conv2d's `padding_mode`)
+does, and is.
 
 Each module covers one family of ops and adds its shape functions to META_SHAPES:
 `elementwise` (unary ops, activations, dropout, softmax, mean, binary ops with broadcasting),

@@ -1,4 +1,4 @@
-"""Pooling, adaptive pooling and interpolation: output sizes from windows, requested sizes and scales."""
+"""Pooling, adaptive pooling, interpolation and padding: output sizes from windows, requested sizes and scales."""
 
 from __future__ import annotations
 
@@ -170,10 +170,43 @@ def _interpolated_sizes(sizes: Sequence[int], size: Any, scale_factor: Any, reco
     return [math.floor(size * float(scale)) for size, scale in zip(sizes, scales, strict=True)]
 
 
+_PAD = signature_of(F.pad)
+_PAD_LIMITS = {"reflect": 1, "circular": 0, "replicate": None}
+"""How far a pad must stay below the size it pads: reflect `pad < size`, circular `pad <= size`."""
+
+
+def _pad(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """F.pad in reflect, replicate or circular mode (Conv2d's padding_mode), non-negative pads.
+
+    Constant mode is left to torch, which never reaches a Python meta kernel for it; so is
+    every case torch refuses, with its own message.
+    """
+    bound = bind(_PAD, args, kwargs)
+    if bound is None or bound["mode"] not in _PAD_LIMITS or bound["value"] is not None:
+        return NotImplemented
+    input, pad = bound["input"], bound["pad"]
+    if not floating(input) or not isinstance(pad, (list, tuple)) or len(pad) not in (2, 4, 6):
+        return NotImplemented
+    padded = len(pad) // 2
+    if not all(is_int(side) and side >= 0 for side in pad) or input.dim() not in (padded + 1, padded + 2):
+        return NotImplemented
+    if 0 in input.shape:
+        return NotImplemented
+    limit = _PAD_LIMITS[bound["mode"]]
+    shape = list(input.shape)
+    for position in range(padded):  # pad lists the last dimension first
+        dim = input.dim() - 1 - position
+        before, after = pad[2 * position], pad[2 * position + 1]
+        if limit is not None and max(before, after) > shape[dim] - limit:
+            return NotImplemented
+        shape[dim] += before + after
+    return meta(shape, input.dtype)
+
+
 def register(table: ShapeTable) -> None:
     """Add this module's shape functions to `table`, keyed as the ops arrive."""
     for spatial in (1, 2, 3):
         table[getattr(F, f"avg_pool{spatial}d")] = _pooling(spatial, maximum=False)
         table[getattr(F, f"max_pool{spatial}d")] = _pooling(spatial, maximum=True)
         table[getattr(F, f"max_pool{spatial}d_with_indices")] = _pooling(spatial, maximum=True, with_indices=True)
-    table.update({F.adaptive_avg_pool2d: _adaptive_average_pool, F.interpolate: _interpolate})
+    table.update({F.adaptive_avg_pool2d: _adaptive_average_pool, F.interpolate: _interpolate, F.pad: _pad})
