@@ -107,12 +107,14 @@ class Observer(TorchFunctionMode):
         kwargs, output = rest if len(rest) == 2 else ({}, rest[-1])
         # always_call hooks also run when the forward raised; then there is no output.
         raised = output is None and sys.exc_info()[0] is not None
-        if self.suspended_at == recorder.stack[-1]:
+        if self.suspended_at >= 0 and self.suspended_at == recorder.current:
             # A leaf that ran without the mode: recorded before the mode returns to the stack.
-            if kwargs:
-                recorder.add_inputs(tensors_in(kwargs))
-            recorder.end(tensors_in(output), raised)
-            self._resume()
+            try:
+                if kwargs:
+                    recorder.add_inputs(tensors_in(kwargs))
+                recorder.end(tensors_in(output), raised)
+            finally:
+                self._resume()
             return
         with _NO_FUNCTION_MODE():
             if kwargs:
