@@ -4,20 +4,20 @@ The down path descends on the left, the bottleneck lies along the bottom and the
 climbs on the right, so each skip is a horizontal rung between two nodes of one rank
 (`rank=same`). Up-path edges are written head -> tail with `dir=back`: dot ranks every edge
 downwards, and this is how an arrow can point up. Models without skips are a top-down chain.
+Where each row sits is decided in `shapetrace.dotlayout`; this module writes it out.
 Pure text: no I/O, no torch, node ids are record indices, so a trace always gives the same bytes.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import re
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from shapetrace import analysis
 from shapetrace.analysis import CHAIN, DOWN, MID, UP
+from shapetrace.dotlayout import Layout, layout_of, node_of
 from shapetrace.records import DOWNSTREAM, LayerRecord, Shape, Trace
 
 __all__ = ["trace_dot"]
@@ -35,27 +35,6 @@ NO_BREAK_SPACE = "\u00a0"
 Node = int | str  # a record index, or "input0", "output", "rail6"
 
 
-@dataclass(frozen=True, slots=True)
-class _Layout:
-    """Which rows are drawn and where each one sits in the U."""
-
-    rows: tuple[LayerRecord, ...]
-    lead: tuple[LayerRecord, ...]
-    """Rows without spatial input before the first spatial row: the timestep embedding."""
-    main: tuple[LayerRecord, ...]
-    """Every other row, in call order: the path the solid edges follow."""
-    sides: dict[int, str]
-    right: frozenset[int]
-    """Rows on the climbing arm: the up path and the second half of the bottleneck."""
-    bottom: tuple[int, int] | None
-    """The flat edge across the bottom of the U, between the two halves of the bottleneck."""
-    rungs: dict[tuple[int, int], list[Shape]]
-    """(down node, up node) -> the skipped shapes; empty for a chain."""
-    pinned: frozenset[tuple[int, int]]
-    """The rungs drawn flat: at most one per node, nested like the arms of a U."""
-    inputs: tuple[Shape, ...]
-
-
 def trace_dot(trace: Trace, depth: int = analysis.BLOCK_DEPTH) -> str:
     """The trace as Graphviz DOT source: a U for models with skips, a chain otherwise.
 
@@ -71,7 +50,7 @@ def trace_dot(trace: Trace, depth: int = analysis.BLOCK_DEPTH) -> str:
     """
     if depth < 1:
         raise ValueError(f"depth must be at least 1: depth={depth}")
-    layout = _layout(trace, depth)
+    layout = layout_of(trace, depth)
     messages, unplaced = _break_messages(trace, layout, depth)
     lines = [*_header(trace, layout, messages, unplaced), *_input_nodes(trace, layout)]
     lines += [
@@ -88,115 +67,15 @@ def trace_dot(trace: Trace, depth: int = analysis.BLOCK_DEPTH) -> str:
     return "\n".join([*lines, "}"]) + "\n"
 
 
-# --- layout -----------------------------------------------------------------------------
-
-
-def _layout(trace: Trace, depth: int) -> _Layout:
-    rows = tuple(_frontier(trace, depth))
-    first = next((position for position, row in enumerate(rows) if analysis.spatial(analysis.main_input(row))), 0)
-    rungs = _rungs(trace, rows, depth)
-    lead, main = (rows[:first], rows[first:]) if rungs else ((), rows)
-    sides = _sides(main, rungs)
-    middle = [row.index for row in main if sides[row.index] == MID]
-    # The bottleneck splits in two halves joined by one flat edge, so any length of it keeps the U.
-    half = math.ceil(len(middle) / 2)
-    right = frozenset(index for index, side in sides.items() if side == UP) | frozenset(middle[half:])
-    bottom = (middle[half - 1], middle[half]) if len(middle) >= 2 else None
-    return _Layout(rows, lead, main, sides, right, bottom, rungs, _pinned(rungs), trace.inputs)
-
-
-def _frontier(trace: Trace, depth: int) -> list[LayerRecord]:
-    """The display rows without displayed children: a parent and its parts never both show."""
-    rows = analysis.display_rows(trace, depth)
-    shown = {row.index for row in rows}
-    parents = {row.parent for row in rows if row.parent in shown}
-    return [row for row in rows if row.index not in parents]
-
-
-def _sides(main: Sequence[LayerRecord], rungs: dict[tuple[int, int], list[Shape]]) -> dict[int, str]:
-    """Down up to the last rung source, up from the first rung target, mid between.
-
-    The rule of `analysis.placements`, applied to the drawn rung ends, so that it also holds
-    when a deeper display depth splits a skip's block into parts.
-    """
-    if not rungs:
-        return {row.index: CHAIN for row in main}
-    last_source = max(source for source, _ in rungs)
-    first_target = min(target for _, target in rungs)
-    sides = {}
-    for row in main:
-        if row.index >= first_target:
-            sides[row.index] = UP
-        else:
-            sides[row.index] = DOWN if row.index <= last_source else MID
-    return sides
-
-
-def _rungs(trace: Trace, rows: Sequence[LayerRecord], depth: int) -> dict[tuple[int, int], list[Shape]]:
-    """Each skip lifted to the drawn nodes it joins; a skip inside one node is no rung."""
-    drawn = {row.index for row in rows}
-    rungs: dict[tuple[int, int], list[Shape]] = {}
-    for skip in trace.skips:
-        source = _node_of(trace, drawn, skip.source, depth, last=True)
-        target = _node_of(trace, drawn, skip.target, depth, last=False)
-        if source is None or target is None or source >= target:
-            continue
-        shapes = rungs.setdefault((source, target), [])
-        if skip.shape not in shapes:
-            shapes.append(skip.shape)
-    return rungs
-
-
-def _pinned(rungs: dict[tuple[int, int], list[Shape]]) -> frozenset[tuple[int, int]]:
-    """The rungs to draw flat, innermost first, each node on one rung and no two rungs crossing.
-
-    A down block may feed two up blocks (diffusers pairs them across blocks); pinning every rung
-    would chain them all onto one rank. The rest are drawn as slanted dashed edges. Taken from
-    the shortest span up, a rung nests with every pinned rung only if it encloses them all, so
-    the innermost source and outermost target pinned so far decide.
-    """
-    pinned: list[tuple[int, int]] = []
-    innermost_source, outermost_target = math.inf, -math.inf
-    for source, target in sorted(rungs, key=lambda rung: (rung[1] - rung[0], rung)):
-        if source < innermost_source and target > outermost_target:
-            pinned.append((source, target))
-            innermost_source, outermost_target = source, target
-    return frozenset(pinned)
-
-
-def _node_of(trace: Trace, drawn: set[int], index: int, depth: int, *, last: bool) -> int | None:
-    """The drawn node holding call `index`; a parent shown as parts maps to its last or first part."""
-    if not 0 <= index < len(trace.layers):
-        return None
-    ancestor = analysis.ancestor_at(trace.layers, index, depth)
-    if ancestor in drawn:
-        return ancestor
-    if trace.layers[ancestor].parent is None:
-        return None  # the model itself: no single node stands for it
-    parts = sorted(node for node in drawn if _descends(trace, node, ancestor))
-    if not parts:
-        return None
-    return parts[-1] if last else parts[0]
-
-
-def _descends(trace: Trace, index: int, ancestor: int) -> bool:
-    parent = trace.layers[index].parent
-    while parent is not None:
-        if parent == ancestor:
-            return True
-        parent = trace.layers[parent].parent
-    return False
-
-
-def _break_messages(trace: Trace, layout: _Layout, depth: int) -> tuple[dict[int, list[str]], list[str]]:
+def _break_messages(trace: Trace, layout: Layout, depth: int) -> tuple[dict[int, list[str]], list[str]]:
     """Each break's message on the node of its layer (else of its leaf); the rest go in the title."""
     drawn = {row.index for row in layout.rows}
     messages: dict[int, list[str]] = {}
     unplaced = []
     for brk in trace.breaks:
-        node = _node_of(trace, drawn, brk.layer, depth, last=False)
+        node = node_of(trace, drawn, brk.layer, depth, last=False)
         if node is None:
-            node = _node_of(trace, drawn, brk.leaf, depth, last=False)
+            node = node_of(trace, drawn, brk.leaf, depth, last=False)
         if node is None:
             unplaced.append(brk.message)
         else:
@@ -207,7 +86,7 @@ def _break_messages(trace: Trace, layout: _Layout, depth: int) -> tuple[dict[int
 # --- text -------------------------------------------------------------------------------
 
 
-def _header(trace: Trace, layout: _Layout, messages: dict[int, list[str]], unplaced: Sequence[str]) -> list[str]:
+def _header(trace: Trace, layout: Layout, messages: dict[int, list[str]], unplaced: Sequence[str]) -> list[str]:
     return [
         "digraph shapetrace {",
         f'  graph [label={_title(trace, layout, messages, unplaced)}, labelloc=t, fontname="{FONT}",',
@@ -217,7 +96,7 @@ def _header(trace: Trace, layout: _Layout, messages: dict[int, list[str]], unpla
     ]
 
 
-def _title(trace: Trace, layout: _Layout, messages: dict[int, list[str]], unplaced: Sequence[str]) -> str:
+def _title(trace: Trace, layout: Layout, messages: dict[int, list[str]], unplaced: Sequence[str]) -> str:
     """Model, inputs, config and batch on one line, the legend under it, then unplaced breaks."""
     inputs = ", ".join(analysis.format_shape(shape) for shape in trace.inputs) or "none"
     facts = [f"inputs {inputs}", *(f"{key}={value}" for key, value in trace.config)]
@@ -234,7 +113,7 @@ def _title(trace: Trace, layout: _Layout, messages: dict[int, list[str]], unplac
     return f'<<table border="0" cellborder="0" cellspacing="0" cellpadding="1">{"".join(rows)}</table>>'
 
 
-def _legend(layout: _Layout, broken: bool) -> str:
+def _legend(layout: Layout, broken: bool) -> str:
     """A swatch for each kind of node and a sample of each kind of edge that this graph shows."""
     sides = [side for side in (DOWN, MID, UP, CHAIN) if side in layout.sides.values()]
     swatches = [(FILLS[side], BORDERS[side], "layer" if side == CHAIN else side) for side in sides]
@@ -253,7 +132,7 @@ def _legend(layout: _Layout, broken: bool) -> str:
     return f'<table border="0" cellborder="0" cellspacing="0" cellpadding="2"><tr>{"".join(cells)}</tr></table>'
 
 
-def _input_nodes(trace: Trace, layout: _Layout) -> list[str]:
+def _input_nodes(trace: Trace, layout: Layout) -> list[str]:
     """The model inputs (and, for a U, the output beside them) on the top rank."""
     lines = []
     for position, (shape, name) in enumerate(zip(trace.inputs, _input_names(trace.inputs), strict=True)):
@@ -286,7 +165,7 @@ def _input_names(inputs: Sequence[Shape]) -> list[str]:
     return names
 
 
-def _node_label(trace: Trace, layout: _Layout, row: LayerRecord, messages: Sequence[str]) -> str:
+def _node_label(trace: Trace, layout: Layout, row: LayerRecord, messages: Sequence[str]) -> str:
     """Name and type, then C×H×W; a break adds its messages in red; rows after a break are grey."""
     side = layout.sides.get(row.index, "timestep")
     fill, border, text = FILLS[side], BORDERS[side], "#000000"
@@ -354,7 +233,7 @@ def _escape(text: str) -> str:
 # --- edges ------------------------------------------------------------------------------
 
 
-def _main_edges(trace: Trace, layout: _Layout) -> list[str]:
+def _main_edges(trace: Trace, layout: Layout) -> list[str]:
     """Solid edges in call order from the image input, through the main rows, to the output."""
     images = [position for position, shape in enumerate(trace.inputs) if len(shape) >= 3]
     main = layout.main
@@ -374,7 +253,7 @@ def _edge(tail: Node, head: Node, climbing: bool) -> str:
     return f"  {tail} -> {head};"
 
 
-def _rung_edges(trace: Trace, layout: _Layout, depth: int) -> list[str]:
+def _rung_edges(trace: Trace, layout: Layout, depth: int) -> list[str]:
     """Dashed rungs labelled C×H×W; red where the skip itself does not fit (a size break)."""
     misfits = _misfit_rungs(trace, layout, depth)
     # Two flat edges between one pair of nodes, one of them labelled, make dot (2.43) fail
@@ -391,18 +270,18 @@ def _rung_edges(trace: Trace, layout: _Layout, depth: int) -> list[str]:
     return lines
 
 
-def _misfit_rungs(trace: Trace, layout: _Layout, depth: int) -> set[tuple[int | None, int | None]]:
+def _misfit_rungs(trace: Trace, layout: Layout, depth: int) -> set[tuple[int | None, int | None]]:
     drawn = {row.index for row in layout.rows}
     misfits = set()
     for brk in trace.breaks:
-        target = _node_of(trace, drawn, brk.layer, depth, last=False)
+        target = node_of(trace, drawn, brk.layer, depth, last=False)
         for side in brk.sides if brk.kind == "size" else ():
             if side.role == "skip":
-                misfits.add((_node_of(trace, drawn, side.producer, depth, last=True), target))
+                misfits.add((node_of(trace, drawn, side.producer, depth, last=True), target))
     return misfits
 
 
-def _timestep_edges(layout: _Layout) -> tuple[list[str], list[tuple[str, int]]]:
+def _timestep_edges(layout: Layout) -> tuple[list[str], list[tuple[str, int]]]:
     """The timestep path: the vector input through the lead rows, then rails into the blocks.
 
     Returns the lines and the (rail point, row) pairs that must share a rank.
@@ -449,7 +328,7 @@ def _rail(source: Node, rows: Sequence[int], *, climbing: bool) -> tuple[list[st
     return lines, [(point, row) for point, row in zip(points, rows, strict=True)]
 
 
-def _timestep_source(layout: _Layout, shape: Shape) -> Node | None:
+def _timestep_source(layout: Layout, shape: Shape) -> Node | None:
     """The lead row that made a vector of this shape, else the model input of that shape."""
     for row in reversed(layout.lead):
         if shape in row.outputs:
@@ -460,7 +339,7 @@ def _timestep_source(layout: _Layout, shape: Shape) -> Node | None:
     return layout.lead[-1].index if layout.lead else None
 
 
-def _rank_groups(layout: _Layout, pairs: Sequence[tuple[Node, Node]]) -> list[str]:
+def _rank_groups(layout: Layout, pairs: Sequence[tuple[Node, Node]]) -> list[str]:
     """One rank=same subgraph per set of nodes that pairs join: rung ends, rail ticks, the bottom."""
     leader: dict[Node, Node] = {}  # union-find: each node points towards its group's leader
 

@@ -252,7 +252,7 @@ def test_the_table_of_a_flat_trace_grows_linearly() -> None:
 
 
 def test_the_dot_of_a_flat_trace_grows_linearly() -> None:
-    # Once quadratic: dot._pinned compared every rung with every pinned one (8 s for 10,000 rows).
+    # Once quadratic: dotlayout._pinned compared every rung with every pinned one (8 s for 10,000 rows).
     assert _growth(trace_dot, 250, 1000) < 6
 
 
