@@ -11,7 +11,7 @@ from shapetrace.analysis import format_size
 from shapetrace.diagnosis import explain
 from shapetrace.recorder import Recorder
 from shapetrace.records import Shape, ShapeWarning, Trace
-from shapetrace.walk import parameter_total
+from shapetrace.walk import parameter_size, parameter_total
 
 
 def freeze(
@@ -27,7 +27,7 @@ def freeze(
     params = parameter_counts(model)
     for call in recorder.calls:
         if id(call.module) not in params:  # a module called from outside the model's tree (rare)
-            params[id(call.module)] = sum(p.numel() for p in call.module.parameters())
+            params[id(call.module)] = sum(parameter_size(p) for p in call.module.parameters())
     input_shapes = tuple(tuple(t.shape) for t in inputs)
     output_shapes = tuple(tuple(t.shape) for t in outputs)
     trace = Trace(
@@ -57,7 +57,7 @@ def parameter_counts(model: nn.Module) -> dict[int, int]:
     def visit(module: nn.Module) -> int:
         if id(module) not in counts:
             # The registries themselves: parameters(recurse=False) goes through named_modules.
-            own = sum(parameter.numel() for parameter in module._parameters.values() if parameter is not None)
+            own = sum(parameter_size(parameter) for parameter in module._parameters.values() if parameter is not None)
             children = (child for child in module._modules.values() if child is not None)
             counts[id(module)] = own + sum(visit(child) for child in children)
         return counts[id(module)]

@@ -102,9 +102,14 @@ _CHECKS: dict[Callable[..., Any], Check] = {
 
 
 def runs_plainly(module: nn.Module, args: tuple[Any, ...]) -> bool:
-    """Whether this call is one of torch's leaves, with an input whose channels it accepts."""
+    """Whether this call is one of torch's leaves, with an input whose channels it accepts.
+
+    Not a module with forward hooks of its own: they run after the tracer's global pre-hook
+    and may change the input or call functions the mode must see (a lazy module's first call
+    builds its weights in such a hook).
+    """
     check = _CHECKS.get(type(module).forward)
-    if check is None or not args or module._modules:
+    if check is None or not args or module._modules or module._forward_pre_hooks or module._forward_hooks:
         return False
     x = args[0]
     return isinstance(x, torch.Tensor) and check(module, x)

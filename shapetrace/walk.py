@@ -6,7 +6,9 @@ hundred modules they cost more than a trace's own bookkeeping.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 
 def module_names(model: nn.Module) -> dict[int, str]:
@@ -41,9 +43,14 @@ def every_module(model: nn.Module) -> list[nn.Module]:
 def parameter_total(model: nn.Module) -> int:
     """Entries in `model.parameters()`: a parameter shared by two modules counts once."""
     unique = {
-        id(parameter): parameter.numel()
+        id(parameter): parameter_size(parameter)
         for module in every_module(model)
         for parameter in module._parameters.values()
         if parameter is not None
     }
     return sum(unique.values())
+
+
+def parameter_size(parameter: torch.Tensor) -> int:
+    """Its entries; 0 for a lazy module's parameter that no call has shaped yet."""
+    return 0 if is_lazy(parameter) else parameter.numel()

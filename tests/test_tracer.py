@@ -174,3 +174,11 @@ def test_json_round_trip_is_lossless() -> None:
         text = traced.to_json()
         assert Trace.from_json(text) == traced
         assert Trace.from_json(text).to_json() == text
+
+
+def test_a_lazy_layer_that_never_ran_counts_no_parameters() -> None:
+    model = nn.Sequential(_Raises(), nn.LazyLinear(4))
+    traced = trace(model, torch.zeros(1, 3, 8, 8))
+    (brk,) = traced.breaks
+    assert brk.kind == "error" and "the forward gave up" in brk.message
+    assert traced.total_params == 3 * 3 + 3  # the conv's; the lazy layer's weights have no shape yet
