@@ -10,6 +10,7 @@ the shape function must raise itself.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import re
 import subprocess
@@ -591,6 +592,35 @@ def test_multi_head_attention_matches_torch() -> None:
     wrong_width = _multi_head_case(5, 5, (3,))
     wrong_width = (wrong_width[0], (ones(5, 3, 6), *wrong_width[1][1:]), wrong_width[2])  # torch asserts
     assert assert_agree([*cases, wrong_width]) == 17
+
+
+def _replaced(case: Case, **arguments: Any) -> Case:
+    """The case with some positional arguments of F.multi_head_attention_forward replaced."""
+    func, args, kwargs = case
+    names = list(inspect.signature(F.multi_head_attention_forward).parameters)
+    values = list(args)
+    for name, value in arguments.items():
+        if names.index(name) < len(values):
+            values[names.index(name)] = value
+        else:
+            kwargs = {**kwargs, name: value}
+    return func, tuple(values), kwargs
+
+
+@pytest.mark.parametrize(
+    "mistake",
+    [
+        {"key": ones(7, 3, 6), "value": ones(7, 3, 6)},  # a cross-attention context 6 wide into embed 8
+        {"in_proj_weight": ones(24, 8, dtype=torch.float64)},
+        {"dropout_p": 1.5, "training": True},
+    ],
+    ids=["context of another width", "weights of another dtype", "dropout above 1"],
+)
+def test_multi_head_attention_mistakes_are_left_to_torch(mistake: dict[str, Any]) -> None:
+    func, args, kwargs = _replaced(_multi_head_case(5, 5, (3,)), **mistake)
+    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever torch says, it refuses
+        func(*args, **kwargs)
+    assert META_SHAPES[func](to_meta(args), to_meta(kwargs)) is NotImplemented
 
 
 def test_multi_head_attention_with_masks_is_left_to_torch() -> None:

@@ -152,6 +152,8 @@ def _multi_head_attention(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     embed, heads = bound["embed_dim_to_check"], bound["num_heads"]
     in_weight, in_bias = bound["in_proj_weight"], bound["in_proj_bias"]
     out_weight, out_bias = bound["out_proj_weight"], bound["out_proj_bias"]
+    weights = [tensor for tensor in (in_weight, in_bias, out_weight, out_bias) if tensor is not None]
+    dropout = bound["dropout_p"]
     consistent = (
         isinstance(embed, int)
         and isinstance(heads, int)
@@ -159,6 +161,7 @@ def _multi_head_attention(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         and embed % heads == 0
         and query.shape[-1] == embed
         and key.shape == value.shape
+        and key.shape[-1] == embed  # a context of another width is a cross-attention mistake
         and key.shape[1:-1] == query.shape[1:-1]  # the same batch
         and isinstance(in_weight, torch.Tensor)
         and tuple(in_weight.shape) == (3 * embed, embed)
@@ -166,9 +169,13 @@ def _multi_head_attention(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         and isinstance(out_weight, torch.Tensor)
         and tuple(out_weight.shape) == (embed, embed)
         and (out_bias is None or tuple(out_bias.shape) == (embed,))
+        and all(isinstance(tensor, torch.Tensor) and tensor.dtype == query.dtype for tensor in weights)
+        and key.dtype == value.dtype == query.dtype
+        and is_number(dropout)
+        and 0 <= dropout <= 1
     )
     if not consistent or 0 in (*query.shape, *key.shape):
-        return NotImplemented  # torch's own assertion says what is wrong
+        return NotImplemented  # torch's own assertion or error says what is wrong
     output = meta(query.shape, query.dtype)
     if not bound["need_weights"]:
         return output, None
