@@ -91,8 +91,8 @@ class FastTable:
         )
         for column in self.columns:
             table.add_column(
-                column.header,
-                footer=column.footer,
+                Text(column.header),  # headers too are names, never markup
+                footer=Text(column.footer),
                 justify=column.justify,
                 overflow=column.overflow,
                 no_wrap=column.no_wrap,
@@ -199,11 +199,14 @@ class _Drawing:
             _cell(self.console, self.options, width, column, cell, base)
             for width, column, cell in zip(self.widths, self.columns, cells, strict=True)
         ]
-        height = max(1, *(len(lines) for lines in rendered))
+        tallest = max((len(lines) for lines in rendered), default=0)
+        height = max(1, tallest)
         if any(len(lines) != height for lines in rendered):  # a taller cell, or one too narrow to draw
+            # As rich's Table: aligned to the tallest cell with the cell's style, then any line
+            # still missing (every cell too narrow to draw) added blank and unstyled.
             align = Segment.align_bottom if vertical == "bottom" else Segment.align_top
             rendered = [
-                Segment.set_shape(align(lines, width, height, base), width, height)
+                Segment.set_shape(align(lines, width, tallest, base), width, height)
                 for width, lines in zip(self.widths, rendered, strict=True)
             ]
         for line in range(height):
@@ -226,15 +229,29 @@ def _cell(
     """One cell's lines, padded to `width`: by hand for a plain line that fits, else by rich."""
     plain = text.plain
     room = width - 2
-    if not text.spans and plain.isprintable() and cell_len(plain) <= room:
-        gap = " " * (room - cell_len(plain))
+    width_of_text = cell_len(plain)
+    # rich decides whatever is not one plain line that fits: spans, a justify of the cell's
+    # own, characters of other widths than one (wide, combining), a right-justified cell's
+    # trailing spaces (which rich drops), a column too narrow for its padding.
+    plain_line = (
+        not text.spans
+        and text.justify is None
+        and plain.isprintable()
+        and width_of_text == len(plain)
+        and room > 0
+        and width_of_text <= room
+        and not (column.justify == "right" and plain.endswith(" "))
+    )
+    if plain_line:
+        gap = " " * (room - width_of_text)
         content = gap + plain if column.justify == "right" else plain + gap
-        style = base + console.get_style(text.style) if text.style else base
+        style = base + console.get_style(text.style, default=Style.null()) if text.style else base
         return [[Segment(" ", base), Segment(content, style), Segment(" ", base)]]
     cell_options = options.update(
         width=width, justify=column.justify, no_wrap=column.no_wrap, overflow=column.overflow, height=None
     )
-    return console.render_lines(Padding(text, CELL_PADDING), cell_options, style=base)
+    lines = console.render_lines(Padding(text, CELL_PADDING), cell_options, style=base)
+    return Segment.set_shape(lines, width)  # as rich's Table does: a line too narrow is padded unstyled
 
 
 def _measure(text: Text) -> tuple[int, int]:

@@ -11,8 +11,9 @@ import pytest
 from rich.console import Console, RenderableType
 from rich.panel import Panel
 from rich.style import Style
+from rich.text import Text
 
-from shapetrace.columns import FastTable
+from shapetrace.columns import FastTable, Justify
 from shapetrace.records import LayerRecord, SkipPair, Trace
 from shapetrace.table import trace_report, trace_table
 from tests.conftest import render, trace_unet
@@ -98,3 +99,31 @@ def test_the_one_pass_table_measures_like_rich_s_table_inside_a_panel() -> None:
     table = trace_table(trace_unet(64, (1, 2)))
     ours = _styled_characters(Panel.fit(table), 200)
     assert ours == _styled_characters(Panel.fit(table.as_rich_table()), 200)
+
+
+def _edge_table(cells: list[Text | str], justify: Justify, style: str, header: str) -> FastTable:
+    table = FastTable(title="[t]", caption=":x:")
+    for _ in cells:
+        table.add_column(header, footer=header, justify=justify)
+    table.add_row(*cells, style=style)
+    table.add_row(*cells)
+    return table
+
+
+EDGE_CELLS: dict[str, list[Text | str]] = {
+    "trailing and leading spaces": ["ab ", " ab", "   "],
+    "a justify of the cell's own": [Text("ab", justify="right"), Text("ab", justify="center")],
+    "an unknown style name": [Text("ab", style="notastyle"), Text("cd", style="bold notacolor")],
+    "wide and combining characters": ["层层", "e\u0301", "\u0301", "a\tb"],
+    "markup and emoji codes": ["[b]x", ":smile:"],
+    "empty and one character": ["", "x"],
+}
+
+
+@pytest.mark.parametrize("justify", ["left", "right"])
+@pytest.mark.parametrize("style", ["", "on blue"])
+@pytest.mark.parametrize("case", list(EDGE_CELLS))
+def test_the_one_pass_table_leaves_to_rich_what_rich_decides(case: str, justify: Justify, style: str) -> None:
+    table = _edge_table(EDGE_CELLS[case], justify, style, header="[b]h :smile:")
+    for width in (3, 4, 5, 9, 30):
+        assert _styled_characters(table, width) == _styled_characters(table.as_rich_table(), width), width
