@@ -58,13 +58,18 @@ def _linear(args: Sequence[Any], kwargs: dict[str, Any]) -> Expectation | None:
     return Expectation(0, x.dim() - 1, weight.shape[-1], x.shape[-1])
 
 
-def _channel_norm(weight_position: int, weight_name: str) -> Callable[..., Expectation | None]:
+def _channel_norm(*per_channel: tuple[int, str]) -> Callable[..., Expectation | None]:
+    """A norm whose per-channel tensors (position, name), the first one given, fix C."""
+
     def expectation(args: Sequence[Any], kwargs: dict[str, Any]) -> Expectation | None:
         x = _argument(args, kwargs, 0, "input")
-        weight = _argument(args, kwargs, weight_position, weight_name)
-        if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor) or x.dim() < 2:
+        if not isinstance(x, torch.Tensor) or x.dim() < 2:
             return None
-        return Expectation(0, 1, weight.shape[0], x.shape[1])
+        for position, name in per_channel:
+            tensor = _argument(args, kwargs, position, name)
+            if isinstance(tensor, torch.Tensor):
+                return Expectation(0, 1, tensor.shape[0], x.shape[1])
+        return None
 
     return expectation
 
@@ -88,9 +93,10 @@ EXPECTATIONS: dict[Callable[..., Any], Callable[..., Expectation | None]] = {
     torch.conv_transpose2d: _convolution(transposed=True, spatial=2),
     torch.conv_transpose3d: _convolution(transposed=True, spatial=3),
     F.linear: _linear,
-    F.group_norm: _channel_norm(2, "weight"),
-    F.batch_norm: _channel_norm(1, "running_mean"),
-    F.instance_norm: _channel_norm(3, "weight"),
+    F.group_norm: _channel_norm((2, "weight")),
+    # Without running statistics (track_running_stats=False), the affine weight fixes C.
+    F.batch_norm: _channel_norm((1, "running_mean"), (3, "weight")),
+    F.instance_norm: _channel_norm((3, "weight")),
     F.layer_norm: _layer_norm,
 }
 """The functions whose weights fix a channel count, and how to read it."""

@@ -57,9 +57,11 @@ def _linear(module: nn.Module, x: torch.Tensor) -> bool:
     return x.dim() >= 1 and x.shape[-1] == weight.shape[-1]
 
 
-def _channel_norm(statistic: str) -> Check:
+def _channel_norm(*per_channel: str) -> Check:
+    """The first of the module's per-channel tensors that it has fixes C (none: any C)."""
+
     def check(module: nn.Module, x: torch.Tensor) -> bool:
-        tensor = getattr(module, statistic)
+        tensor = next((t for t in (getattr(module, name) for name in per_channel) if t is not None), None)
         return tensor is None or (x.dim() >= 2 and x.shape[1] == tensor.shape[0])
 
     return check
@@ -75,7 +77,7 @@ _CHECKS: dict[Callable[..., Any], Check] = {
     **{cls.forward: _transposed_convolution for cls in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)},
     nn.Linear.forward: _linear,
     nn.GroupNorm.forward: _channel_norm("weight"),
-    nn.BatchNorm2d.forward: _channel_norm("running_mean"),  # shared by BatchNorm1d/2d/3d
+    nn.BatchNorm2d.forward: _channel_norm("running_mean", "weight"),  # shared by BatchNorm1d/2d/3d
     nn.LayerNorm.forward: _layer_norm,
     **{
         cls.forward: _any_input

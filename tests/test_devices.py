@@ -28,7 +28,9 @@ class _Wide(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3, padding=1)
         self.group_norm = nn.GroupNorm(4, 8)
-        self.batch_norm = nn.BatchNorm2d(6 if wrong == "batch_norm" else 8)
+        self.batch_norm = nn.BatchNorm2d(6 if wrong in ("batch_norm", "batch_norm_no_stats") else 8)
+        if wrong == "batch_norm_no_stats":  # only its affine weight says 6
+            self.batch_norm = nn.BatchNorm2d(6, track_running_stats=False)
         self.up = nn.ConvTranspose2d(5 if wrong == "up" else 8, 8, 2, stride=2)
         self.act = nn.SiLU()
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -114,6 +116,7 @@ CASES = {
     "lazy layers": _lazy,
     "a pre-hook that doubles a Conv2d's input (channel break)": _doubling_pre_hook,
     "BatchNorm fed 8 of 6 channels": _wide("batch_norm"),
+    "BatchNorm without running statistics fed 8 of 6 channels": _wide("batch_norm_no_stats"),
     "ConvTranspose fed 8 of 5 channels": _wide("up"),
     "LayerNorm fed 8 of 7 features": _wide("layer_norm"),
     "Linear fed 8 of 9 features": _wide("head"),
