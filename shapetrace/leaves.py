@@ -3,7 +3,7 @@
 Every op a module's forward makes costs a trip through the TorchFunctionMode, and on a
 real device most ops run inside torch's own leaves (Conv2d, GroupNorm, SiLU, Linear). Their
 forwards make no merges, so the only thing the mode would learn there is a channel
-mismatch; that is read here from the module's attributes before it runs. A leaf whose
+mismatch; that is read here, before the module runs, by the mode's own checks. A leaf whose
 input disagrees keeps the mode, which then reports the break and hands on a stand-in.
 
 Leaves are recognised by their forward function, so a subclass that keeps torch's forward
@@ -16,25 +16,15 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-Check = Callable[[nn.Module, torch.Tensor], bool]
-"""Whether a module accepts this input's channel count."""
+from shapetrace.checks import EXPECTATIONS
+
+Arguments = Callable[[nn.Module, torch.Tensor], tuple[Callable[..., Any], tuple[Any, ...]]]
+"""The function a leaf's forward calls, and the arguments that fix its channel count."""
 
 
-def _any_input(module: nn.Module, x: torch.Tensor) -> bool:
-    return True
-
-
-def _channels(x: torch.Tensor, spatial: int) -> int | None:
-    """The channel count of a batched (N, C, *spatial) or unbatched (C, *spatial) input."""
-    if x.dim() == spatial + 2:
-        return int(x.shape[1])
-    return int(x.shape[0]) if x.dim() == spatial + 1 else None
-
-
-# Each check reads the same tensor the function mode's check (`checks.EXPECTATIONS`) reads, so
-# that both routes agree even on a module whose weight was replaced after it was built.
 def _weight(module: nn.Module) -> torch.Tensor:
     # The registry first: `module.weight` goes through nn.Module.__getattr__, slow on every
     # call. A parametrized weight (weight_norm) or a plain tensor attribute is not in it.
@@ -42,65 +32,63 @@ def _weight(module: nn.Module) -> torch.Tensor:
     return weight if weight is not None else module.weight  # type: ignore[return-value]
 
 
-def _convolution(module: nn.Module, x: torch.Tensor) -> bool:
-    weight = _weight(module)
-    return _channels(x, weight.dim() - 2) == weight.shape[1] * module.groups  # type: ignore[operator]
+def _convolution(function: Callable[..., Any]) -> Arguments:
+    # (input, weight, bias, stride, padding, dilation or output_padding, groups): groups is 7th in both.
+    return lambda module, x: (function, (x, _weight(module), None, 1, 0, 1, module.groups))
 
 
-def _transposed_convolution(module: nn.Module, x: torch.Tensor) -> bool:
-    weight = _weight(module)
-    return _channels(x, weight.dim() - 2) == weight.shape[0]
+def _linear(module: nn.Module, x: torch.Tensor) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    return F.linear, (x, _weight(module))
 
 
-def _linear(module: nn.Module, x: torch.Tensor) -> bool:
-    weight = _weight(module)
-    return x.dim() >= 1 and x.shape[-1] == weight.shape[-1]
+def _group_norm(module: nn.Module, x: torch.Tensor) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    return F.group_norm, (x, module.num_groups, module.weight)
 
 
-def _channel_norm(*per_channel: str) -> Check:
-    """The first of the module's per-channel tensors that it has fixes C (none: any C)."""
-
-    def check(module: nn.Module, x: torch.Tensor) -> bool:
-        tensor = next((t for t in (getattr(module, name) for name in per_channel) if t is not None), None)
-        return tensor is None or (x.dim() >= 2 and x.shape[1] == tensor.shape[0])
-
-    return check
+def _batch_norm(module: nn.Module, x: torch.Tensor) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    return F.batch_norm, (x, module.running_mean, module.running_var, module.weight)
 
 
-def _layer_norm(module: nn.Module, x: torch.Tensor) -> bool:
-    normalized: tuple[int, ...] = module.normalized_shape  # type: ignore[assignment]
-    return x.dim() >= len(normalized) and tuple(x.shape[x.dim() - len(normalized) :]) == normalized
+def _layer_norm(module: nn.Module, x: torch.Tensor) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    return F.layer_norm, (x, module.normalized_shape)
 
 
-_CHECKS: dict[Callable[..., Any], Check] = {
-    **{cls.forward: _convolution for cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d)},
-    **{cls.forward: _transposed_convolution for cls in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)},
+# The channel demand itself is the function mode's (`checks.EXPECTATIONS`): both routes read
+# the same tensors, so they agree even on a module whose weight was replaced after it was built.
+_ARGUMENTS: dict[Callable[..., Any], Arguments] = {
+    nn.Conv1d.forward: _convolution(torch.conv1d),
+    nn.Conv2d.forward: _convolution(torch.conv2d),
+    nn.Conv3d.forward: _convolution(torch.conv3d),
+    nn.ConvTranspose1d.forward: _convolution(torch.conv_transpose1d),
+    nn.ConvTranspose2d.forward: _convolution(torch.conv_transpose2d),
+    nn.ConvTranspose3d.forward: _convolution(torch.conv_transpose3d),
     nn.Linear.forward: _linear,
-    nn.GroupNorm.forward: _channel_norm("weight"),
-    nn.BatchNorm2d.forward: _channel_norm("running_mean", "weight"),  # shared by BatchNorm1d/2d/3d
+    nn.GroupNorm.forward: _group_norm,
+    nn.BatchNorm2d.forward: _batch_norm,  # shared by BatchNorm1d/2d/3d
     nn.LayerNorm.forward: _layer_norm,
-    **{
-        cls.forward: _any_input
-        for cls in (
-            nn.Identity,
-            nn.SiLU,
-            nn.ReLU,
-            nn.GELU,
-            nn.Mish,
-            nn.LeakyReLU,
-            nn.Sigmoid,
-            nn.Tanh,
-            nn.Softmax,
-            nn.Dropout,
-            nn.Dropout2d,
-            nn.AvgPool2d,
-            nn.MaxPool2d,
-            nn.AdaptiveAvgPool2d,
-            nn.Upsample,
-            nn.Flatten,
-        )
-    },
 }
+_ANY_INPUT = frozenset(
+    cls.forward
+    for cls in (
+        nn.Identity,
+        nn.SiLU,
+        nn.ReLU,
+        nn.GELU,
+        nn.Mish,
+        nn.LeakyReLU,
+        nn.Sigmoid,
+        nn.Tanh,
+        nn.Softmax,
+        nn.Dropout,
+        nn.Dropout2d,
+        nn.AvgPool2d,
+        nn.MaxPool2d,
+        nn.AdaptiveAvgPool2d,
+        nn.Upsample,
+        nn.Flatten,
+    )
+)
+"""Leaves without a channel demand."""
 
 
 def runs_plainly(module: nn.Module, args: tuple[Any, ...]) -> bool:
@@ -110,8 +98,15 @@ def runs_plainly(module: nn.Module, args: tuple[Any, ...]) -> bool:
     and may change the input or call functions the mode must see (a lazy module's first call
     builds its weights in such a hook).
     """
-    check = _CHECKS.get(type(module).forward)
-    if check is None or not args or module._modules or module._forward_pre_hooks or module._forward_hooks:
+    forward = type(module).forward
+    known = forward in _ANY_INPUT or forward in _ARGUMENTS
+    if not known or not args or module._modules or module._forward_pre_hooks or module._forward_hooks:
         return False
     x = args[0]
-    return isinstance(x, torch.Tensor) and check(module, x)
+    if not isinstance(x, torch.Tensor):
+        return False
+    if forward in _ANY_INPUT:
+        return True
+    function, arguments = _ARGUMENTS[forward](module, x)
+    found = EXPECTATIONS[function](arguments, {})
+    return found is None or found.expected == found.got
