@@ -164,7 +164,7 @@ class Recorder:
     def begin(self, module: torch.nn.Module, tensors: list[torch.Tensor]) -> None:
         # Runs before every module call: plain loops and positional fields, since on a real
         # device every microsecond here is added to each layer's kernels.
-        stack, calls, tags = self.stack, self.calls, self.tags
+        stack, calls = self.stack, self.calls
         parent = stack[-1] if stack else None
         if parent is not None:
             calls[parent].children += 1
@@ -175,8 +175,8 @@ class Recorder:
         downstream = False
         for tensor in tensors:
             shapes.append(tuple(tensor.shape))
-            tag = tags.get(id(tensor))
-            if tag is None or tag.ref() is not tensor:
+            tag = self.tag_of(tensor)
+            if tag is None:
                 producers.append(MODEL_INPUT)
                 continue
             producers.append(tag.producer)
@@ -212,14 +212,11 @@ class Recorder:
             call.status = FAILED
             return
         call.outputs = tuple([tuple(tensor.shape) for tensor in outputs])
-        tags = self.tags
         for tensor in outputs:
-            tag = tags.get(id(tensor))
-            if tag is None or tag.ref() is not tensor:
+            tag = self.tag_of(tensor)
+            if tag is None:
                 # Made inside a leaf, where functions are not tagged: it inherits the call's state.
-                self.events += 1
-                downstream = call.status == DOWNSTREAM
-                tags[id(tensor)] = Tag(weakref.ref(tensor), index, self.events, index, -1, -1, downstream)
+                self.set_tag(tensor, index, returned_by=index, downstream=call.status == DOWNSTREAM)
             elif tag.made_at > call.started_at:
                 if tag.returned_by < 0:
                     # Made inside this call by functions, not returned by a child: this
