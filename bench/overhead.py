@@ -36,7 +36,7 @@ def overhead(rounds: int) -> list[Row]:
 def _overhead_rows(case: OverheadCase, rounds: int) -> list[Row]:
     import workloads
 
-    from shapetrace.unet import UNet
+    from shapetrace.models.unet import UNet
 
     model = workloads.reference_model(UNet, case.device, n_channels=case.n_channels)
     inputs = workloads.reference_inputs(case.size, case.batch, case.device)

@@ -68,7 +68,7 @@ def _whole_process_rows(size: int, batch: int, rounds: int) -> list[Row]:
 def _in_process_rows(size: int, batch: int, rounds: int) -> list[Row]:
     import workloads
 
-    from shapetrace.unet import UNet
+    from shapetrace.models.unet import UNet
 
     where = f"{size}×{size} b{batch}, in-process"
     meta_model = workloads.reference_model(UNet, "meta")

@@ -25,7 +25,7 @@ TABLE_WIDTH = 120
 def render(rounds: int) -> list[Row]:
     trace = _large_trace()
     every_call = max(layer.depth for layer in trace.layers) + 1
-    from shapetrace.analysis import BLOCK_DEPTH
+    from shapetrace.analysis.placement import BLOCK_DEPTH
 
     with tempfile.TemporaryDirectory() as directory:
         contenders = {
@@ -56,7 +56,7 @@ def render(rounds: int) -> list[Row]:
 def _large_trace() -> Trace:
     import workloads
 
-    from shapetrace.unet import UNet
+    from shapetrace.models.unet import UNet
 
     model = workloads.reference_model(UNet, "meta", chs=(1,) * LEVELS)
     return workloads.shapetrace_call(model, workloads.reference_inputs(2 ** (LEVELS - 1), 1, "meta"))()
@@ -65,7 +65,7 @@ def _large_trace() -> Trace:
 def _table_call(trace: Trace, depth: int) -> Callable[[], object]:
     from rich.console import Console
 
-    from shapetrace.table import trace_report
+    from shapetrace.render.table import trace_report
 
     def table() -> object:
         # Rendered to text, as the CLI does: building the Table object alone defers the work.
@@ -78,14 +78,14 @@ def _table_call(trace: Trace, depth: int) -> Callable[[], object]:
 
 
 def _dot_call(trace: Trace, depth: int) -> Callable[[], object]:
-    from shapetrace.dot import trace_dot
+    from shapetrace.render.dot import trace_dot
 
     return lambda: trace_dot(trace, depth)
 
 
 def _svg_call(trace: Trace, depth: int, directory: Path) -> Callable[[], object]:
-    from shapetrace.dot import trace_dot
-    from shapetrace.images import render_image
+    from shapetrace.render.dot import trace_dot
+    from shapetrace.render.images import render_image
 
     source = trace_dot(trace, depth)
     return lambda: render_image(source, directory / f"trace_{depth}.svg", "svg")

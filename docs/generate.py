@@ -14,12 +14,12 @@ from pathlib import Path
 
 from rich.console import Console, RenderableType
 
-from shapetrace.dot import trace_dot
-from shapetrace.grid import sweep_grid
-from shapetrace.images import GraphvizMissingError, render_image
+from shapetrace.models.reference import sweep_reference, trace_reference
 from shapetrace.records import Trace
-from shapetrace.reference import sweep_reference, trace_reference
-from shapetrace.table import trace_report
+from shapetrace.render.dot import trace_dot
+from shapetrace.render.images import GraphvizMissingError, render_image
+from shapetrace.render.sweep_grid import sweep_grid
+from shapetrace.render.table import trace_report
 
 FIGURES = Path(__file__).parent / "figures"
 WIDTH = 140

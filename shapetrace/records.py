@@ -155,14 +155,14 @@ class Trace:
 
     def __rich__(self) -> object:
         """The table and break explanations, when a rich console prints a Trace."""
-        from shapetrace.table import trace_report
+        from shapetrace.render.table import trace_report
 
         return trace_report(self)
 
     def _repr_svg_(self) -> str | None:
         """The U-shaped diagram, when Jupyter displays a Trace (None without Graphviz's dot)."""
-        from shapetrace.dot import trace_dot
-        from shapetrace.images import GraphvizMissingError, render_svg
+        from shapetrace.render.dot import trace_dot
+        from shapetrace.render.images import GraphvizMissingError, render_svg
 
         try:
             return render_svg(trace_dot(self))

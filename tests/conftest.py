@@ -14,7 +14,7 @@ from hypothesis import settings
 from rich.console import Console, RenderableType
 
 from shapetrace import Trace, UNet, run_trace
-from shapetrace.reference import reference_config
+from shapetrace.models.reference import reference_config
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -17,7 +17,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from shapetrace import Trace, UNet, trace
-from shapetrace.observer import Observer
+from shapetrace.tracing.observer import Observer
 from tests.conftest import unet_inputs
 
 

@@ -24,10 +24,10 @@ import torch
 from click.testing import CliRunner
 
 from shapetrace import SizeRule, Trace, run_trace
-from shapetrace.analysis import block_name, full_name
+from shapetrace.analysis.placement import block_name, full_name
 from shapetrace.cli import main
+from shapetrace.models.reference import reference_config, trace_reference
 from shapetrace.records import Break
-from shapetrace.reference import reference_config, trace_reference
 from tests.conftest import meta_unet, trace_unet, unet_inputs
 from tests.fixtures.wrong_level import WrongLevelUNet
 

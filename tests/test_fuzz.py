@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shapetrace import Trace
-from shapetrace.analysis import display_rows, placements
-from shapetrace.dot import trace_dot
+from shapetrace.analysis.placement import display_rows, placements
 from shapetrace.records import BROKEN, Break, BreakSide, LayerRecord, ShapeWarning, SkipPair
-from shapetrace.table import trace_report, trace_table
-from shapetrace.tree import trace_tree
+from shapetrace.render.dot import trace_dot
+from shapetrace.render.table import trace_report, trace_table
+from shapetrace.render.tree import trace_tree
 from tests.conftest import render
 from tests.strategies import all_broken_traces, traces
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from shapetrace import Trace, UNet, run_trace
-from shapetrace.analysis import ancestor_at, block_name
+from shapetrace.analysis.placement import ancestor_at, block_name
 from tests.conftest import meta_unet, unet_inputs
 
 LONG = os.environ.get("SHAPETRACE_LONG_PROPERTIES", "") not in ("", "0")

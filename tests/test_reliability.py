@@ -28,12 +28,14 @@ from click.testing import CliRunner, Result
 from torch import nn
 from torch.nn.modules import module as module_module
 
-from shapetrace import Trace, custom, targets, trace
+from shapetrace import Trace, trace
 from shapetrace.cli import main
-from shapetrace.dot import trace_dot
+from shapetrace.cli import trace_target as custom
 from shapetrace.errors import ShapetraceError, TargetError, TraceFileError, UsageError
-from shapetrace.table import title, trace_report
-from shapetrace.tree import trace_tree
+from shapetrace.render.dot import trace_dot
+from shapetrace.render.table import title, trace_report
+from shapetrace.render.tree import trace_tree
+from shapetrace.tracing import targets
 from tests.conftest import render, trace_unet
 
 EXIT_INTERRUPTED = 130
@@ -222,7 +224,7 @@ def test_an_exception_inside_a_renderer_leaves_the_model_untouched(monkeypatch: 
     def broken_renderer(*_: Any, **__: Any) -> None:
         raise RuntimeError("renderer bug")
 
-    monkeypatch.setattr("shapetrace.table.trace_table", broken_renderer)
+    monkeypatch.setattr("shapetrace.render.table.trace_table", broken_renderer)
     with pytest.raises(RuntimeError, match="renderer bug"):
         trace_report(traced)
     assert_untouched(model, before)
@@ -257,12 +259,12 @@ def test_keyboard_interrupt_returns_the_partial_trace() -> None:
 # Ctrl-C lands wherever the interpreter is: also inside shapetrace's own hooks and function mode.
 # Looked up when a test runs (a rename fails that test, not the module's collection).
 _TRACER_ENTRY_POINTS = {
-    "begin": ("shapetrace.recorder", "Recorder.begin"),
-    "end": ("shapetrace.recorder", "Recorder.end"),
-    "concatenate": ("shapetrace.observer", "Observer._concatenate"),
-    "function mode": ("shapetrace.observer", "Observer.__torch_function__"),
-    "leaf leaves the mode": ("shapetrace.observer", "Observer._suspend"),
-    "leaf returns to the mode": ("shapetrace.observer", "Observer._resume"),
+    "begin": ("shapetrace.tracing.recorder", "Recorder.begin"),
+    "end": ("shapetrace.tracing.recorder", "Recorder.end"),
+    "concatenate": ("shapetrace.tracing.observer", "Observer._concatenate"),
+    "function mode": ("shapetrace.tracing.observer", "Observer.__torch_function__"),
+    "leaf leaves the mode": ("shapetrace.tracing.observer", "Observer._suspend"),
+    "leaf returns to the mode": ("shapetrace.tracing.observer", "Observer._resume"),
 }
 _POSITIONS = ("first", "second", "middle", "last")
 
@@ -769,8 +771,8 @@ def test_cli_renderer_exception_propagates_and_leaves_the_models_untouched(
     def broken_renderer(*_: Any, **__: Any) -> None:
         raise RuntimeError("renderer bug")
 
-    monkeypatch.setattr("shapetrace.custom.build_model", recording)
-    monkeypatch.setattr("shapetrace.table.trace_report", broken_renderer)
+    monkeypatch.setattr("shapetrace.cli.trace_target.build_model", recording)
+    monkeypatch.setattr("shapetrace.render.table.trace_report", broken_renderer)
     global_hooks = Snapshot.of(nn.Identity()).global_hooks
     result = runner.invoke(main, ["trace", f"{models_file}:make_small", "--input", "2,3,8,8", "--device", "cpu"])
     assert isinstance(result.exception, RuntimeError)  # a bug of ours is not disguised as a usage error
@@ -807,9 +809,9 @@ def test_ctrl_c_in_the_cli_exits_130(runner: CliRunner, models_file: Path) -> No
 def test_ctrl_c_during_the_size_search_still_prints_the_trace(
     runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shapetrace.sizes
+    import shapetrace.tracing.probes
 
-    probe = shapetrace.sizes.first_break
+    probe = shapetrace.tracing.probes.first_break
     probes = 0
 
     def interrupted(*args: Any, **kwargs: Any) -> tuple[str, str]:
@@ -819,7 +821,7 @@ def test_ctrl_c_during_the_size_search_still_prints_the_trace(
             raise KeyboardInterrupt
         return probe(*args, **kwargs)
 
-    monkeypatch.setattr(shapetrace.sizes, "first_break", interrupted)
+    monkeypatch.setattr(shapetrace.tracing.probes, "first_break", interrupted)
     result = runner.invoke(main, ["unet", "--size", "225", "--chs", "1,2"], terminal_width=200)
     assert probes == 3  # the search was interrupted ...
     assert "Aborted!" not in result.output  # ... and the trace still printed

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from shapetrace import Trace, trace
-from shapetrace.analysis import ancestor_at
+from shapetrace.analysis.placement import ancestor_at
 from shapetrace.records import Shape, SkipPair
 from tests.fixtures import styles
 

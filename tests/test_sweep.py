@@ -7,10 +7,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from shapetrace.analysis import block_name
+from shapetrace.analysis.placement import block_name
 from shapetrace.cli import main
-from shapetrace.grid import compress_sizes
-from shapetrace.reference import sweep_reference
+from shapetrace.models.reference import sweep_reference
+from shapetrace.render.sweep_grid import compress_sizes
 from tests.conftest import trace_unet
 
 
@@ -67,7 +67,7 @@ def test_compress_sizes_finds_arithmetic_runs() -> None:
 
 
 def test_forked_workers_give_the_serial_outcomes() -> None:
-    from shapetrace.sweep import sweep
+    from shapetrace.tracing.light_pass import sweep
     from tests.conftest import meta_unet, unet_inputs
 
     model = meta_unet((1, 2, 4), n_channels=4)

@@ -13,9 +13,9 @@ from rich.panel import Panel
 from rich.style import Style
 from rich.text import Text
 
-from shapetrace.columns import FastTable, Justify
 from shapetrace.records import LayerRecord, SkipPair, Trace
-from shapetrace.table import trace_report, trace_table
+from shapetrace.render.fast_table import FastTable, Justify
+from shapetrace.render.table import trace_report, trace_table
 from tests.conftest import render, trace_unet
 
 
@@ -24,7 +24,7 @@ def test_default_unet_table(golden: Callable[[str, str], None]) -> None:
 
 
 def test_size_break_table(golden: Callable[[str, str], None]) -> None:
-    from shapetrace.reference import trace_reference
+    from shapetrace.models.reference import trace_reference
 
     trace = trace_reference(size=(225, 225), chs=(1, 2, 4, 8))
     golden("test_size_break_table.txt", render(trace_report(trace), width=160))

@@ -8,7 +8,7 @@ import torchinfo
 from torch import nn
 
 from shapetrace import Trace, UNet, trace
-from shapetrace.analysis import ancestor_at
+from shapetrace.analysis.placement import ancestor_at
 from tests.conftest import meta_unet, trace_unet, unet_inputs
 
 CONFIGS = [

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from shapetrace import UNet
-from shapetrace.unet import AS_WRITTEN_LINE
+from shapetrace.models.unet import AS_WRITTEN_LINE
 
 
 def test_the_tutorials_own_test_returns_the_input_shape() -> None:

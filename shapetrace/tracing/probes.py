@@ -15,10 +15,10 @@ from typing import Any
 
 from torch import nn
 
-from shapetrace.diagnosis import explain
+from shapetrace.analysis.diagnosis import explain
 from shapetrace.records import SizeRule, Trace
-from shapetrace.sweep import LightPass, first_break
-from shapetrace.tracer import observed
+from shapetrace.tracing.light_pass import LightPass, first_break
+from shapetrace.tracing.tracer import observed
 
 ArgumentsAt = Callable[[int, int], tuple[Sequence[Any], dict[str, Any]]]
 """Builds the model's (args, kwargs) for spatial size H×W."""

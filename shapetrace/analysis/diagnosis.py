@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from shapetrace.analysis import DOWN, block_name, display_rows, format_shape, full_name, placements, spatial
+from shapetrace.analysis.placement import DOWN, block_name, display_rows, format_shape, full_name, placements, spatial
 from shapetrace.records import Break, BreakSide, Shape, ShapeWarning, Trace
 
 _FUNCTION_NAMES = {"cat": "torch.cat", "stack": "torch.stack", "add": "+"}

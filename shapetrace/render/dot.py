@@ -15,10 +15,10 @@ import re
 import textwrap
 from collections.abc import Sequence
 
-from shapetrace import analysis
-from shapetrace.analysis import CHAIN, DOWN, MID, UP
-from shapetrace.dotlayout import Layout, layout_of, node_of
+from shapetrace.analysis import placement as analysis
+from shapetrace.analysis.placement import CHAIN, DOWN, MID, UP
 from shapetrace.records import DOWNSTREAM, LayerRecord, Shape, Trace
+from shapetrace.render.dot_layout import Layout, layout_of, node_of
 
 __all__ = ["trace_dot"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from shapetrace.analysis import (
+from shapetrace.analysis.placement import (
     BLOCK_DEPTH,
     DOWN,
     MID,
@@ -21,8 +21,8 @@ from shapetrace.analysis import (
     main_input,
     placements,
 )
-from shapetrace.columns import FastTable
 from shapetrace.records import BROKEN, DOWNSTREAM, FAILED, Shape, Trace
+from shapetrace.render.fast_table import FastTable
 
 SIDE_STYLES = {DOWN: "cyan", MID: "magenta", UP: "green"}
 STATUS_STYLES = {BROKEN: "bold red", DOWNSTREAM: "bright_black", FAILED: "red"}

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from shapetrace import metashapes
-from shapetrace.checks import EXPECTATIONS, meta_concatenate, resize_like
-from shapetrace.tracer import observed
+from shapetrace.tracing import metashapes
+from shapetrace.tracing.merges import EXPECTATIONS, meta_concatenate, resize_like
+from shapetrace.tracing.tracer import observed
 
 _SIZE_ERROR = re.compile(r"size|shape|dimension|broadcast|match|too small", re.IGNORECASE)
 _CONCATENATIONS = (torch.cat, torch.concat, torch.concatenate, torch.stack)

@@ -33,11 +33,11 @@ from typing import Any
 
 import torch
 
-from shapetrace.metashapes import elementwise, layers, products, resampling
-from shapetrace.metashapes.arguments import ShapeTable
-from shapetrace.metashapes.elementwise import broadcast_shapes
-from shapetrace.metashapes.products import matmul_shape
-from shapetrace.metashapes.resampling import pooled_size
+from shapetrace.tracing.metashapes import elementwise, layers, products, resampling
+from shapetrace.tracing.metashapes.arguments import ShapeTable
+from shapetrace.tracing.metashapes.elementwise import broadcast_shapes
+from shapetrace.tracing.metashapes.products import matmul_shape
+from shapetrace.tracing.metashapes.resampling import pooled_size
 
 __all__ = ["META_SHAPES", "broadcast_shapes", "call", "matmul_shape", "pooled_size"]
 

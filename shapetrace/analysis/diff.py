@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from rich.table import Table
 
-from shapetrace.analysis import format_shape
+from shapetrace.analysis.placement import format_shape
 from shapetrace.records import LayerRecord, Trace
 
 LayerKey = tuple[str, int]

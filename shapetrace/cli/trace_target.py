@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import torch
 
+from shapetrace.api import SizedInputs, trace_inputs
 from shapetrace.errors import UsageError
-from shapetrace.inputs import parse_keyword_spec, parse_tensor_spec, resolve_device
 from shapetrace.records import Trace
-from shapetrace.sized import SizedInputs, trace_inputs
-from shapetrace.targets import build_model, parse_init
-from shapetrace.tracer import META_VALUES
+from shapetrace.tracing.inputs import parse_keyword_spec, parse_tensor_spec, resolve_device
+from shapetrace.tracing.targets import build_model, parse_init
+from shapetrace.tracing.tracer import META_VALUES
 
 CPU_FALLBACK_PARAMS = 50_000_000  # about 200 MB of float32 weights: quick to build and run on a CPU
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from shapetrace.metashapes.arguments import (
+from shapetrace.tracing.metashapes.arguments import (
     FLOATING,
     INTEGRAL,
     Shape,

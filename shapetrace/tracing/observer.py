@@ -18,11 +18,11 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from shapetrace import metashapes
-from shapetrace.checks import EXPECTATIONS, Expectation, meta_concatenate, resize, resize_like
-from shapetrace.leaves import runs_plainly
-from shapetrace.recorder import MODEL_INPUT, Merge, Part, PendingBreak, Recorder, Tag
 from shapetrace.records import BreakSide
+from shapetrace.tracing import metashapes
+from shapetrace.tracing.leaves import runs_plainly
+from shapetrace.tracing.merges import EXPECTATIONS, Expectation, meta_concatenate, resize, resize_like
+from shapetrace.tracing.recorder import MODEL_INPUT, Merge, Part, PendingBreak, Recorder, Tag
 
 _CONCATENATIONS: dict[Callable[..., Any], str] = {
     torch.cat: "cat",

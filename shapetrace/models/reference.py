@@ -6,13 +6,13 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from shapetrace.grid import SweepResult
-from shapetrace.inputs import activation, resolve_device, timesteps
+from shapetrace.models.unet import UNet
 from shapetrace.records import Trace
-from shapetrace.sizes import with_size_rule
-from shapetrace.sweep import sweep
-from shapetrace.tracer import run_trace
-from shapetrace.unet import UNet
+from shapetrace.render.sweep_grid import SweepResult
+from shapetrace.tracing.inputs import activation, resolve_device, timesteps
+from shapetrace.tracing.light_pass import sweep
+from shapetrace.tracing.probes import with_size_rule
+from shapetrace.tracing.tracer import run_trace
 
 
 def reference_config(chs: tuple[int, ...], n_channels: int, variant: str) -> list[tuple[str, str]]:

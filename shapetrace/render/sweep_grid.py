@@ -10,7 +10,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from shapetrace.sweep import Outcome
+from shapetrace.tracing.light_pass import Outcome
 
 CELLS_PER_LINE = 64
 _KIND_MARKS = {"": ("█", "green"), "size": ("s", "red"), "channels": ("c", "magenta"), "error": ("e", "yellow")}

@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 
 import click
 
+from shapetrace.cli.output import FILE_WIDTH, FORMATS, check_destination, choose_format, emit
+from shapetrace.cli.types import ChannelMultipliers, SizeList, SpatialSize
 from shapetrace.errors import ShapetraceError
-from shapetrace.inputs import MAX_EXTENT
-from shapetrace.output import FILE_WIDTH, FORMATS, check_destination, choose_format, emit
-from shapetrace.params import ChannelMultipliers, SizeList, SpatialSize
+from shapetrace.tracing.inputs import MAX_EXTENT
 
 EXIT_BREAK = 1
 EXIT_USAGE = 2
@@ -132,7 +132,7 @@ def unet(
     """Trace the tutorial's reference UNet."""
     fmt = choose_format(fmt, output)
     check_destination(output)
-    from shapetrace.reference import trace_reference
+    from shapetrace.models.reference import trace_reference
 
     trace = trace_reference(
         size=size,
@@ -192,7 +192,7 @@ def trace_command(
     """Trace any model: TARGET is package.module:attr or path/to/file.py:attr."""
     fmt = choose_format(fmt, output)
     check_destination(output)
-    from shapetrace.custom import trace_target
+    from shapetrace.cli.trace_target import trace_target
 
     trace = trace_target(
         target,
@@ -214,7 +214,7 @@ def trace_command(
 @_reported
 def diff(ctx: click.Context, before: Path, after: Path, debug: bool) -> None:
     """Show the layers whose shapes differ between two JSON traces, and the skips that changed."""
-    from shapetrace.compare import diff_table, diff_traces
+    from shapetrace.analysis.diff import diff_table, diff_traces
 
     traces = [_load(path) for path in (before, after)]
     difference = diff_traces(*traces)
@@ -275,8 +275,8 @@ def sweep_command(
 ) -> None:
     """Trace the reference UNet at every size and show where each first breaks."""
     check_destination(output)
-    from shapetrace.grid import sweep_grid, sweep_json
-    from shapetrace.reference import sweep_reference
+    from shapetrace.models.reference import sweep_reference
+    from shapetrace.render.sweep_grid import sweep_grid, sweep_json
 
     console = _console()
     configs = list(chs) or [(1, 2, 4, 8)]

@@ -19,10 +19,10 @@ from torch.nn.modules import module as module_hooks
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils.hooks import RemovableHandle
 
-from shapetrace.observer import Observer, StopTracing, tensors_in
-from shapetrace.recorder import MODEL_INPUT, Recorder
 from shapetrace.records import Trace
-from shapetrace.walk import every_module, module_names
+from shapetrace.tracing.observer import Observer, StopTracing, tensors_in
+from shapetrace.tracing.recorder import MODEL_INPUT, Recorder
+from shapetrace.tracing.walk import every_module, module_names
 
 __all__ = ["META_VALUES", "observed", "run_trace", "trace"]
 
@@ -75,7 +75,7 @@ def run_trace(
         recorder.set_tag(tensor, MODEL_INPUT)
     observer = Observer(recorder, first_break, meta=any(t.device.type == "meta" for t in inputs))
     output = _observed_forward(model, args, kwargs, observer)
-    from shapetrace.freeze import freeze
+    from shapetrace.tracing.freeze import freeze
 
     return freeze(recorder, model, inputs, tensors_in(output), device=_device_of(inputs), config=tuple(config))
 

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from shapetrace.inputs import activation, resolve_device, timesteps
 from shapetrace.records import Trace
-from shapetrace.sizes import with_size_rule
-from shapetrace.tracer import run_trace
+from shapetrace.tracing.inputs import activation, resolve_device, timesteps
+from shapetrace.tracing.probes import with_size_rule
+from shapetrace.tracing.tracer import run_trace
 
 TensorSpec = tuple[tuple[int, ...], torch.dtype]
 

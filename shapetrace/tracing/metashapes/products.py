@@ -8,8 +8,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from shapetrace.metashapes.arguments import Shape, ShapeTable, bind, floating, is_number, meta, signature_of
-from shapetrace.metashapes.elementwise import broadcast_shapes
+from shapetrace.tracing.metashapes.arguments import Shape, ShapeTable, bind, floating, is_number, meta, signature_of
+from shapetrace.tracing.metashapes.elementwise import broadcast_shapes
 
 _MATMUL = signature_of(lambda input, other: None)
 _BMM = signature_of(lambda input, mat2: None)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shapetrace.checks import EXPECTATIONS
+from shapetrace.tracing.merges import EXPECTATIONS
 
 Arguments = Callable[[nn.Module, torch.Tensor], tuple[Callable[..., Any], tuple[Any, ...]]]
 """The function a leaf's forward calls, and the arguments that fix its channel count."""

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from shapetrace.analysis import format_size
-from shapetrace.diagnosis import explain
-from shapetrace.recorder import Recorder
+from shapetrace.analysis.diagnosis import explain
+from shapetrace.analysis.placement import format_size
 from shapetrace.records import Shape, ShapeWarning, Trace
-from shapetrace.walk import parameter_size, parameter_total
+from shapetrace.tracing.recorder import Recorder
+from shapetrace.tracing.walk import parameter_size, parameter_total
 
 
 def freeze(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from rich.text import Text
 from rich.tree import Tree
 
-from shapetrace.analysis import describe_change, format_shape, main_input
+from shapetrace.analysis.placement import describe_change, format_shape, main_input
 from shapetrace.records import Trace
-from shapetrace.table import STATUS_STYLES, title
+from shapetrace.render.table import STATUS_STYLES, title
 
 
 def trace_tree(trace: Trace, depth: int = 1) -> Tree:

@@ -11,8 +11,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shapetrace import analysis
-from shapetrace.analysis import CHAIN, DOWN, MID, UP
+from shapetrace.analysis import placement as analysis
+from shapetrace.analysis.placement import CHAIN, DOWN, MID, UP
 from shapetrace.records import LayerRecord, Shape, Trace
 
 

@@ -47,15 +47,15 @@ def render_text(trace: Trace, fmt: str, depth: int, console: Console) -> str | N
     if fmt == "json":
         return trace.to_json()
     if fmt == "dot":
-        from shapetrace.dot import trace_dot
+        from shapetrace.render.dot import trace_dot
 
         return trace_dot(trace, depth)
     if fmt == "tree":
-        from shapetrace.tree import trace_tree
+        from shapetrace.render.tree import trace_tree
 
         console.print(trace_tree(trace, depth))
     else:
-        from shapetrace.table import trace_report
+        from shapetrace.render.table import trace_report
 
         console.print(trace_report(trace, depth))
     return None
@@ -82,8 +82,8 @@ def emit(trace: Trace, fmt: str, depth: int, path: Path | None, console: Console
 
 
 def _write_image(trace: Trace, fmt: str, depth: int, path: Path) -> None:
-    from shapetrace.dot import trace_dot
-    from shapetrace.images import GraphvizMissingError, render_image
+    from shapetrace.render.dot import trace_dot
+    from shapetrace.render.images import GraphvizMissingError, render_image
 
     try:
         render_image(trace_dot(trace, depth), path, fmt)
