@@ -1,15 +1,44 @@
-"""shapetrace: the tensor shapes inside a diffusion UNet, and where its down and up paths break."""
+"""shapetrace: the tensor shapes inside a diffusion UNet, and where its down and up paths break.
 
-from shapetrace.api import trace_sizes
-from shapetrace.models.unet import UNet
-from shapetrace.records import Break, LayerRecord, ShapeWarning, SizeRule, SkipPair, Trace
-from shapetrace.tracing.tracer import run_trace, trace
+Exports resolve lazily: `import shapetrace`, `shapetrace --help`, `diff` and `show` never
+import torch; `shapetrace.trace` imports it on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from shapetrace import records as _records
+
+if TYPE_CHECKING:
+    from shapetrace.api import run_trace, trace, trace_sizes
+    from shapetrace.errors import ShapetraceError
+    from shapetrace.models.unet import UNet
+    from shapetrace.records import Break, BreakSide, LayerRecord, ShapeWarning, SizeRule, SkipPair, Trace
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "trace": "shapetrace.api",
+    "run_trace": "shapetrace.api",
+    "trace_sizes": "shapetrace.api",
+    "UNet": "shapetrace.models.unet",
+    "ShapetraceError": "shapetrace.errors",
+    "Break": "shapetrace.records",
+    "BreakSide": "shapetrace.records",
+    "LayerRecord": "shapetrace.records",
+    "ShapeWarning": "shapetrace.records",
+    "SizeRule": "shapetrace.records",
+    "SkipPair": "shapetrace.records",
+    "Trace": "shapetrace.records",
+}
 __all__ = [
     "Break",
+    "BreakSide",
     "LayerRecord",
     "ShapeWarning",
+    "ShapetraceError",
     "SizeRule",
     "SkipPair",
     "Trace",
@@ -19,3 +48,63 @@ __all__ = [
     "trace",
     "trace_sizes",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shapetrace' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # resolved once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+# How a Trace shows itself. The records sit below the renderers and import none of them;
+# this root, always imported before them, wires each view to its renderer, imported on use.
+def _text_view(trace: _records.Trace) -> str:
+    from shapetrace.render.plain import plain_text
+    from shapetrace.render.table import trace_report
+
+    return plain_text(trace_report(trace))
+
+
+def _rich_view(trace: _records.Trace) -> object:
+    from shapetrace.render.table import trace_report
+
+    return trace_report(trace)
+
+
+def _svg_view(trace: _records.Trace) -> str | None:
+    from shapetrace.render.dot import trace_dot
+    from shapetrace.render.images import GraphvizMissingError, render_svg
+
+    try:
+        return render_svg(trace_dot(trace))
+    except GraphvizMissingError:
+        return None
+
+
+def _json_view(trace: _records.Trace, *, indent: int | None = 2) -> str:
+    from shapetrace import jsonio
+
+    return jsonio.dumps(trace, indent=indent)
+
+
+def _json_reader(text: str) -> _records.Trace:
+    from shapetrace import jsonio
+
+    return jsonio.loads(text)
+
+
+for _name, _view in (
+    ("text", _text_view),
+    ("rich", _rich_view),
+    ("svg", _svg_view),
+    ("json", _json_view),
+    ("from_json", _json_reader),
+):
+    _records.register_view(_name, _view)

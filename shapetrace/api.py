@@ -1,46 +1,56 @@
-"""Trace a model from input sizes instead of tensors (the torchinfo / torchview habit)."""
+"""The public entry points: trace a model on tensors, or on tensors made from sizes.
+
+Each is the tracing (`shapetrace.tracing`) followed by the analysis (`shapetrace.analysis`):
+the tracer records what happened, the diagnosis says what it means.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from shapetrace.analysis.diagnosis import explain
 from shapetrace.records import Trace
-from shapetrace.tracing.inputs import activation, resolve_device, timesteps
+from shapetrace.tracing.inputs import SizedInputs, resolve_device
 from shapetrace.tracing.probes import with_size_rule
-from shapetrace.tracing.tracer import run_trace
-
-TensorSpec = tuple[tuple[int, ...], torch.dtype]
+from shapetrace.tracing.tracer import observe
 
 
-@dataclass(frozen=True)
-class SizedInputs:
-    """What to feed a model: positional tensors, an optional timestep, keyword tensors."""
+def trace(model: nn.Module, *args: Any, **kwargs: Any) -> Trace:
+    """Run `model(*args, **kwargs)` once and record every layer's shapes.
 
-    positional: Sequence[TensorSpec]
-    timestep: bool = False
-    timestep_value: int | None = None
-    keywords: dict[str, TensorSpec] = field(default_factory=dict)
-    timestep_dtype: torch.dtype = torch.long
+    A pure pass-through: every argument goes to the model's forward, exactly as in a call.
+    Runs under no_grad; tensors on the meta device give shapes without compute.
 
-    def make(self, device: torch.device, spatial: tuple[int, int] | None = None) -> tuple[list[Any], dict[str, Any]]:
-        """The tensors on `device`; `spatial` replaces H×W of the first 4-D input."""
-        args: list[Any] = []
-        replaced = False
-        for shape, dtype in self.positional:
-            sized = shape
-            if spatial is not None and not replaced and len(shape) == 4:
-                sized, replaced = (*shape[:2], *spatial), True
-            args.append(activation(sized, device, dtype))
-        if self.timestep:
-            batch = self.positional[0][0][0] if self.positional and self.positional[0][0] else 1
-            args.append(timesteps(batch, device, self.timestep_value, self.timestep_dtype))
-        kwargs = {name: activation(shape, device, dtype) for name, (shape, dtype) in self.keywords.items()}
-        return args, kwargs
+    Returns:
+        The frozen Trace: one record per module call, the skip pairs, and every break explained.
+    """
+    return run_trace(model, args, kwargs)
+
+
+def run_trace(
+    model: nn.Module,
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    first_break: bool = False,
+    config: Sequence[tuple[str, str]] = (),
+) -> Trace:
+    """`trace` with options.
+
+    Args:
+        model: any nn.Module; it is left exactly as it was found.
+        args, kwargs: the forward's arguments.
+        first_break: stop at the first break instead of reporting every independent one.
+        config: key/value pairs kept in the Trace for titles.
+
+    Returns:
+        The explained Trace. A forward that raises gives a Trace whose last break names the layer.
+    """
+    return explain(observe(model, args, kwargs, first_break=first_break, config=config))
 
 
 def trace_sizes(
@@ -87,16 +97,16 @@ def trace_inputs(
 ) -> Trace:
     """Trace on tensors made from `inputs`; probe sizes on `probe_model` (a meta copy) if given."""
     args, kwargs = inputs.make(device)
-    trace = run_trace(model, args, kwargs, first_break=first_break, config=config)
+    trace = observe(model, args, kwargs, first_break=first_break, config=config)
     if inputs.timestep and _wants_float_timestep(trace):
         inputs = SizedInputs(inputs.positional, True, inputs.timestep_value, inputs.keywords, torch.float32)
         args, kwargs = inputs.make(device)
-        trace = run_trace(model, args, kwargs, first_break=first_break, config=config)
+        trace = observe(model, args, kwargs, first_break=first_break, config=config)
     if probe_model is None:
-        return trace
+        return explain(trace)
     meta = torch.device("meta")
     arguments_at: Callable[[int, int], tuple[list[Any], dict[str, Any]]] = lambda h, w: inputs.make(meta, (h, w))  # noqa: E731
-    return with_size_rule(trace, probe_model, arguments_at)
+    return explain(with_size_rule(trace, probe_model, arguments_at))
 
 
 def _wants_float_timestep(trace: Trace) -> bool:

@@ -7,10 +7,25 @@ truncated, foreign or hostile file gives one clear line, never a traceback.
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from typing import Any
 
 from shapetrace.errors import TraceFileError
-from shapetrace.records import Break, BreakSide, LayerRecord, Shape, ShapeWarning, SizeRule, SkipPair, Trace
+from shapetrace.records import (
+    Break,
+    BreakKind,
+    BreakSide,
+    LayerRecord,
+    LayerStatus,
+    MergeOp,
+    Shape,
+    ShapeWarning,
+    SideRole,
+    SizeRule,
+    SkipPair,
+    Trace,
+    WarningKind,
+)
 
 SCHEMA = 1
 _MAX_INT = 2**62  # larger than any real extent or parameter count; rejects hostile numbers
@@ -93,6 +108,7 @@ def to_dict(trace: Trace) -> dict[str, Any]:
             {
                 "layer": name(warning.layer),
                 "layer_index": warning.layer,
+                "kind": warning.kind,
                 "message": warning.message,
                 "input_size": list(warning.input_size),
                 "output_size": list(warning.output_size),
@@ -176,7 +192,7 @@ def _layer(item: Any) -> LayerRecord:
         inputs=reader.shapes("inputs"),
         outputs=reader.shapes("outputs"),
         params=reader.get("params", int),
-        status=reader.get("status", str, default="ok"),
+        status=reader.choice("status", LayerStatus, default=LayerStatus.OK),
     )
 
 
@@ -185,7 +201,7 @@ def _skip(item: Any, count: int) -> SkipPair:
     return SkipPair(
         source=reader.index("source_index", count),
         target=reader.index("target_index", count),
-        op=reader.get("op", str),
+        op=reader.choice("op", MergeOp),
         dim=reader.get("dim", int),
         shape=reader.shape("shape"),
         main_source=reader.index("main_source_index", count, default=-1),
@@ -200,7 +216,7 @@ def _break(item: Any, count: int) -> Break:
         side_reader = _Reader(side, "break side")
         sides.append(
             BreakSide(
-                role=side_reader.get("role", str),
+                role=side_reader.choice("role", SideRole),
                 shape=side_reader.shape("shape"),
                 producer=side_reader.index("producer_index", count),
                 channels=side_reader.get("channels", int, default=-1),
@@ -209,7 +225,7 @@ def _break(item: Any, count: int) -> Break:
     return Break(
         layer=reader.index("layer_index", count),
         leaf=reader.index("leaf_index", count, default=reader.index("layer_index", count)),
-        kind=reader.get("kind", str),
+        kind=reader.choice("kind", BreakKind),
         message=reader.get("message", str),
         op=reader.get("op", str, default=""),
         dim=reader.get("dim", int, default=-1),
@@ -222,13 +238,27 @@ def _break(item: Any, count: int) -> Break:
 
 def _warning(item: Any, count: int) -> ShapeWarning:
     reader = _Reader(item, "warning")
+    input_size = reader.shape("input_size", default=())
+    output_size = reader.shape("output_size", default=())
+    stride = reader.get("stride", int, default=2)
     return ShapeWarning(
         layer=reader.index("layer_index", count),
+        kind=reader.choice("kind", WarningKind, default=_warning_kind(input_size, output_size, stride)),
         message=reader.get("message", str),
-        input_size=reader.shape("input_size", default=()),
-        output_size=reader.shape("output_size", default=()),
-        stride=reader.get("stride", int, default=2),
+        input_size=input_size,
+        output_size=output_size,
+        stride=stride,
     )
+
+
+def _warning_kind(input_size: Shape, output_size: Shape, stride: int) -> WarningKind:
+    """The kind of a warning written before warnings carried one."""
+    if stride < 2:
+        return WarningKind.CROPPED_OUTPUT
+    odd = [(a, b) for a, b in zip(input_size, output_size, strict=False) if a % stride]
+    if odd and all(b == -(-a // stride) for a, b in odd):
+        return WarningKind.ROUNDED_UP
+    return WarningKind.FLOORED
 
 
 def _config(pairs: list[Any]) -> tuple[tuple[str, str], ...]:
@@ -279,6 +309,15 @@ class _Reader:
         if isinstance(value, int) and abs(value) > _MAX_INT:
             raise TraceFileError(f"{self.what} field {key!r} is {value:.3e}, expected at most {_MAX_INT}")
         return value
+
+    def choice(self, key: str, vocabulary: type[StrEnum], default: Any = _MISSING) -> Any:
+        """A string that must be one of `vocabulary`'s values."""
+        value = self.get(key, str, default)
+        try:
+            return vocabulary(value)
+        except ValueError:
+            expected = ", ".join(repr(member.value) for member in vocabulary)
+            raise TraceFileError(f"{self.what} field {key!r} is {value!r:.40}, expected one of {expected}") from None
 
     def index(self, key: str, count: int, default: Any = _MISSING) -> int:
         value: int = self.get(key, int, default)

@@ -6,15 +6,75 @@ round trip need no torch. The tracer fills a private builder and freezes these o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 
 Shape = tuple[int, ...]
 
-# LayerRecord.status values.
-OK = "ok"
-BROKEN = "broken"  # a break happened in this call
-DOWNSTREAM = "downstream"  # ran on a stand-in that replaced a broken tensor
-FAILED = "failed"  # raised, or was still running when the forward stopped
+MAX_EXTENT = 1 << 20
+"""Sizes and batches beyond this are typos, not models (meta traces any size)."""
+
+
+class LayerStatus(StrEnum):
+    """How one call fared."""
+
+    OK = "ok"
+    BROKEN = "broken"
+    """A break happened in this call."""
+    DOWNSTREAM = "downstream"
+    """Ran on a stand-in that replaced a broken tensor."""
+    FAILED = "failed"
+    """Raised, or was still running when the forward stopped."""
+
+
+OK, BROKEN, DOWNSTREAM, FAILED = LayerStatus.OK, LayerStatus.BROKEN, LayerStatus.DOWNSTREAM, LayerStatus.FAILED
+
+
+class BreakKind(StrEnum):
+    """What went wrong at a break."""
+
+    SIZE = "size"
+    """Spatial (or other non-merge) extents disagree, or a size the model cannot use."""
+    CHANNELS = "channels"
+    """A layer's weights expect another channel count than it receives."""
+    ERROR = "error"
+    """The forward raised something that is not a shape mismatch."""
+    META = "meta"
+    """The forward read tensor values (.item(), .tolist(), `if tensor:`), which meta tensors lack."""
+    INTERRUPTED = "interrupted"
+    """Ctrl-C stopped the forward; the trace holds what ran before."""
+
+
+class SideRole(StrEnum):
+    """Which input of a break a BreakSide is."""
+
+    UP_PATH = "up path"
+    """The merge's main input: the one from the latest call."""
+    SKIP = "skip"
+    """An input saved earlier on the path that feeds the main input."""
+    INPUT = "input"
+    """Any other input (a layer's own argument, or a merge input from elsewhere)."""
+
+
+class MergeOp(StrEnum):
+    """The operation that joins a skip to the main path."""
+
+    CAT = "cat"
+    STACK = "stack"
+    ADD = "add"
+
+
+class WarningKind(StrEnum):
+    """What a ShapeWarning says."""
+
+    FLOORED = "floored"
+    """A strided leaf dropped the rows or columns its stride does not divide (225 → 112)."""
+    ROUNDED_UP = "rounded up"
+    """A padded strided leaf rounded an odd size up (65 → 33)."""
+    CROPPED_OUTPUT = "cropped output"
+    """The model's output is smaller than its input (unpadded convolutions)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +97,7 @@ class LayerRecord:
     """Shapes of every tensor returned, flattened from tuples, lists, dicts and dataclasses."""
     params: int
     """Parameters of the module and its children, each counted once."""
-    status: str = OK
-    """OK, BROKEN, DOWNSTREAM or FAILED."""
+    status: LayerStatus = LayerStatus.OK
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +108,7 @@ class SkipPair:
     """Index of the call that produced the skipped tensor."""
     target: int
     """Index of the call the merge feeds."""
-    op: str
-    """The merge: "cat", "stack" or "add"."""
+    op: MergeOp
     dim: int
     """The merge dimension (1 for a channel concatenation; -1 for "add")."""
     shape: Shape
@@ -65,8 +123,7 @@ class SkipPair:
 class BreakSide:
     """One input of a break: what arrived, and who made it."""
 
-    role: str
-    """"up path", "skip", "input" or "weights"."""
+    role: SideRole
     shape: Shape
     producer: int
     """Index of the producing call; -1 for a model input or the layer's own weights."""
@@ -82,10 +139,9 @@ class Break:
     """Index of the call that consumes the bad tensor (the merge's target, or the layer)."""
     leaf: int
     """Index of the innermost call running when it happened (the leaf that would raise)."""
-    kind: str
-    """"size", "channels" or "error" (an exception that is not a shape mismatch)."""
+    kind: BreakKind
     message: str
-    """One line: where, and both sides."""
+    """One line: where, and both sides (the exception text until the analysis explains it)."""
     op: str = ""
     """The operation that met the bad shapes: "cat", "add", "conv2d", "group_norm", ..."""
     dim: int = -1
@@ -104,8 +160,10 @@ class ShapeWarning:
     """A size that does not break this model but loses information (an odd size floored)."""
 
     layer: int
-    """Index of the call where it happened (the pooling or strided leaf)."""
-    message: str
+    """Index of the call where it happened (the pooling or strided leaf; 0 for the model)."""
+    kind: WarningKind
+    message: str = ""
+    """One line, written by the analysis from the fields below."""
     input_size: Shape = ()
     output_size: Shape = ()
     stride: int = 2
@@ -125,7 +183,7 @@ class SizeRule:
     """False when the valid sizes follow no single multiple in the searched window."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Trace:
     """Everything one traced forward showed, ready for any renderer."""
 
@@ -153,31 +211,66 @@ class Trace:
     def total_params(self) -> int:
         return self.layers[0].params if self.layers else 0
 
+    def __str__(self) -> str:
+        """The table and break explanations as plain text, as `print(trace)` shows them."""
+        return str(_VIEWS["text"](self))
+
+    def __repr__(self) -> str:
+        state = "aligned" if self.ok else f"{len(self.breaks)} breaks"
+        return f"<Trace {self.model}: {len(self.layers)} calls, {len(self.skips)} skips, {state}>"
+
     def __rich__(self) -> object:
         """The table and break explanations, when a rich console prints a Trace."""
-        from shapetrace.render.table import trace_report
-
-        return trace_report(self)
+        return _VIEWS["rich"](self)
 
     def _repr_svg_(self) -> str | None:
         """The U-shaped diagram, when Jupyter displays a Trace (None without Graphviz's dot)."""
-        from shapetrace.render.dot import trace_dot
-        from shapetrace.render.images import GraphvizMissingError, render_svg
-
-        try:
-            return render_svg(trace_dot(self))
-        except GraphvizMissingError:
-            return None
+        return _VIEWS["svg"](self)  # type: ignore[no-any-return]
 
     def to_json(self, *, indent: int | None = 2) -> str:
-        """The trace as JSON text (the public schema 1; see `shapetrace.jsonio`)."""
-        from shapetrace import jsonio
-
-        return jsonio.dumps(self, indent=indent)
+        """The trace as JSON text (the public schema; see `shapetrace.jsonio`)."""
+        return _VIEWS["json"](self, indent=indent)  # type: ignore[no-any-return]
 
     @classmethod
     def from_json(cls, text: str) -> Trace:
         """Rebuild a Trace from `to_json` text; raises TraceFileError on bad input."""
-        from shapetrace import jsonio
+        return _VIEWS["from_json"](text)  # type: ignore[no-any-return]
 
-        return jsonio.loads(text)
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one size of a sweep fared: aligned, or its first break's kind and block."""
+
+    size: tuple[int, ...]
+    """The spatial extents swept (H, W)."""
+    kind: BreakKind | None = None
+    """None when aligned."""
+    place: str = ""
+    """The block (a call of the model's own forward) where it first broke."""
+
+    @property
+    def ok(self) -> bool:
+        return self.kind is None
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    """The outcomes of one model configuration over many sizes."""
+
+    label: str
+    """The configuration, e.g. "chs 1,2,4,8"."""
+    outcomes: tuple[Outcome, ...]
+
+
+_VIEWS: dict[str, Callable[..., Any]] = {}
+"""How a Trace shows and serialises itself, by name: "text", "rich", "svg", "json", "from_json".
+
+Records sit below every layer that reads them and import none of them: the package root
+(`shapetrace/__init__.py`), always imported before this module, registers the views, each
+of which imports its renderer only when called.
+"""
+
+
+def register_view(name: str, view: Callable[..., Any]) -> None:
+    """Make `view` the one a Trace uses for `name` (see _VIEWS)."""
+    _VIEWS[name] = view

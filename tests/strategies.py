@@ -30,19 +30,23 @@ from shapetrace.records import (
     FAILED,
     OK,
     Break,
+    BreakKind,
     BreakSide,
     LayerRecord,
+    MergeOp,
     Shape,
     ShapeWarning,
+    SideRole,
     SizeRule,
     SkipPair,
     Trace,
+    WarningKind,
 )
 
 MAX_EXTENT = 2**62
 """The largest extent or count a trace file may hold (`shapetrace.jsonio`)."""
 STATUSES = (OK, BROKEN, DOWNSTREAM, FAILED)
-BREAK_KINDS = ("size", "channels", "error", "meta", "interrupted")
+BREAK_KINDS = tuple(BreakKind)
 _HUGE = (2**31, 10**12, 4096 * 65536, MAX_EXTENT - 1, MAX_EXTENT)
 
 HOSTILE_TEXTS = (
@@ -149,7 +153,7 @@ def skip_pairs(draw: st.DrawFn, count: int) -> SkipPair:
     return SkipPair(
         source=draw(st.integers(0, count - 1)),
         target=draw(st.integers(0, count - 1)),
-        op=draw(st.sampled_from(("cat", "stack", "add"))),
+        op=draw(st.sampled_from(list(MergeOp))),
         dim=draw(small_ints),
         shape=draw(shapes()),
         main_source=draw(st.integers(-1, count - 1)),
@@ -161,7 +165,7 @@ def skip_pairs(draw: st.DrawFn, count: int) -> SkipPair:
 def breaks(draw: st.DrawFn, count: int) -> Break:
     sides = [
         BreakSide(
-            role=draw(st.sampled_from(("up path", "skip", "input", "weights"))),
+            role=draw(st.sampled_from(list(SideRole))),
             shape=draw(shapes()),
             producer=draw(st.integers(-1, count - 1)),
             channels=draw(st.integers(-1, 600)),
@@ -188,6 +192,7 @@ def breaks(draw: st.DrawFn, count: int) -> Break:
 def shape_warnings(draw: st.DrawFn, count: int) -> ShapeWarning:
     return ShapeWarning(
         layer=draw(st.integers(0, count - 1)),
+        kind=draw(st.sampled_from(list(WarningKind))),
         message=draw(texts),
         input_size=draw(shapes(3)),
         output_size=draw(shapes(3)),

@@ -307,7 +307,7 @@ def test_as_written_first_break_is_the_tutorials_example() -> None:
 
 
 def test_as_written_causes_quote_the_tutorial_line() -> None:
-    trace = trace_unet(224, variant="as-written")
+    trace = trace_reference(size=(224, 224), chs=(1, 2, 4, 8), variant="as-written")
     up_breaks = [brk for brk in trace.breaks if full_name(trace, brk.layer).startswith("ups.")]
     assert up_breaks
     for brk in up_breaks:

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from shapetrace.analysis import placement as analysis
+from shapetrace.api import run_trace
 from shapetrace.records import Break, LayerRecord, Shape, SkipPair, Trace
 from shapetrace.render.dot import BREAK_COLOR, trace_dot
 from shapetrace.render.images import GraphvizMissingError, render_image
-from shapetrace.tracing.tracer import run_trace
 from tests.conftest import trace_unet
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from shapetrace import Trace
 from shapetrace.analysis.placement import display_rows, placements
-from shapetrace.records import BROKEN, Break, BreakSide, LayerRecord, ShapeWarning, SkipPair
+from shapetrace.records import BROKEN, Break, BreakSide, LayerRecord, ShapeWarning, SkipPair, WarningKind
 from shapetrace.render.dot import trace_dot
 from shapetrace.render.table import trace_report, trace_table
 from shapetrace.render.tree import trace_tree
@@ -193,7 +193,7 @@ def _nested_unet(blocks_per_side: int, children: int) -> Trace:
         (BreakSide("up path", (2, 64, 32, 32), last - 1), BreakSide("skip", (2, 64, 33, 33), downs[0] + 1)),
         (2, 64, 32, 32),
     )
-    warning = ShapeWarning(downs[1], "downs.1 floored 33 → 16", (33, 33), (16, 16))
+    warning = ShapeWarning(downs[1], WarningKind.FLOORED, "downs.1 floored 33 → 16", (33, 33), (16, 16))
     return Trace(
         "BigUNet", ((2, 3, 64, 64), (2,)), ((2, 3, 64, 64),), tuple(layers), skips, (brk,), (warning,), device="cpu"
     )

@@ -729,8 +729,8 @@ def test_autograd_is_left_to_torch() -> None:
 
 @pytest.mark.parametrize(("variant", "size"), [("fixed", 12), ("as-written", 13)])
 def test_a_meta_trace_equals_the_trace_on_cpu(variant: Any, size: int) -> None:
+    from shapetrace.api import run_trace
     from shapetrace.models.unet import UNet
-    from shapetrace.tracing.tracer import run_trace
 
     model = UNet(n_channels=4, chs=(1, 2), variant=variant)
     traces = []
@@ -747,7 +747,7 @@ def test_trace_of_the_reference_unet_does_not_import_sympy() -> None:
         import sys, time
         import torch
         import torch.nn.functional as F
-        from shapetrace.tracing.tracer import trace
+        from shapetrace.api import trace
         from shapetrace.models.unet import UNet
 
         with torch.device("meta"):

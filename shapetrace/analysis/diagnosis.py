@@ -4,16 +4,41 @@ from __future__ import annotations
 
 import dataclasses
 
-from shapetrace.analysis.placement import DOWN, block_name, display_rows, format_shape, full_name, placements, spatial
-from shapetrace.records import Break, BreakSide, Shape, ShapeWarning, Trace
+from shapetrace.analysis.placement import DOWN, block_name, display_rows, full_name, placements, spatial
+from shapetrace.formatting import format_extents, format_shape, format_size, format_size_change
+from shapetrace.records import Break, BreakSide, Shape, ShapeWarning, Trace, WarningKind
 
 _FUNCTION_NAMES = {"cat": "torch.cat", "stack": "torch.stack", "add": "+"}
 
 
 def explain(trace: Trace) -> Trace:
-    """The trace with every break's message, cause and fix filled in."""
+    """The trace with every break's message, cause and fix, and every warning's message, filled in.
+
+    Reads only the records: the tracer records what happened, this says what it means.
+    """
     breaks = tuple(_explain(trace, brk) for brk in trace.breaks)
-    return dataclasses.replace(trace, breaks=breaks)
+    warnings = tuple(
+        dataclasses.replace(warning, message=_warning_message(trace, warning)) for warning in trace.warnings
+    )
+    return dataclasses.replace(trace, breaks=breaks, warnings=warnings)
+
+
+def _warning_message(trace: Trace, warning: ShapeWarning) -> str:
+    if warning.kind == WarningKind.CROPPED_OUTPUT:
+        sizes = f"{format_size(warning.output_size)} but its input is {format_size(warning.input_size)}"
+        return f"{trace.model}'s output is {sizes}: the model crops (unpadded convolutions), so its output is smaller"
+    layer = trace.layers[warning.layer]
+    size_in, size_out = _first_odd_change(warning)
+    where = f"{full_name(trace, warning.layer)} ({layer.type}) turns size {size_in} into {size_out}"
+    if warning.kind == WarningKind.ROUNDED_UP:
+        return f"{where}: {size_in} is not divisible by its stride {warning.stride}, so the size is rounded up"
+    return f"{where}: {size_in} is not divisible by its stride {warning.stride}, so a row or column is lost"
+
+
+def _first_odd_change(warning: ShapeWarning) -> tuple[int, int]:
+    """The first spatial extent the stride does not divide, before and after the layer."""
+    pairs = list(zip(warning.input_size, warning.output_size, strict=False))
+    return next(((a, b) for a, b in pairs if a != b and a % warning.stride), pairs[0])
 
 
 def _explain(trace: Trace, brk: Break) -> Break:
@@ -49,7 +74,7 @@ def _explain_merge(trace: Trace, brk: Break) -> Break:
     other = others[0] if others else brk.sides[-1]
     differing = [d for d, (a, b) in enumerate(zip(main.shape, other.shape, strict=False)) if a != b and d != brk.dim]
     function = _FUNCTION_NAMES[brk.op] + (f"(dim={brk.dim})" if brk.dim >= 0 else "")
-    their = " vs ".join("×".join(str(shape[d]) for d in differing) for shape in (main.shape, other.shape))
+    their = " vs ".join(format_extents([shape[d] for d in differing]) for shape in (main.shape, other.shape))
     message = (
         f"{_where(trace, brk)}: {function} joins {_side(trace, main)} and {_side(trace, other)}; "
         f"{'dims' if len(differing) > 1 else 'dim'} {', '.join(map(str, differing))} "
@@ -60,15 +85,15 @@ def _explain_merge(trace: Trace, brk: Break) -> Break:
         before, after = floored.input_size, floored.output_size
         cause = (
             f"{_block(trace, floored.layer)} {_rounding(floored)} an odd size: "
-            f"{format_size_pair(before, after)} ({_first_odd(before, floored.stride)} is not divisible by "
-            f"{floored.stride}); the up path doubles back to {format_size_pair(spatial(main.shape))} "
-            f"while the skip kept {format_size_pair(spatial(other.shape))}"
+            f"{format_size_change(before, after)} ({_first_odd(before, floored.stride)} is not divisible by "
+            f"{floored.stride}); the up path doubles back to {format_size(spatial(main.shape))} "
+            f"while the skip kept {format_size(spatial(other.shape))}"
         )
         fix = _size_fix(trace)
     else:
         cause = (
-            f"the up path reaches the merge at {format_size_pair(spatial(main.shape))} but the skip "
-            f"from {block_name(trace, other.producer)} is {format_size_pair(spatial(other.shape))}: more than "
+            f"the up path reaches the merge at {format_size(spatial(main.shape))} but the skip "
+            f"from {block_name(trace, other.producer)} is {format_size(spatial(other.shape))}: more than "
             f"rounding can explain, so the skip comes from another level than the up path"
         )
         fix = _level_fix(trace, main.shape, other.shape)
@@ -122,19 +147,11 @@ def _floor_behind(trace: Trace, brk: Break, main: Shape, skip: Shape, differing:
 
 def _rounding(warning: ShapeWarning) -> str:
     """ "floored" (pooling: 225 → 112) or "rounded up" (a padded strided conv: 65 → 33)."""
-    size_in, size_out = warning.input_size[0], warning.output_size[0]
-    return "floored" if size_out == size_in // warning.stride else "rounded up"
+    return "rounded up" if warning.kind == WarningKind.ROUNDED_UP else "floored"
 
 
 def _first_odd(size: tuple[int, ...], stride: int) -> int:
     return next((extent for extent in size if extent % stride), size[0])
-
-
-def format_size_pair(before: tuple[int, ...], after: tuple[int, ...] | None = None) -> str:
-    text = "×".join(str(extent) for extent in before) if len(set(before)) > 1 else str(before[0]) if before else "?"
-    if after is None:
-        return text
-    return f"{text} → {format_size_pair(after)}"
 
 
 def _explain_channels(trace: Trace, brk: Break) -> Break:
@@ -160,13 +177,6 @@ def _explain_channels(trace: Trace, brk: Break) -> Break:
         message = f"{leaf_text} expects {expected} channels but receives {got} from {source}"
         cause = f"{leaf_text} was built for {expected} input channels; {source} outputs {got}"
         fix = f"build {full_name(trace, brk.leaf)} for {got} input channels, or make {source} output {expected}"
-    as_written = dict(trace.config).get("variant") == "as-written"
-    if as_written and trace.model == "UNet" and brk.layer >= 0 and full_name(trace, brk.layer).startswith("ups."):
-        cause += (
-            "; UNet(variant='as-written') builds the up path with the tutorial's "
-            "`out_channels = n_channels * chs[ch_ind - 1]`, which takes chs[-1] at the first up level, "
-            "and never updates in_channels"
-        )
     if brk.dim >= 0 and leaf.type != trace.layers[brk.layer].type:
         message = f"{consumer}: {message}"
     return dataclasses.replace(brk, message=message, cause=cause, fix=fix)
@@ -190,7 +200,7 @@ def _explain_error(trace: Trace, brk: Break) -> Break:
         cause = f"{where} received {inputs or 'no tensors'}, which it cannot use"
         shrunk = next((w for w in trace.warnings if w.stride >= 2 and w.layer < brk.leaf), None)
         if shrunk is not None:
-            sizes = format_size_pair(shrunk.input_size, shrunk.output_size)
+            sizes = format_size_change(shrunk.input_size, shrunk.output_size)
             cause += f"; {_block(trace, shrunk.layer)} floored {sizes} on the way"
         fix = (
             "use a larger input, or one that every stride divides"

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from rich.table import Table
-
-from shapetrace.analysis.placement import format_shape
+from shapetrace.formatting import format_shape
 from shapetrace.records import LayerRecord, Trace
 
 LayerKey = tuple[str, int]
@@ -64,30 +62,3 @@ def _skip_lines(trace: Trace) -> Counter[str]:
     return Counter(
         f"{name(skip.source)} → {name(skip.target)} {skip.op} {format_shape(skip.shape)}" for skip in trace.skips
     )
-
-
-def diff_table(diff: TraceDiff, before_label: str, after_label: str) -> Table:
-    """The changed layers side by side, then the skips only one side has."""
-    table = Table(title=f"{before_label} → {after_label}", title_justify="left")
-    table.add_column("layer")
-    table.add_column(f"{before_label}", style="red")
-    table.add_column(f"{after_label}", style="green")
-    for change in diff.layers:
-        name = change.key[0] or "(model)"
-        label = name if change.key[1] == 0 else f"{name} (call {change.key[1] + 1})"
-        table.add_row(label, _describe(change.before), _describe(change.after))
-    if diff.skips_removed or diff.skips_added:
-        table.add_section()
-        for line in diff.skips_removed:
-            table.add_row("skip", line, "—")
-        for line in diff.skips_added:
-            table.add_row("skip", "—", line)
-    return table
-
-
-def _describe(layer: LayerRecord | None) -> str:
-    if layer is None:
-        return "—"
-    inputs = " ".join(format_shape(shape) for shape in layer.inputs)
-    outputs = " ".join(format_shape(shape) for shape in layer.outputs) or "—"
-    return f"{layer.type} {inputs} → {outputs}"

@@ -98,25 +98,3 @@ def _area(size: Shape) -> int:
     for extent in size:
         area *= extent
     return area
-
-
-def describe_change(inputs: Shape, outputs: Shape) -> str:
-    """ "channels 64→128, size 224→112" for an activation; "" when nothing changed."""
-    if len(inputs) < 2 or len(outputs) < 2:
-        return ""
-    changes = []
-    if inputs[1] != outputs[1]:
-        changes.append(f"channels {inputs[1]}→{outputs[1]}")
-    if spatial(inputs) != spatial(outputs) and len(inputs) == len(outputs):
-        changes.append(f"size {format_size(spatial(inputs))}→{format_size(spatial(outputs))}")
-    return ", ".join(changes)
-
-
-def format_size(size: Shape) -> str:
-    if len(set(size)) == 1:
-        return str(size[0])
-    return "×".join(str(extent) for extent in size)
-
-
-def format_shape(shape: Shape) -> str:
-    return "[" + ", ".join(str(extent) for extent in shape) + "]"

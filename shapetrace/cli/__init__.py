@@ -15,10 +15,11 @@ from typing import Any, TypeVar
 
 import click
 
-from shapetrace.cli.output import FILE_WIDTH, FORMATS, check_destination, choose_format, emit
+from shapetrace.cli.output import FORMATS, check_destination, choose_format, emit
 from shapetrace.cli.types import ChannelMultipliers, SizeList, SpatialSize
 from shapetrace.errors import ShapetraceError
-from shapetrace.tracing.inputs import MAX_EXTENT
+from shapetrace.records import MAX_EXTENT
+from shapetrace.render.plain import FILE_WIDTH
 
 EXIT_BREAK = 1
 EXIT_USAGE = 2
@@ -214,7 +215,8 @@ def trace_command(
 @_reported
 def diff(ctx: click.Context, before: Path, after: Path, debug: bool) -> None:
     """Show the layers whose shapes differ between two JSON traces, and the skips that changed."""
-    from shapetrace.analysis.diff import diff_table, diff_traces
+    from shapetrace.analysis.diff import diff_traces
+    from shapetrace.render.diff_table import diff_table
 
     traces = [_load(path) for path in (before, after)]
     difference = diff_traces(*traces)
@@ -276,6 +278,7 @@ def sweep_command(
     """Trace the reference UNet at every size and show where each first breaks."""
     check_destination(output)
     from shapetrace.models.reference import sweep_reference
+    from shapetrace.render.plain import plain_text
     from shapetrace.render.sweep_grid import sweep_grid, sweep_json
 
     console = _console()
@@ -293,7 +296,7 @@ def sweep_command(
     elif output is None:
         console.print(sweep_grid(results))
     else:
-        _write_text(output, _plain_text(sweep_grid(results)))
+        _write_text(output, plain_text(sweep_grid(results)))
     ctx.exit(0 if all(outcome.ok for result in results for outcome in result.outcomes) else EXIT_BREAK)
 
 
@@ -317,16 +320,6 @@ def _write_text(path: Path, text: str) -> None:
         path.write_text(text, encoding="utf-8")
     except OSError as error:
         raise UsageError(f"cannot write {str(path)!r}: {error.strerror}") from None
-
-
-def _plain_text(renderable: Any) -> str:
-    import io
-
-    from rich.console import Console
-
-    buffer = io.StringIO()
-    Console(file=buffer, width=FILE_WIDTH, color_system=None, legacy_windows=False).print(renderable)
-    return buffer.getvalue()
 
 
 def _finish(ctx: click.Context, trace: Any, fmt: str, depth: int, output: Path | None) -> None:

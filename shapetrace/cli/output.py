@@ -9,12 +9,12 @@ from rich.console import Console
 
 from shapetrace.errors import UsageError
 from shapetrace.records import Trace
+from shapetrace.render.plain import plain_console
 
 TEXT_FORMATS = ("table", "tree", "json", "dot")
 IMAGE_FORMATS = ("svg", "png", "pdf")
 FORMATS = TEXT_FORMATS + IMAGE_FORMATS
 _SUFFIXES = {".json": "json", ".dot": "dot", ".gv": "dot", ".svg": "svg", ".png": "png", ".pdf": "pdf", ".txt": "table"}
-FILE_WIDTH = 140  # tables written to files are not wrapped to a terminal
 
 
 def choose_format(requested: str | None, path: Path | None) -> str:
@@ -75,7 +75,7 @@ def emit(trace: Trace, fmt: str, depth: int, path: Path | None, console: Console
             print(text)
         return
     buffer = io.StringIO()
-    file_console = Console(file=buffer, width=FILE_WIDTH, color_system=None, legacy_windows=False)
+    file_console = plain_console(buffer)
     text = render_text(trace, fmt, depth, file_console)
     _write(path, buffer.getvalue() if text is None else text + "\n")
     console.print(f"wrote {path}")

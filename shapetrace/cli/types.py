@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from shapetrace.tracing.inputs import MAX_EXTENT
+from shapetrace.records import MAX_EXTENT
 
 
 class ChannelMultipliers(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import torch
 
+from shapetrace.analysis.diagnosis import explain
+from shapetrace.analysis.placement import full_name
 from shapetrace.models.unet import UNet
-from shapetrace.records import Trace
-from shapetrace.render.sweep_grid import SweepResult
+from shapetrace.records import BreakKind, SweepResult, Trace
 from shapetrace.tracing.inputs import activation, resolve_device, timesteps
 from shapetrace.tracing.light_pass import sweep
 from shapetrace.tracing.probes import with_size_rule
-from shapetrace.tracing.tracer import run_trace
+from shapetrace.tracing.tracer import observe
 
 
 def reference_config(chs: tuple[int, ...], n_channels: int, variant: str) -> list[tuple[str, str]]:
@@ -39,7 +41,7 @@ def trace_reference(
         model = UNet(img_channels, n_channels, chs, variant)  # type: ignore[arg-type]
     x = activation((batch, img_channels, *size), target)
     t = timesteps(batch, target)
-    trace = run_trace(model, (x, t), first_break=first_break, config=reference_config(chs, n_channels, variant))
+    trace = observe(model, (x, t), first_break=first_break, config=reference_config(chs, n_channels, variant))
     with torch.device("meta"):
         probe_model = UNet(img_channels, n_channels, chs, variant)  # type: ignore[arg-type]
 
@@ -47,7 +49,7 @@ def trace_reference(
         meta = torch.device("meta")
         return (activation((batch, img_channels, height, width), meta), timesteps(batch, meta)), {}
 
-    return with_size_rule(trace, probe_model, arguments_at)
+    return explain_as_written(explain(with_size_rule(trace, probe_model, arguments_at)))
 
 
 def sweep_reference(
@@ -69,3 +71,26 @@ def sweep_reference(
 
     label = " · ".join(f"{key} {value}" for key, value in reference_config(chs, n_channels, variant))
     return SweepResult(label, tuple(sweep(model, sizes, arguments_at, progress)))
+
+
+AS_WRITTEN_CAUSE = (
+    "; UNet(variant='as-written') builds the up path with the tutorial's "
+    "`out_channels = n_channels * chs[ch_ind - 1]`, which takes chs[-1] at the first up level, "
+    "and never updates in_channels"
+)
+
+
+def explain_as_written(trace: Trace) -> Trace:
+    """The tutorial's own mistake named in the cause of each channel break of its up path.
+
+    Specific to the reference model, so it lives beside it rather than in the diagnosis.
+    """
+    if dict(trace.config).get("variant") != "as-written":
+        return trace
+    breaks = tuple(
+        dataclasses.replace(brk, cause=brk.cause + AS_WRITTEN_CAUSE)
+        if brk.kind == BreakKind.CHANNELS and brk.layer >= 0 and full_name(trace, brk.layer).startswith("ups.")
+        else brk
+        for brk in trace.breaks
+    )
+    return dataclasses.replace(trace, breaks=breaks)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from shapetrace.analysis import placement as analysis
 from shapetrace.analysis.placement import CHAIN, DOWN, MID, UP
+from shapetrace.formatting import format_extents, format_shape
 from shapetrace.records import DOWNSTREAM, LayerRecord, Shape, Trace
 from shapetrace.render.dot_layout import Layout, layout_of, node_of
 
@@ -98,7 +99,7 @@ def _header(trace: Trace, layout: Layout, messages: dict[int, list[str]], unplac
 
 def _title(trace: Trace, layout: Layout, messages: dict[int, list[str]], unplaced: Sequence[str]) -> str:
     """Model, inputs, config and batch on one line, the legend under it, then unplaced breaks."""
-    inputs = ", ".join(analysis.format_shape(shape) for shape in trace.inputs) or "none"
+    inputs = ", ".join(format_shape(shape) for shape in trace.inputs) or "none"
     facts = [f"inputs {inputs}", *(f"{key}={value}" for key, value in trace.config)]
     batch = _batch(trace)
     facts += [f"batch {batch}"] if batch is not None else []
@@ -211,8 +212,8 @@ def _wrap(text: str) -> list[str]:
 def _shape_text(shape: Shape, trace: Trace) -> str:
     """C×H×W without the batch, which the title shows once; the full shape where it differs."""
     if len(shape) >= 2 and shape[0] == _batch(trace):
-        return "×".join(str(extent) for extent in shape[1:])
-    return analysis.format_shape(shape)
+        return format_extents(shape[1:])
+    return format_shape(shape)
 
 
 def _batch(trace: Trace) -> int | None:

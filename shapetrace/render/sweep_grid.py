@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from shapetrace.tracing.light_pass import Outcome
+from shapetrace.records import Outcome, SweepResult
 
 CELLS_PER_LINE = 64
 _KIND_MARKS = {"": ("█", "green"), "size": ("s", "red"), "channels": ("c", "magenta"), "error": ("e", "yellow")}
-
-
-@dataclass(frozen=True, slots=True)
-class SweepResult:
-    """The outcomes of one model configuration."""
-
-    label: str
-    """The configuration, e.g. "chs 1,2,4,8"."""
-    outcomes: tuple[Outcome, ...]
 
 
 def sweep_grid(results: Sequence[SweepResult]) -> Group:
@@ -47,7 +37,7 @@ def _strip(outcomes: Sequence[Outcome]) -> Text:
         line = outcomes[start : start + CELLS_PER_LINE]
         text.append(f"{_size_label(line[0].size):>9} ", style="dim")
         for outcome in line:
-            mark, style = _KIND_MARKS.get(outcome.kind, ("?", ""))
+            mark, style = _KIND_MARKS.get(outcome.kind or "", ("?", ""))
             text.append(mark, style=style)
         text.append("\n")
     return text
@@ -56,7 +46,7 @@ def _strip(outcomes: Sequence[Outcome]) -> Text:
 def _outcome_table(outcomes: Sequence[Outcome]) -> Table:
     groups: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for outcome in outcomes:
-        groups.setdefault((outcome.kind, outcome.place), []).append(outcome.size)
+        groups.setdefault((outcome.kind or "", outcome.place), []).append(outcome.size)
     table = Table(show_edge=False, box=None, padding=(0, 2))
     table.add_column("outcome")
     table.add_column("sizes", justify="right")
@@ -103,7 +93,12 @@ def sweep_json(results: Sequence[SweepResult]) -> str:
                 {
                     "config": result.label,
                     "results": [
-                        {"size": list(outcome.size), "ok": outcome.ok, "kind": outcome.kind, "place": outcome.place}
+                        {
+                            "size": list(outcome.size),
+                            "ok": outcome.ok,
+                            "kind": outcome.kind or "",
+                            "place": outcome.place,
+                        }
                         for outcome in result.outcomes
                     ],
                 }

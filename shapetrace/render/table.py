@@ -15,12 +15,11 @@ from shapetrace.analysis.placement import (
     UP,
     ancestor_at,
     block_name,
-    describe_change,
     display_rows,
-    format_shape,
     main_input,
     placements,
 )
+from shapetrace.formatting import compact_shape, describe_change, format_shape
 from shapetrace.records import BROKEN, DOWNSTREAM, FAILED, Shape, Trace
 from shapetrace.render.fast_table import FastTable
 
@@ -38,8 +37,8 @@ def trace_table(trace: Trace, depth: int = BLOCK_DEPTH) -> FastTable:
     table.add_column("#", justify="right", footer="", no_wrap=True)
     table.add_column("layer", footer="total", overflow="fold")
     table.add_column("type", overflow="fold")
-    table.add_column("input", footer=_shape_text(_first(trace.inputs)), no_wrap=True)
-    table.add_column("output", footer=_shape_text(_first(trace.outputs)), no_wrap=True)
+    table.add_column("input", footer=compact_shape(_first(trace.inputs)), no_wrap=True)
+    table.add_column("output", footer=compact_shape(_first(trace.outputs)), no_wrap=True)
     table.add_column("change")
     table.add_column("skip")
     table.add_column("params", justify="right", footer=f"{trace.total_params:,}", no_wrap=True)
@@ -55,8 +54,8 @@ def trace_table(trace: Trace, depth: int = BLOCK_DEPTH) -> FastTable:
             str(row.index),
             name,
             row.type,
-            _shape_text(main_input(row)),
-            _shape_text(_first(row.outputs)) if row.outputs else "—",
+            compact_shape(main_input(row)),
+            compact_shape(_first(row.outputs)) if row.outputs else "—",
             describe_change(main_input(row), _first(row.outputs)).replace("channels ", "ch ").replace("size ", ""),
             "\n".join(skip_notes.get(row.index, ())),
             f"{row.params:,}",
@@ -120,17 +119,10 @@ def _skip_notes(trace: Trace, depth: int) -> dict[int, list[str]]:
     for skip in trace.skips:
         source = ancestor_at(trace.layers, skip.source, depth)
         target = ancestor_at(trace.layers, skip.target, depth)
-        size = _shape_text(skip.shape)
+        size = compact_shape(skip.shape)
         notes.setdefault(source, []).append(f"→ {block_name(trace, target, depth)} {size}")
         notes.setdefault(target, []).append(f"← {block_name(trace, source, depth)} {size}")
     return notes
-
-
-def _shape_text(shape: Shape) -> str:
-    """C×H×W: the batch is shown once, in the title."""
-    if not shape:
-        return "—"
-    return "×".join(str(extent) for extent in shape[1:]) if len(shape) > 1 else str(shape[0])
 
 
 def _first(shapes: tuple[Shape, ...]) -> Shape:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from rich.tree import Tree
 
-from shapetrace.analysis.placement import describe_change, format_shape, main_input
+from shapetrace.analysis.placement import main_input
+from shapetrace.formatting import describe_change, format_shape
 from shapetrace.records import Trace
 from shapetrace.render.table import STATUS_STYLES, title
 

@@ -7,9 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from shapetrace.analysis.diagnosis import explain
-from shapetrace.analysis.placement import format_size
-from shapetrace.records import Shape, ShapeWarning, Trace
+from shapetrace.records import Shape, ShapeWarning, Trace, WarningKind
 from shapetrace.tracing.recorder import Recorder
 from shapetrace.tracing.walk import parameter_size, parameter_total
 
@@ -30,7 +28,7 @@ def freeze(
             params[id(call.module)] = sum(parameter_size(p) for p in call.module.parameters())
     input_shapes = tuple(tuple(t.shape) for t in inputs)
     output_shapes = tuple(tuple(t.shape) for t in outputs)
-    trace = Trace(
+    return Trace(
         model=type(model).__name__,
         inputs=input_shapes,
         outputs=output_shapes,
@@ -38,11 +36,10 @@ def freeze(
         skips=recorder.skips(),
         breaks=recorder.frozen_breaks(),
         warnings=tuple(recorder.floored_sizes())
-        + (() if recorder.breaks else _cropped_output(type(model).__name__, input_shapes, output_shapes)),
+        + (() if recorder.breaks else _cropped_output(input_shapes, output_shapes)),
         device=device,
         config=config,
     )
-    return explain(trace)
 
 
 def parameter_counts(model: nn.Module) -> dict[int, int]:
@@ -67,7 +64,7 @@ def parameter_counts(model: nn.Module) -> dict[int, int]:
     return counts
 
 
-def _cropped_output(model: str, inputs: tuple[Shape, ...], outputs: tuple[Shape, ...]) -> tuple[ShapeWarning, ...]:
+def _cropped_output(inputs: tuple[Shape, ...], outputs: tuple[Shape, ...]) -> tuple[ShapeWarning, ...]:
     """A model whose image output is smaller than its image input crops silently: say so."""
     image_in = next((shape for shape in inputs if len(shape) >= 4), None)
     image_out = next((shape for shape in outputs if len(shape) >= 4), None)
@@ -76,6 +73,4 @@ def _cropped_output(model: str, inputs: tuple[Shape, ...], outputs: tuple[Shape,
     before, after = image_in[2:], image_out[2:]
     if after == before or not all(out <= size for out, size in zip(after, before, strict=True)):
         return ()
-    sizes = f"{format_size(after)} but its input is {format_size(before)}"
-    message = f"{model}'s output is {sizes}: the model crops (unpadded convolutions), so its output is smaller"
-    return (ShapeWarning(0, message, before, after, stride=1),)
+    return (ShapeWarning(0, WarningKind.CROPPED_OUTPUT, "", before, after, stride=1),)

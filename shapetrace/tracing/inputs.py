@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from shapetrace.errors import UsageError
+from shapetrace.records import MAX_EXTENT
 
 DEVICES = ("meta", "cpu", "cuda")
-MAX_EXTENT = 1 << 20  # sizes and batches beyond this are typos, not models (meta traces any size)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -69,3 +71,32 @@ def parse_keyword_spec(text: str) -> tuple[str, tuple[int, ...], torch.dtype]:
         raise UsageError(f"--kw {text!r} is not valid: expected name=shape like encoder_hidden_states=1,77,768")
     shape, dtype = parse_tensor_spec(spec, f"--kw {name}")
     return name, shape, dtype
+
+
+TensorSpec = tuple[tuple[int, ...], torch.dtype]
+
+
+@dataclass(frozen=True)
+class SizedInputs:
+    """What to feed a model: positional tensors, an optional timestep, keyword tensors."""
+
+    positional: Sequence[TensorSpec]
+    timestep: bool = False
+    timestep_value: int | None = None
+    keywords: dict[str, TensorSpec] = field(default_factory=dict)
+    timestep_dtype: torch.dtype = torch.long
+
+    def make(self, device: torch.device, spatial: tuple[int, int] | None = None) -> tuple[list[Any], dict[str, Any]]:
+        """The tensors on `device`; `spatial` replaces H×W of the first 4-D input."""
+        args: list[Any] = []
+        replaced = False
+        for shape, dtype in self.positional:
+            sized = shape
+            if spatial is not None and not replaced and len(shape) == 4:
+                sized, replaced = (*shape[:2], *spatial), True
+            args.append(activation(sized, device, dtype))
+        if self.timestep:
+            batch = self.positional[0][0][0] if self.positional and self.positional[0][0] else 1
+            args.append(timesteps(batch, device, self.timestep_value, self.timestep_dtype))
+        kwargs = {name: activation(shape, device, dtype) for name, (shape, dtype) in self.keywords.items()}
+        return args, kwargs

@@ -13,34 +13,19 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from shapetrace.records import BreakKind, Outcome
 from shapetrace.tracing import metashapes
 from shapetrace.tracing.merges import EXPECTATIONS, meta_concatenate, resize_like
 from shapetrace.tracing.tracer import observed
 
 _SIZE_ERROR = re.compile(r"size|shape|dimension|broadcast|match|too small", re.IGNORECASE)
 _CONCATENATIONS = (torch.cat, torch.concat, torch.concatenate, torch.stack)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How one size fared: aligned, or the first break's kind and block."""
-
-    size: tuple[int, int]
-    kind: str = ""
-    """"" when aligned; else "size", "channels" or "error"."""
-    place: str = ""
-    """The block (a call of the model's own forward) where it first broke."""
-
-    @property
-    def ok(self) -> bool:
-        return not self.kind
 
 
 class _FirstBreak(Exception):  # noqa: N818 - a signal that unwinds the forward, not an error
@@ -185,7 +170,7 @@ def _sweep_serial(
         for height, width in sizes:
             args, kwargs = arguments_at(height, width)
             kind, place = first_break(light, model, args, kwargs)
-            outcomes.append(Outcome((height, width), kind, place))
+            outcomes.append(Outcome((height, width), BreakKind(kind) if kind else None, place))
             if progress is not None:
                 progress()
     return outcomes

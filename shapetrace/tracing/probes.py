@@ -15,7 +15,6 @@ from typing import Any
 
 from torch import nn
 
-from shapetrace.analysis.diagnosis import explain
 from shapetrace.records import SizeRule, Trace
 from shapetrace.tracing.light_pass import LightPass, first_break
 from shapetrace.tracing.tracer import observed
@@ -77,7 +76,7 @@ def with_size_rule(trace: Trace, model: nn.Module, arguments_at: ArgumentsAt) ->
     if spatial[0] != spatial[1]:
         nearest = sorted({size for extent in spatial for size in _nearest(rule, extent)})
         rule = dataclasses.replace(rule, nearest=tuple(nearest))
-    return explain(dataclasses.replace(trace, size_rule=rule))
+    return dataclasses.replace(trace, size_rule=rule)
 
 
 def _nearest(rule: SizeRule, extent: int) -> tuple[int, ...]:

@@ -24,6 +24,7 @@ from shapetrace.records import (
     Shape,
     ShapeWarning,
     SkipPair,
+    WarningKind,
 )
 
 MODEL_INPUT = -1  # producer of the tensors handed to the model
@@ -257,11 +258,8 @@ class Recorder:
                 # The module's own stride where it has one (a pool turning 3 into 1 has stride 2).
                 stride = strides[axis] if strides else round(size_in / size_out)
                 if stride >= 2 and size_in % stride:
-                    message = (
-                        f"{self.name_of(call)} ({type(call.module).__name__}) turns size {size_in} into {size_out}: "
-                        f"{size_in} is not divisible by its stride {stride}, so a row or column is lost"
-                    )
-                    return ShapeWarning(call.index, message, before[2:], after[2:], stride)
+                    kind = WarningKind.FLOORED if size_out == size_in // stride else WarningKind.ROUNDED_UP
+                    return ShapeWarning(call.index, kind, "", before[2:], after[2:], stride)
         return None
 
     # --- data flow --------------------------------------------------------------------

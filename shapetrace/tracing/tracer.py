@@ -24,7 +24,7 @@ from shapetrace.tracing.observer import Observer, StopTracing, tensors_in
 from shapetrace.tracing.recorder import MODEL_INPUT, Recorder
 from shapetrace.tracing.walk import every_module, module_names
 
-__all__ = ["META_VALUES", "observed", "run_trace", "trace"]
+__all__ = ["META_VALUES", "observe", "observed"]
 
 # Exception texts that mean a shape disagreement rather than some other failure.
 _SIZE_ERROR = re.compile(r"size|shape|dimension|broadcast|match|too small", re.IGNORECASE)
@@ -34,19 +34,7 @@ META_VALUES = "meta"
 """Break kind: the forward read tensor values (.item(), .tolist(), `if tensor:`), which meta lacks."""
 
 
-def trace(model: nn.Module, *args: Any, **kwargs: Any) -> Trace:
-    """Run `model(*args, **kwargs)` once and record every layer's shapes.
-
-    A pure pass-through: every argument goes to the model's forward, exactly as in a call.
-    Runs under no_grad; tensors on the meta device give shapes without compute.
-
-    Returns:
-        The frozen Trace: one record per module call, the skip pairs, and every break.
-    """
-    return run_trace(model, args, kwargs)
-
-
-def run_trace(
+def observe(
     model: nn.Module,
     args: Sequence[Any] = (),
     kwargs: dict[str, Any] | None = None,
@@ -54,7 +42,9 @@ def run_trace(
     first_break: bool = False,
     config: Sequence[tuple[str, str]] = (),
 ) -> Trace:
-    """`trace` with options.
+    """Run the forward once under observation and return its records, not yet explained.
+
+    `shapetrace.trace` adds the analysis (messages, causes, fixes); this is the tracing alone.
 
     Args:
         model: any nn.Module; it is left exactly as it was found.
