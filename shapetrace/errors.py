@@ -15,3 +15,7 @@ class TraceFileError(UsageError):
 
 class TargetError(UsageError):
     """A model TARGET that cannot be imported, found or built."""
+
+
+class InternalError(ShapetraceError):
+    """A bug in shapetrace itself, never the user's model or input: reported, with exit status 3."""
