@@ -129,7 +129,7 @@ def _traced(case: str, device: str) -> Trace:
     return trace(model, *inputs)
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", list(CASES))
 def test_a_cpu_trace_records_what_a_meta_trace_records(case: str) -> None:
     on_meta, on_cpu = _traced(case, "meta"), _traced(case, "cpu")
     assert on_cpu.device == "cpu"
