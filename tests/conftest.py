@@ -54,11 +54,10 @@ def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
 
 def render(renderable: RenderableType, width: int = 120) -> str:
     """Plain text of a rich renderable, as a fixed-width console without colour prints it."""
-    console = Console(width=width, file=io.StringIO(), color_system=None, legacy_windows=False, force_terminal=False)
+    buffer = io.StringIO()
+    console = Console(width=width, file=buffer, color_system=None, legacy_windows=False, force_terminal=False)
     console.print(renderable)
-    output = console.file.getvalue()
-    assert isinstance(output, str)
-    return output
+    return buffer.getvalue()
 
 
 def meta_unet(

@@ -69,7 +69,8 @@ def test_trace_passes_keywords_to_forward() -> None:
             self.conv = torch.nn.Conv2d(4, 4, 1)
 
         def forward(self, x: torch.Tensor, *, context: torch.Tensor) -> torch.Tensor:
-            return self.conv(x) + self.proj(context)[:, :, None, None]
+            output: torch.Tensor = self.conv(x) + self.proj(context)[:, :, None, None]
+            return output
 
     with torch.device("meta"):
         model = Conditioned()

@@ -27,7 +27,7 @@ from shapetrace import SizeRule, Trace, run_trace
 from shapetrace.analysis.placement import block_name, full_name
 from shapetrace.cli import main
 from shapetrace.models.reference import reference_config, trace_reference
-from shapetrace.records import Break
+from shapetrace.records import Break, SideRole
 from tests.conftest import meta_unet, trace_unet, unet_inputs
 from tests.fixtures.wrong_level import WrongLevelUNet
 
@@ -155,7 +155,7 @@ SIZE_IDS = [f"{case.size[0]}x{case.size[1]}" for case in SIZE_CASES]
 def _as_merge(trace: Trace, brk: Break) -> Merge:
     roles = {side.role: side for side in brk.sides}
     assert set(roles) == {"up path", "skip"}, brk.sides
-    up, skip = roles["up path"], roles["skip"]
+    up, skip = roles[SideRole.UP_PATH], roles[SideRole.SKIP]
     return Merge(
         full_name(trace, brk.layer),
         block_name(trace, up.producer),

@@ -134,7 +134,7 @@ SOFTMAXES = [F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, torch.T
 
 
 @pytest.mark.parametrize("func", UNARY, ids=name_of)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=str)
 def test_unary_matches_torch(func: Callable[..., Any], dtype: torch.dtype) -> None:
     assert_agree((func, (ones(*shape, dtype=dtype),), {}) for shape in [(), (3,), (2, 3, 4)])
 
@@ -154,7 +154,7 @@ def test_gelu_approximation_matches_torch() -> None:
     assert_agree((F.gelu, (ones(2, 3),), {"approximate": approximate}) for approximate in ("none", "tanh", "x"))
 
 
-@pytest.mark.parametrize(("training", "inplace"), itertools.product([True, False], repeat=2))
+@pytest.mark.parametrize(("training", "inplace"), list(itertools.product([True, False], repeat=2)))
 def test_dropout_matches_torch(training: bool, inplace: bool) -> None:
     options = {"training": training, "inplace": inplace}
     assert_agree((F.dropout, (ones(2, 3),), {"p": p, **options}) for p in (0.0, 0.5, 1.0, 1.5))
@@ -693,7 +693,7 @@ ROUTES: dict[str, Callable[[torch.Tensor], Any]] = {
 }
 
 
-@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("route", list(ROUTES))
 def test_the_function_that_arrives_has_a_shape_function(route: str) -> None:
     with Arrivals() as mode:
         ROUTES[route](meta(2, 3, 4, 4))

@@ -13,7 +13,7 @@ from rich.panel import Panel
 from rich.style import Style
 from rich.text import Text
 
-from shapetrace.records import LayerRecord, SkipPair, Trace
+from shapetrace.records import BROKEN, OK, LayerRecord, MergeOp, SkipPair, Trace
 from shapetrace.render.fast_table import FastTable, Justify
 from shapetrace.render.table import trace_report, trace_table
 from tests.conftest import render, trace_unet
@@ -61,8 +61,10 @@ def _hostile_trace() -> Trace:
     layers = [LayerRecord(0, "", "Net", 0, None, (shape,), (shape,), 10)]
     for index, name in enumerate(names, start=1):
         kind = "Type\u00a0With\u00a0No\u00a0Break" if index == 2 else "[red]Conv2d"
-        layers.append(LayerRecord(index, name, kind, 1, 0, (shape,), ((1, 4000, 8, 8),), 2, "broken" * (index == 3)))
-    skips = (SkipPair(1, 4, "cat", 1, shape, 3, shape), SkipPair(2, 5, "cat", 1, shape, 4, shape))
+        layers.append(
+            LayerRecord(index, name, kind, 1, 0, (shape,), ((1, 4000, 8, 8),), 2, BROKEN if index == 3 else OK)
+        )
+    skips = (SkipPair(1, 4, MergeOp.CAT, 1, shape, 3, shape), SkipPair(2, 5, MergeOp.CAT, 1, shape, 4, shape))
     return Trace("[Net]", (shape,), (shape,), tuple(layers), skips, device="meta", config=(("chs", "[1, 2]"),))
 
 
