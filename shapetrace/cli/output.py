@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
+from shapetrace.cli.files import write_text
 from shapetrace.errors import UsageError
 from shapetrace.records import Trace
-from shapetrace.render.plain import plain_console
+from shapetrace.render.plain import FILE_WIDTH, plain_console
 
 TEXT_FORMATS = ("table", "tree", "json", "dot")
 IMAGE_FORMATS = ("svg", "png", "pdf")
@@ -17,8 +21,24 @@ FORMATS = TEXT_FORMATS + IMAGE_FORMATS
 _SUFFIXES = {".json": "json", ".dot": "dot", ".gv": "dot", ".svg": "svg", ".png": "png", ".pdf": "pdf", ".txt": "table"}
 
 
+@dataclass(frozen=True)
+class Rendering:
+    """How to show a trace: what the rendering options asked for, the format resolved."""
+
+    format: str
+    """One of FORMATS."""
+    depth: int
+    """Display depth: 1 shows the blocks the model's forward calls."""
+    output: Path | None
+    """The file to write, or None to print."""
+
+
 def choose_format(requested: str | None, path: Path | None) -> str:
-    """The explicit --format, else the one -o's suffix implies, else the table."""
+    """The explicit --format, else the one -o's suffix implies, else the table.
+
+    Raises:
+        UsageError: -o has a suffix that names no format, and --format is not given.
+    """
     if requested is not None:
         return requested
     if path is not None:
@@ -32,14 +52,10 @@ def choose_format(requested: str | None, path: Path | None) -> str:
     return "table"
 
 
-def check_destination(path: Path | None) -> None:
-    """Fail before tracing when the output file cannot be written."""
-    if path is None:
-        return
-    if not path.parent.exists():
-        raise UsageError(f"cannot write {str(path)!r}: directory {str(path.parent)!r} does not exist")
-    if path.is_dir():
-        raise UsageError(f"cannot write {str(path)!r}: it is a directory, expected a file path")
+def stdout_console() -> Console:
+    """A console for stdout; piped output is not squeezed into a default 80 columns."""
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(width=FILE_WIDTH if piped else None)
 
 
 def render_text(trace: Trace, fmt: str, depth: int, console: Console) -> str | None:
@@ -61,8 +77,13 @@ def render_text(trace: Trace, fmt: str, depth: int, console: Console) -> str | N
     return None
 
 
-def emit(trace: Trace, fmt: str, depth: int, path: Path | None, console: Console) -> None:
-    """Print the rendered trace, or write it to `path`."""
+def emit(trace: Trace, rendering: Rendering, console: Console) -> None:
+    """Print the rendered trace, or write it to the rendering's output file.
+
+    Raises:
+        UsageError: an image format without a path, a file that cannot be written, no Graphviz.
+    """
+    fmt, depth, path = rendering.format, rendering.depth, rendering.output
     if fmt in IMAGE_FORMATS:
         if path is None:
             raise UsageError(f"--format {fmt} writes an image: give -o FILE.{fmt}")
@@ -77,7 +98,7 @@ def emit(trace: Trace, fmt: str, depth: int, path: Path | None, console: Console
     buffer = io.StringIO()
     file_console = plain_console(buffer)
     text = render_text(trace, fmt, depth, file_console)
-    _write(path, buffer.getvalue() if text is None else text + "\n")
+    write_text(path, buffer.getvalue() if text is None else text + "\n")
     console.print(f"wrote {path}")
 
 
@@ -89,10 +110,3 @@ def _write_image(trace: Trace, fmt: str, depth: int, path: Path) -> None:
         render_image(trace_dot(trace, depth), path, fmt)
     except GraphvizMissingError as error:
         raise UsageError(str(error)) from None
-
-
-def _write(path: Path, text: str) -> None:
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise UsageError(f"cannot write {str(path)!r}: {error.strerror}") from None
