@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from shapetrace.cli.output import FORMATS, check_destination, choose_format, emit
+from shapetrace.cli.output import FORMATS, check_destination, choose_format, emit, sweep_format
 from shapetrace.cli.types import ChannelMultipliers, SizeList, SpatialSize
 from shapetrace.errors import ShapetraceError
 from shapetrace.records import MAX_EXTENT
@@ -258,7 +258,13 @@ def _read(path: Path) -> str:
 @click.option("--img-channels", type=click.IntRange(1, 1 << 12), default=3, show_default=True, help="Image channels.")
 @click.option("--batch", type=click.IntRange(1, MAX_EXTENT), default=1, show_default=True, help="Batch size.")
 @click.option("--variant", type=click.Choice(["fixed", "as-written"]), default="fixed", show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "html"]),
+    default=None,
+    help="Default: table, or -o's suffix.",
+)
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write to FILE.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.pass_context
@@ -271,15 +277,17 @@ def sweep_command(
     img_channels: int,
     batch: int,
     variant: str,
-    fmt: str,
+    fmt: str | None,
     output: Path | None,
     debug: bool,
 ) -> None:
     """Trace the reference UNet at every size and show where each first breaks."""
+    fmt = sweep_format(fmt, output)
     check_destination(output)
     from shapetrace.models.reference import sweep_reference
     from shapetrace.render.plain import plain_text
     from shapetrace.render.sweep_grid import sweep_grid, sweep_json
+    from shapetrace.render.sweep_html import sweep_html
 
     console = _console()
     configs = list(chs) or [(1, 2, 4, 8)]
@@ -287,8 +295,8 @@ def sweep_command(
         results = [
             sweep_reference(sizes, config, n_channels, img_channels, batch, variant, advance) for config in configs
         ]
-    if fmt == "json":
-        text = sweep_json(results)
+    if fmt in ("json", "html"):
+        text = sweep_json(results) if fmt == "json" else sweep_html(results)
         if output is None:
             click.echo(text)
         else:
