@@ -19,6 +19,7 @@ from shapetrace import jsonio
 from shapetrace.analysis.placement import display_rows
 from shapetrace.cli import main
 from shapetrace.records import LayerRecord, Outcome, SweepResult, Trace
+from shapetrace.render.dot import trace_dot
 from shapetrace.render.dot_layout import layout_of
 from shapetrace.render.html import trace_html
 from shapetrace.render.sweep_html import sweep_html
@@ -59,6 +60,17 @@ def test_report_is_one_file_that_loads_nothing(broken_trace: Trace) -> None:
     assert "http://" not in page and "https://" not in page
     assert "<link" not in page and " src=" not in page and "@import" not in page
     assert page.count("<svg") == 1 and page.count("<style>") == 1
+
+
+@needs_dot
+def test_page_keys_the_diagram_itself_and_leaves_out_the_dot_title(broken_trace: Trace) -> None:
+    page = trace_html(broken_trace)
+    svg = page[page.index("<svg") : page.index("</svg>")]
+    assert "chs=1,2,4,8" not in svg and "n_channels=64" not in svg  # the DOT title's facts
+    assert "chs 1,2,4,8 · n_channels 64" in page  # said once, in the header
+    keys = re.findall(r'<span class="key"[^>]*>(?:<span class="swatch"[^>]*></span>)?([^<]*)</span>', page)
+    assert keys == ["down", "mid", "up", "break", "after a break", "- - skip C×H×W", "── timestep"]
+    assert "labelloc" not in trace_dot(broken_trace, title=False) and "labelloc" in trace_dot(broken_trace)
 
 
 def test_embedded_json_survives_markup_in_names() -> None:

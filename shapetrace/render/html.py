@@ -19,7 +19,7 @@ from shapetrace.formatting import format_shape
 from shapetrace.records import Break, Trace
 from shapetrace.render.dot import trace_dot
 from shapetrace.render.dot_layout import Layout, layout_of, node_of
-from shapetrace.render.html_diagram import annotate_svg
+from shapetrace.render.html_diagram import annotate_svg, legend
 from shapetrace.render.html_page import attribute, escape, json_script, page
 from shapetrace.render.html_table import layer_table, max_depth
 from shapetrace.render.images import GraphvizMissingError, render_svg
@@ -52,7 +52,7 @@ def trace_html(trace: Trace, depth: int = BLOCK_DEPTH) -> str:
         [
             _header(trace, data),
             '<main class="layout">',
-            _diagram(trace, depth),
+            _diagram(trace, layout, depth),
             '<aside id="panel">',
             _causes(trace),
             '<section id="details"><h2>Details</h2>'
@@ -126,9 +126,9 @@ def _scaled(value: float) -> str:
     return f"{value:g} "
 
 
-def _diagram(trace: Trace, depth: int) -> str:
+def _diagram(trace: Trace, layout: Layout, depth: int) -> str:
     try:
-        drawing = annotate_svg(render_svg(trace_dot(trace, depth)), trace)
+        drawing = annotate_svg(render_svg(trace_dot(trace, depth, title=False)), trace)
     except GraphvizMissingError as error:
         note = f"No diagram: {error}. The causes, the details and the table still work."
         drawing = f'<p class="missing" id="no-diagram">{escape(note)}</p>'
@@ -141,9 +141,9 @@ def _diagram(trace: Trace, depth: int) -> str:
             ("actual", "1:1", "actual size"),
         )
     )
-    hint = '<span class="hint">click a block: its record, and its skip partner outlined</span>'
+    hint = '<span class="hint">click a block: its record, and its skip partners outlined</span>'
     return (
-        f'<section class="diagram-panel"><div class="toolbar">{toolbar}{hint}</div>'
+        f'<section class="diagram-panel"><div class="toolbar">{toolbar}{legend(trace, layout)}{hint}</div>'
         f'<div id="diagram">{drawing}</div></section>'
     )
 

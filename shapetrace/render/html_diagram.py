@@ -11,10 +11,22 @@ from __future__ import annotations
 
 import re
 
-from shapetrace.records import Trace
+from shapetrace.analysis.placement import CHAIN, DOWN, MID, UP
+from shapetrace.records import DOWNSTREAM, Trace
+from shapetrace.render.dot import (
+    BORDERS,
+    BREAK_COLOR,
+    BREAK_FILL,
+    DOWNSTREAM_FILL,
+    DOWNSTREAM_TEXT,
+    FILLS,
+    SKIP_COLOR,
+    TIMESTEP_COLOR,
+)
+from shapetrace.render.dot_layout import Layout
 from shapetrace.render.html_page import attribute, escape
 
-__all__ = ["annotate_svg"]
+__all__ = ["annotate_svg", "legend"]
 
 _PROLOG = re.compile(r"\A.*?(?=<svg\b)", re.DOTALL)
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
@@ -62,3 +74,26 @@ def _edge_group(found: re.Match[str]) -> str:
     if len(ends) == 2 and all(end.isdigit() for end in ends):
         return f'<g class="edge" data-ends="{ends[0]} {ends[1]}">'
     return '<g class="edge">'
+
+
+def legend(trace: Trace, layout: Layout) -> str:
+    """The diagram's key in HTML (the DOT title is left out: the page's header says the rest).
+
+    A swatch for each kind of node the diagram has, in the DOT renderer's colours, and the skip
+    and timestep edges where it draws them.
+    """
+    sides = [side for side in (DOWN, MID, UP, CHAIN) if side in layout.sides.values()]
+    keys = [(FILLS[side], BORDERS[side], "layer" if side == CHAIN else side) for side in sides]
+    keys += [(BREAK_FILL, BREAK_COLOR, "break")] if trace.breaks else []
+    if any(row.status == DOWNSTREAM for row in layout.rows):
+        keys.append((DOWNSTREAM_FILL, DOWNSTREAM_TEXT, "after a break"))
+    parts = [
+        f'<span class="key"><span class="swatch" style="background:{fill};border:1px solid {border}"></span>'
+        f"{escape(text)}</span>"
+        for fill, border, text in keys
+    ]
+    if layout.rungs:
+        parts.append(f'<span class="key" style="color:{SKIP_COLOR}">- - skip C×H×W</span>')
+    if layout.lead or any(len(shape) < 3 for row in layout.main for shape in row.inputs):
+        parts.append(f'<span class="key" style="color:{TIMESTEP_COLOR}">── timestep</span>')
+    return f'<span class="legend-keys">{"".join(parts)}</span>'

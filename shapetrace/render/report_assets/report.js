@@ -68,8 +68,12 @@
         if (partnerNode) partnerNode.classList.add("partner");
         if (rowOf.get(partner)) rowOf.get(partner).classList.add("partner");
       }
+      const partners = new Set((view.partners[node] || []).map(String));
       for (const edge of diagram.querySelectorAll("g.edge[data-ends]")) {
-        if (edge.dataset.ends.split(" ").includes(String(node))) edge.classList.add("active");
+        const [tail, head] = edge.dataset.ends.split(" ");  // the skip's rungs, not the main path
+        if ((tail === String(node) && partners.has(head)) || (head === String(node) && partners.has(tail))) {
+          edge.classList.add("active");
+        }
       }
     }
     showDetails(layer);
