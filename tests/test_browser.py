@@ -24,7 +24,6 @@ from shapetrace.cli import main
 from shapetrace.formatting import format_shape
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install -e '.[test]'")
-from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select  # noqa: E402
@@ -56,11 +55,7 @@ def browser() -> Iterator[Any]:
         options.add_argument(argument)
     options.binary_location = CHROMIUM
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    try:
-        driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-    except WebDriverException as error:
-        profile.cleanup()
-        pytest.skip(f"Chromium is installed but would not start: {error.msg}")
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
     yield driver
     driver.quit()
     profile.cleanup()
@@ -221,6 +216,25 @@ def test_notebook_frame_holds_the_same_working_report(browser: Any, tmp_path: Pa
         assert "ups.3" in browser.find_element(By.ID, "details").text
     finally:
         browser.switch_to.default_content()
+    assert _console_problems(browser) == []
+
+
+def test_without_graphviz_the_rest_of_the_report_works(
+    browser: Any, reports: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shapetrace.records import Trace
+    from shapetrace.render.html import trace_html
+
+    trace = Trace.from_json(reports["unet.json"].read_text(encoding="utf-8"))
+    with monkeypatch.context() as patch:
+        patch.setenv("PATH", "")
+        page = trace_html(trace)
+    (tmp_path / "no-dot.html").write_text(page, encoding="utf-8")
+    _open(browser, tmp_path / "no-dot.html")
+    assert "No diagram" in browser.find_element(By.ID, "no-diagram").text
+    browser.find_element(By.ID, "causes").find_element(By.XPATH, ".//button[text()='ups.10']").click()
+    assert "selected" in _classes(browser.find_element(By.CSS_SELECTOR, '#layers tr[data-name="ups.10"]'))
+    assert "ups.10" in browser.find_element(By.ID, "details").text
     assert _console_problems(browser) == []
 
 
