@@ -26,7 +26,7 @@ from shapetrace.formatting import format_shape
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install -e '.[test]'")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import Select  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser") if shutil.which(name)), None)
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -198,12 +198,10 @@ def test_colours_follow_the_preferred_scheme(browser: Any, reports: dict[str, Pa
     assert backgrounds["dark"] < 60
 
 
-def test_notebook_frame_holds_the_same_working_report(browser: Any, tmp_path: Path) -> None:
+def test_notebook_frame_holds_the_same_working_report(browser: Any, reports: dict[str, Path], tmp_path: Path) -> None:
     from shapetrace.records import Trace
 
-    trace = Trace.from_json(
-        CliRunner().invoke(main, ["unet", "--size", "64", "--chs", "1,2", "--format", "json"]).output
-    )
+    trace = Trace.from_json(reports["unet.json"].read_text(encoding="utf-8"))
     page = tmp_path / "notebook.html"
     page.write_text(f"<!DOCTYPE html><html><body><div style='width:900px'>{trace._repr_html_()}</div></body></html>")
     _open(browser, page)
@@ -211,8 +209,15 @@ def test_notebook_frame_holds_the_same_working_report(browser: Any, tmp_path: Pa
     assert frame.size["width"] == 900
     browser.switch_to.frame(frame)
     try:
+        assert _fits_its_panel(browser)
+        # A frame may be laid out (or the cell resized) after the report's script ran: it follows.
+        browser.switch_to.default_content()
+        browser.execute_script("document.querySelector('div').style.width = '760px'")
+        browser.switch_to.frame(frame)
+        WebDriverWait(browser, 5).until(_fits_its_panel)
         browser.find_element(By.CSS_SELECTOR, 'g[data-layer="ups.3"]').click()
         assert "selected" in _classes(browser.find_element(By.CSS_SELECTOR, 'g[data-layer="ups.3"]'))
+        assert "partner" in _classes(browser.find_element(By.CSS_SELECTOR, 'g[data-layer="downs.7"]'))
         assert "ups.3" in browser.find_element(By.ID, "details").text
     finally:
         browser.switch_to.default_content()
@@ -247,6 +252,16 @@ def test_screenshot_is_not_blank(browser: Any, reports: dict[str, Path]) -> None
     variance = sum((value - mean) ** 2 for value in brightness) / len(brightness)
     assert variance > 100, f"a near-uniform screenshot: variance {variance:.1f}"
     assert len({pixel[:3] for pixel in pixels}) > 50  # text, fills and borders: many colours
+
+
+def _fits_its_panel(browser: Any) -> bool:
+    """The drawing is as wide as its panel allows, and never wider than 1:1."""
+    natural, panel, drawn = browser.execute_script(
+        "const svg = document.querySelector('#diagram svg');"
+        "return [svg.viewBox.baseVal.width * 4 / 3, document.getElementById('diagram').clientWidth,"
+        " svg.getBoundingClientRect().width];"
+    )
+    return bool(abs(drawn - min(natural, panel - 20)) <= 2)
 
 
 def _brightness(css_colour: str) -> float:

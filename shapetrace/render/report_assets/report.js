@@ -160,16 +160,30 @@
   applyFilter();
 
   // --- zoom ---------------------------------------------------------------------------
+  // Until the reader zooms, the drawing shrinks to the panel's width (never grows past 1:1),
+  // and follows the panel when it resizes: a notebook frame is laid out after this script runs.
   const svg = diagram.querySelector("svg");
   if (svg) {
     const natural = svg.viewBox.baseVal.width * 4 / 3; // Graphviz sizes in points; CSS pixels are 3/4 pt
     let scale = 1;
+    let manual = false;
     const apply = () => { svg.style.width = (natural * scale) + "px"; };
-    const fit = () => { scale = Math.min(1.5, Math.max(0.2, (diagram.clientWidth - 20) / natural)); apply(); };
-    document.getElementById("zoom-in").addEventListener("click", () => { scale *= 1.25; apply(); });
-    document.getElementById("zoom-out").addEventListener("click", () => { scale /= 1.25; apply(); });
-    document.getElementById("zoom-fit").addEventListener("click", fit);
-    document.getElementById("zoom-actual").addEventListener("click", () => { scale = 1; apply(); });
-    if (natural > diagram.clientWidth) fit(); else apply();
+    const fitting = () => Math.min(1.5, Math.max(0.2, (diagram.clientWidth - 20) / natural));
+    const zoom = (id, change) => document.getElementById(id).addEventListener("click", () => {
+      manual = true;
+      scale = change(scale);
+      apply();
+    });
+    zoom("zoom-in", (value) => value * 1.25);
+    zoom("zoom-out", (value) => value / 1.25);
+    zoom("zoom-fit", () => fitting());
+    zoom("zoom-actual", () => 1);
+    const automatic = () => {
+      if (manual || diagram.clientWidth === 0) return;
+      scale = Math.min(1, fitting());
+      apply();
+    };
+    if (window.ResizeObserver) new ResizeObserver(automatic).observe(diagram);
+    automatic();
   }
 })();
