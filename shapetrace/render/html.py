@@ -59,8 +59,8 @@ def trace_html(trace: Trace, depth: int = BLOCK_DEPTH) -> str:
             '<p class="hint">Click a block in the diagram, a row of the table or a break to see its record.</p>'
             "</section>",
             "</aside>",
-            "</main>",
             _table_section(trace, data, depth),
+            "</main>",
             json_script("trace-data", {"trace": data, "view": _view(trace, layout, depth)}),
         ]
     )

@@ -49,6 +49,15 @@
       marked.classList.remove("selected", "partner", "active");
     }
   }
+  function reveal(g) {
+    // Scroll the diagram panel alone, so the page stays where the reader clicked.
+    const box = g.getBoundingClientRect();
+    const panel = diagram.getBoundingClientRect();
+    diagram.scrollBy({
+      top: box.top - panel.top - (panel.height - box.height) / 2,
+      left: box.left - panel.left - (panel.width - box.width) / 2,
+    });
+  }
   function select(index, scroll) {
     const layer = layers.get(index);
     if (!layer) return;
@@ -60,7 +69,7 @@
       const g = nodeOf.get(node);
       if (g) {
         g.classList.add("selected");
-        if (scroll) g.scrollIntoView({ block: "center", inline: "center" });
+        if (scroll) reveal(g);
       }
       if (node !== index && rowOf.get(node)) rowOf.get(node).classList.add("selected");
       for (const partner of view.partners[node] || []) {
