@@ -243,6 +243,31 @@ def test_without_graphviz_the_rest_of_the_report_works(
     assert _console_problems(browser) == []
 
 
+def test_details_show_the_cost_fields_a_trace_has(
+    browser: Any, reports: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shapetrace import jsonio
+    from shapetrace.records import Trace
+    from shapetrace.render.html import trace_html
+
+    plain = jsonio.to_dict
+
+    def with_cost(trace: Trace) -> dict[str, Any]:
+        data = plain(trace)
+        for layer in data["layers"]:
+            layer.update(flops=3_500_000_000, macs=1_750_000_000, output_bytes=12_845_056, saved_bytes=25_690_112)
+        return data
+
+    monkeypatch.setattr(jsonio, "to_dict", with_cost)
+    (tmp_path / "cost.html").write_text(trace_html(Trace.from_json(reports["unet.json"].read_text())), encoding="utf-8")
+    _open(browser, tmp_path / "cost.html")
+    browser.find_element(By.CSS_SELECTOR, 'g[data-layer="ups.9"]').click()
+    details = browser.find_element(By.ID, "details").text
+    for line in ("flops 3.50 G", "macs 1.75 G", "output bytes 12.85 MB", "saved bytes 25.69 MB"):
+        assert line in details.replace("\n", " ")
+    assert _console_problems(browser) == []
+
+
 def test_screenshot_is_not_blank(browser: Any, reports: dict[str, Path]) -> None:
     _open(browser, reports["unet.html"])
     width, height, pixels = _decode_png(browser.get_screenshot_as_png())
