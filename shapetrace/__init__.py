@@ -88,6 +88,12 @@ def _svg_view(trace: _records.Trace) -> str | None:
         return None
 
 
+def _html_view(trace: _records.Trace) -> str:
+    from shapetrace.render.html import notebook_html
+
+    return notebook_html(trace)
+
+
 def _json_view(trace: _records.Trace, *, indent: int | None = 2) -> str:
     from shapetrace import jsonio
 
@@ -104,6 +110,7 @@ for _name, _view in (
     ("text", _text_view),
     ("rich", _rich_view),
     ("svg", _svg_view),
+    ("html", _html_view),
     ("json", _json_view),
     ("from_json", _json_reader),
 ):

@@ -227,6 +227,10 @@ class Trace:
         """The U-shaped diagram, when Jupyter displays a Trace (None without Graphviz's dot)."""
         return _VIEWS["svg"](self)  # type: ignore[no-any-return]
 
+    def _repr_html_(self) -> str:
+        """The interactive HTML report, framed to the width of a notebook cell."""
+        return _VIEWS["html"](self)  # type: ignore[no-any-return]
+
     def to_json(self, *, indent: int | None = 2) -> str:
         """The trace as JSON text (the public schema; see `shapetrace.jsonio`)."""
         return _VIEWS["json"](self, indent=indent)  # type: ignore[no-any-return]
@@ -263,7 +267,7 @@ class SweepResult:
 
 
 _VIEWS: dict[str, Callable[..., Any]] = {}
-"""How a Trace shows and serialises itself, by name: "text", "rich", "svg", "json", "from_json".
+"""How a Trace shows and serialises itself, by name: "text", "rich", "svg", "html", "json", "from_json".
 
 Records sit below every layer that reads them and import none of them: the package root
 (`shapetrace/__init__.py`), always imported before this module, registers the views, each

@@ -15,10 +15,20 @@ from shapetrace.errors import UsageError
 from shapetrace.records import Trace
 from shapetrace.render.plain import FILE_WIDTH, plain_console
 
-TEXT_FORMATS = ("table", "tree", "json", "dot")
+TEXT_FORMATS = ("table", "tree", "json", "dot", "html")
 IMAGE_FORMATS = ("svg", "png", "pdf")
 FORMATS = TEXT_FORMATS + IMAGE_FORMATS
-_SUFFIXES = {".json": "json", ".dot": "dot", ".gv": "dot", ".svg": "svg", ".png": "png", ".pdf": "pdf", ".txt": "table"}
+_SUFFIXES = {
+    ".json": "json",
+    ".dot": "dot",
+    ".gv": "dot",
+    ".svg": "svg",
+    ".png": "png",
+    ".pdf": "pdf",
+    ".txt": "table",
+    ".html": "html",
+    ".htm": "html",
+}
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,14 @@ def stdout_console() -> Console:
     return Console(width=FILE_WIDTH if piped else None)
 
 
+def sweep_format(requested: str | None, path: Path | None) -> str:
+    """The sweep's --format, else "json" or "html" where -o's suffix says so, else the grid."""
+    if requested is not None:
+        return requested
+    implied = _SUFFIXES.get(path.suffix.lower()) if path is not None else None
+    return implied if implied in ("json", "html") else "table"
+
+
 def render_text(trace: Trace, fmt: str, depth: int, console: Console) -> str | None:
     """JSON and DOT as text; table and tree printed through `console` (returns None)."""
     if fmt == "json":
@@ -66,6 +84,10 @@ def render_text(trace: Trace, fmt: str, depth: int, console: Console) -> str | N
         from shapetrace.render.dot import trace_dot
 
         return trace_dot(trace, depth)
+    if fmt == "html":
+        from shapetrace.render.html import trace_html
+
+        return trace_html(trace, depth)
     if fmt == "tree":
         from shapetrace.render.tree import trace_tree
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from shapetrace.cli.exit_status import ExitStatus
 from shapetrace.cli.files import check_destination, write_text
 from shapetrace.cli.options import debug_option
-from shapetrace.cli.output import stdout_console
+from shapetrace.cli.output import stdout_console, sweep_format
 from shapetrace.cli.types import ChannelMultipliers, SizeList
 from shapetrace.cli.unet import VARIANTS
 from shapetrace.records import MAX_EXTENT
@@ -28,7 +28,13 @@ PROGRESS_FROM = 50  # traces; fewer finish before a bar would be worth drawing
 @click.option("--img-channels", type=click.IntRange(1, 1 << 12), default=3, show_default=True, help="Image channels.")
 @click.option("--batch", type=click.IntRange(1, MAX_EXTENT), default=1, show_default=True, help="Batch size.")
 @click.option("--variant", type=click.Choice(VARIANTS), default="fixed", show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "html"]),
+    default=None,
+    help="Default: table, or what -o's suffix implies (.json, .html).",
+)
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write to FILE.")
 @debug_option
 def sweep_command(
@@ -38,14 +44,16 @@ def sweep_command(
     img_channels: int,
     batch: int,
     variant: str,
-    fmt: str,
+    fmt: str | None,
     output: Path | None,
 ) -> ExitStatus:
     """Trace the reference UNet at every size and show where each first breaks."""
+    fmt = sweep_format(fmt, output)
     check_destination(output)
     from shapetrace.models.reference import sweep_reference
     from shapetrace.render.plain import plain_text
     from shapetrace.render.sweep_grid import sweep_grid, sweep_json
+    from shapetrace.render.sweep_html import sweep_html
 
     console = stdout_console()
     configs = list(chs) or [DEFAULT_CHANNEL_MULTIPLIERS]
@@ -53,8 +61,8 @@ def sweep_command(
         results = [
             sweep_reference(sizes, config, n_channels, img_channels, batch, variant, advance) for config in configs
         ]
-    if fmt == "json":
-        text = sweep_json(results)
+    if fmt in ("json", "html"):
+        text = sweep_json(results) if fmt == "json" else sweep_html(results)
         if output is None:
             click.echo(text)
         else:
