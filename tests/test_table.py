@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console, RenderableType
 from rich.panel import Panel
 from rich.style import Style
-from rich.text import Text
+from rich.text import Span, Text
 
 from shapetrace.records import LayerRecord, SkipPair, Trace
 from shapetrace.render.fast_table import FastTable, Justify
@@ -117,6 +117,12 @@ EDGE_CELLS: dict[str, list[Text | str]] = {
     "wide and combining characters": ["层层", "e\u0301", "\u0301", "a\tb"],
     "markup and emoji codes": ["[b]x", ":smile:"],
     "empty and one character": ["", "x"],
+    "several lines and spans": [
+        Text.assemble(("ab\nc", "bold"), ("d", "red"), "\n", ("e", "dim")),  # a span across a line break
+        Text("ab\n\ncd\n", style="green"),  # an empty line, a trailing newline
+        Text("ab\ncd ", spans=[Span(1, 4, "italic")]),  # a trailing space under a right justify
+        Text("ab\nc层"),
+    ],
 }
 
 
