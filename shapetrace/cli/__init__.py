@@ -19,7 +19,6 @@ from shapetrace.cli.output import FORMATS, check_destination, choose_format, emi
 from shapetrace.cli.types import ChannelMultipliers, SizeList, SpatialSize
 from shapetrace.errors import ShapetraceError
 from shapetrace.records import MAX_EXTENT
-from shapetrace.render.plain import FILE_WIDTH
 
 EXIT_BREAK = 1
 EXIT_USAGE = 2
@@ -330,11 +329,14 @@ def _finish(ctx: click.Context, trace: Any, fmt: str, depth: int, output: Path |
 
 
 def _console() -> Any:
-    """A console for stdout; piped output is not squeezed into a default 80 columns."""
+    """A console for stdout; piped output is not squeezed into a default 80 columns, not
+    wrapped, and not padded with spaces."""
     from rich.console import Console
 
+    from shapetrace.render.plain import stream_console
+
     piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(width=FILE_WIDTH if piped else None)
+    return stream_console(sys.stdout) if piped else Console()
 
 
 def run() -> None:
