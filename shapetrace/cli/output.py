@@ -51,9 +51,9 @@ def render_text(trace: Trace, fmt: str, depth: int, console: Console) -> str | N
 
         return trace_dot(trace, depth)
     if fmt == "tree":
-        from shapetrace.render.tree import trace_tree
+        from shapetrace.render.tree import tree_report
 
-        console.print(trace_tree(trace, depth))
+        console.print(tree_report(trace, depth))
     else:
         from shapetrace.render.table import trace_report
 
