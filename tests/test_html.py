@@ -183,7 +183,9 @@ def test_cli_sweep_writes_the_heat_map(runner: CliRunner, tmp_path: Path) -> Non
 
 def test_sweep_colours_each_first_break_place_and_draws_rectangles_as_a_grid() -> None:
     outcomes = tuple(
-        Outcome((height, width), None if height == width == 32 else BreakKind.SIZE, "ups.9" if height == 33 else "ups.6")
+        Outcome(
+            (height, width), None if height == width == 32 else BreakKind.SIZE, "ups.9" if height == 33 else "ups.6"
+        )
         for height in (32, 33)
         for width in (32, 40, 48)
     )

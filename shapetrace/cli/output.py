@@ -13,7 +13,7 @@ from rich.console import Console
 from shapetrace.cli.files import write_text
 from shapetrace.errors import UsageError
 from shapetrace.records import Trace
-from shapetrace.render.plain import FILE_WIDTH, plain_console
+from shapetrace.render.plain import plain_console, stream_console
 
 TEXT_FORMATS = ("table", "tree", "json", "dot", "html")
 IMAGE_FORMATS = ("svg", "png", "pdf")
@@ -63,9 +63,10 @@ def choose_format(requested: str | None, path: Path | None) -> str:
 
 
 def stdout_console() -> Console:
-    """A console for stdout; piped output is not squeezed into a default 80 columns."""
+    """A console for stdout; piped output is not squeezed into a default 80 columns, not
+    wrapped, and not padded with spaces."""
     piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(width=FILE_WIDTH if piped else None)
+    return stream_console(sys.stdout) if piped else Console()
 
 
 def sweep_format(requested: str | None, path: Path | None) -> str:
@@ -89,9 +90,9 @@ def render_text(trace: Trace, fmt: str, depth: int, console: Console) -> str | N
 
         return trace_html(trace, depth)
     if fmt == "tree":
-        from shapetrace.render.tree import trace_tree
+        from shapetrace.render.tree import tree_report
 
-        console.print(trace_tree(trace, depth))
+        console.print(tree_report(trace, depth))
     else:
         from shapetrace.render.table import trace_report
 

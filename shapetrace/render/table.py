@@ -20,48 +20,61 @@ from shapetrace.analysis.placement import (
     placements,
 )
 from shapetrace.formatting import compact_shape, describe_change, format_shape
-from shapetrace.records import BROKEN, DOWNSTREAM, FAILED, Shape, Trace
-from shapetrace.render.fast_table import FastTable
+from shapetrace.records import BROKEN, DOWNSTREAM, FAILED, LayerRecord, LayerStatus, Shape, Trace
+from shapetrace.render.block_columns import BlockRow, Totals
+from shapetrace.render.block_table import BlockTable
 
 SIDE_STYLES = {DOWN: "cyan", MID: "magenta", UP: "green"}
 STATUS_STYLES = {BROKEN: "bold red", DOWNSTREAM: "bright_black", FAILED: "red"}
 
 
-def trace_table(trace: Trace, depth: int = BLOCK_DEPTH) -> FastTable:
-    """One row per call at the display depth, grouped down / mid / up, with a totals footer."""
+def trace_table(trace: Trace, depth: int = BLOCK_DEPTH) -> BlockTable:
+    """One row per call at the display depth, grouped down / mid / up, with a totals footer.
+
+    Args:
+        trace: the trace to show.
+        depth: the display depth (1: the blocks the model's forward calls).
+
+    Returns:
+        A renderable that folds columns away as the console narrows (see block_table).
+    """
     rows = display_rows(trace, depth)
     where = placements(trace, rows)
-    skip_notes = _skip_notes(trace, depth)
+    sides = [where[row.index].side for row in rows]
+    notes = skip_notes(trace, depth)
     broken = {ancestor_at(trace.layers, brk.layer, depth) for brk in trace.breaks}
-    table = FastTable(title=title(trace), caption=verdict(trace))
-    table.add_column("#", justify="right", footer="", no_wrap=True)
-    table.add_column("layer", footer="total", overflow="fold")
-    table.add_column("type", overflow="fold")
-    table.add_column("input", footer=compact_shape(_first(trace.inputs)), no_wrap=True)
-    table.add_column("output", footer=compact_shape(_first(trace.outputs)), no_wrap=True)
-    table.add_column("change")
-    table.add_column("skip")
-    table.add_column("params", justify="right", footer=f"{trace.total_params:,}", no_wrap=True)
-    previous_side = None
-    for row in rows:
-        side = where[row.index].side
-        if previous_side is not None and side != previous_side:
-            table.add_section()
-        previous_side = side
-        status = BROKEN if row.index in broken else row.status
-        name = Text("  " * (row.depth - 1) + (row.name or row.type), style=SIDE_STYLES.get(side, ""))
-        table.add_row(
-            str(row.index),
-            name,
-            row.type,
-            compact_shape(main_input(row)),
-            compact_shape(_first(row.outputs)) if row.outputs else "—",
-            describe_change(main_input(row), _first(row.outputs)).replace("channels ", "ch ").replace("size ", ""),
-            "\n".join(skip_notes.get(row.index, ())),
-            f"{row.params:,}",
-            style=STATUS_STYLES.get(status, ""),
+    block_rows = [
+        _block_row(
+            row,
+            sides[number],
+            BROKEN if row.index in broken else row.status,
+            tuple(notes.get(row.index, ())),
+            end_section=number + 1 < len(rows) and sides[number + 1] != sides[number],
         )
-    return table
+        for number, row in enumerate(rows)
+    ]
+    totals = Totals(
+        compact_shape(_first(trace.inputs)), compact_shape(_first(trace.outputs)), f"{trace.total_params:,}"
+    )
+    return BlockTable(title(trace), verdict(trace), block_rows, totals)
+
+
+def _block_row(row: LayerRecord, side: str, status: LayerStatus, skips: tuple[str, ...], end_section: bool) -> BlockRow:
+    output = _first(row.outputs)
+    return BlockRow(
+        index=row.index,
+        indent="  " * (row.depth - 1),
+        name=row.name or row.type,
+        name_style=SIDE_STYLES.get(side, ""),
+        type=row.type,
+        input=compact_shape(main_input(row)),
+        output=compact_shape(output) if row.outputs else "—",
+        change=describe_change(main_input(row), output).replace("channels ", "ch ").replace("size ", ""),
+        skips=skips,
+        params=f"{row.params:,}",
+        style=STATUS_STYLES.get(status, ""),
+        end_section=end_section,
+    )
 
 
 def title(trace: Trace) -> str:
@@ -114,7 +127,8 @@ def trace_report(trace: Trace, depth: int = BLOCK_DEPTH) -> Group:
     return Group(trace_table(trace, depth), *break_blocks(trace))
 
 
-def _skip_notes(trace: Trace, depth: int) -> dict[int, list[str]]:
+def skip_notes(trace: Trace, depth: int = BLOCK_DEPTH) -> dict[int, list[str]]:
+    """Per call at `depth`, where its skips go (`→ ups.9 64×224×224`) or come from (`← downs.1 …`)."""
     notes: dict[int, list[str]] = {}
     for skip in trace.skips:
         source = ancestor_at(trace.layers, skip.source, depth)
