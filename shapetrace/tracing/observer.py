@@ -20,6 +20,7 @@ from torch.overrides import TorchFunctionMode
 
 from shapetrace.records import BreakSide
 from shapetrace.tracing import metashapes
+from shapetrace.tracing._torch_compat import NoFunctionMode, function_mode_depth, pop_function_mode, push_function_mode
 from shapetrace.tracing.leaves import runs_plainly
 from shapetrace.tracing.merges import EXPECTATIONS, Expectation, meta_concatenate, resize, resize_like
 from shapetrace.tracing.recorder import MODEL_INPUT, Merge, Part, PendingBreak, Recorder, Tag
@@ -30,7 +31,6 @@ _CONCATENATIONS: dict[Callable[..., Any], str] = {
     torch.concatenate: "cat",
     torch.stack: "stack",
 }
-_NO_FUNCTION_MODE = torch._C.DisableTorchFunction
 _ADDITIONS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__iadd__}
 
 
@@ -91,7 +91,7 @@ class Observer(TorchFunctionMode):
             return  # a module from outside the traced model
         # The hooks run inside the forward, under the mode: without this, each `.shape`
         # they read would be one more trip through __torch_function__.
-        with _NO_FUNCTION_MODE():
+        with NoFunctionMode():
             recorder.begin(module, tensors_in(args))
             if self.stop_pending:
                 raise StopTracing  # the broken merge's consumer is known now: stop here
@@ -116,23 +116,23 @@ class Observer(TorchFunctionMode):
             finally:
                 self._resume()
             return
-        with _NO_FUNCTION_MODE():
+        with NoFunctionMode():
             if kwargs:
                 recorder.add_inputs(tensors_in(kwargs))
             recorder.end(tensors_in(output), raised)
 
     def _suspend(self, call: int) -> None:
         """Take the mode off the stack while `call` runs (only where it is on top)."""
-        if torch._C._len_torch_function_stack() == 0:
+        if function_mode_depth() == 0:
             return
-        top = torch._C._pop_torch_function_stack()
+        top = pop_function_mode()
         if top is not self:  # the forward entered a mode of its own: leave the stack alone
-            torch._C._push_on_torch_function_stack(top)
+            push_function_mode(top)
             return
         self.suspended_at = call
 
     def _resume(self) -> None:
-        torch._C._push_on_torch_function_stack(self)
+        push_function_mode(self)
         self.suspended_at = -1
 
     def __exit__(self, *exc_info: Any) -> None:

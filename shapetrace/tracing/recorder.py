@@ -26,6 +26,7 @@ from shapetrace.records import (
     SkipPair,
     WarningKind,
 )
+from shapetrace.tracing._torch_compat import has_children
 
 MODEL_INPUT = -1  # producer of the tensors handed to the model
 
@@ -195,7 +196,7 @@ class Recorder:
                 tuple(shapes),
                 tuple(producers),
                 status,
-                not module._modules,
+                not has_children(module),
             )
         )
         stack.append(index)

@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules import module as module_hooks
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils.hooks import RemovableHandle
 
 from shapetrace.records import Trace
+from shapetrace.tracing._torch_compat import forget_global_forward_hook
 from shapetrace.tracing.observer import Observer, StopTracing, tensors_in
 from shapetrace.tracing.recorder import MODEL_INPUT, Recorder
 from shapetrace.tracing.walk import every_module, module_names
@@ -97,8 +97,7 @@ def observed(
     finally:
         for handle in handles:
             handle.remove()
-            # torch's handle for a global with_kwargs hook forgets to drop its id from this dict.
-            getattr(module_hooks, "_global_forward_hooks_with_kwargs", {}).pop(handle.id, None)
+            forget_global_forward_hook(handle.id)
         for module in training:
             module.training = True
 
