@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shapetrace.tracing._torch_compat import has_children, has_own_forward_hooks, own_parameters
-from shapetrace.tracing.merges import EXPECTATIONS
+from shapetrace.tracing.merges import channel_mismatch
 
 Arguments = Callable[[nn.Module, torch.Tensor], tuple[Callable[..., Any], tuple[Any, ...]]]
 """The function a leaf's forward calls, and the arguments that fix its channel count."""
@@ -54,7 +54,7 @@ def _layer_norm(module: nn.Module, x: torch.Tensor) -> tuple[Callable[..., Any],
     return F.layer_norm, (x, module.normalized_shape)
 
 
-# The channel demand itself is the function mode's (`checks.EXPECTATIONS`): both routes read
+# The channel demand itself is the function mode's (`merges.channel_mismatch`): both routes read
 # the same tensors, so they agree even on a module whose weight was replaced after it was built.
 _ARGUMENTS: dict[Callable[..., Any], Arguments] = {
     nn.Conv1d.forward: _convolution(torch.conv1d),
@@ -109,5 +109,4 @@ def runs_plainly(module: nn.Module, args: tuple[Any, ...]) -> bool:
     if forward in _ANY_INPUT:
         return True
     function, arguments = _ARGUMENTS[forward](module, x)
-    found = EXPECTATIONS[function](arguments, {})
-    return found is None or found.expected == found.got
+    return channel_mismatch(function, arguments, {}) is None

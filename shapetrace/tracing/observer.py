@@ -22,16 +22,22 @@ from shapetrace.records import BreakSide
 from shapetrace.tracing import metashapes
 from shapetrace.tracing._torch_compat import NoFunctionMode, function_mode_depth, pop_function_mode, push_function_mode
 from shapetrace.tracing.leaves import runs_plainly
-from shapetrace.tracing.merges import EXPECTATIONS, Expectation, meta_concatenate, resize, resize_like
+from shapetrace.tracing.merges import (
+    ADDITIONS,
+    CONCATENATIONS,
+    EXPECTATIONS,
+    Concatenation,
+    Expectation,
+    addition_operands,
+    channel_mismatch,
+    concatenate,
+    concatenation,
+    main_input,
+    mismatched,
+    resize,
+    stand_ins,
+)
 from shapetrace.tracing.recorder import MODEL_INPUT, Merge, Part, PendingBreak, Recorder, Tag
-
-_CONCATENATIONS: dict[Callable[..., Any], str] = {
-    torch.cat: "cat",
-    torch.concat: "cat",
-    torch.concatenate: "cat",
-    torch.stack: "stack",
-}
-_ADDITIONS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__iadd__}
 
 
 class StopTracing(Exception):  # noqa: N818 - a signal to unwind the forward, not an error
@@ -76,7 +82,7 @@ class Observer(TorchFunctionMode):
         self.first_break = first_break
         self.stop_pending = False
         self.call: Callable[[Callable[..., Any], Sequence[Any], dict[str, Any]], Any] = (
-            metashapes.call if meta else _call_directly
+            metashapes.call if meta else metashapes.call_torch
         )
         self.leaves_plainly = not meta
         self.suspended_at = -1
@@ -164,13 +170,13 @@ class Observer(TorchFunctionMode):
         self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
         kwargs = kwargs or {}
-        if func in _CONCATENATIONS:
-            return self._concatenate(func, _CONCATENATIONS[func], args, kwargs)
-        if func in _ADDITIONS:
+        if func in CONCATENATIONS:
+            merge = concatenation(func, args, kwargs)
+            return self._plain(func, args, kwargs) if merge is None else self._concatenate(func, merge)
+        if func in ADDITIONS:
             return self._add(func, args, kwargs)
-        expectation = EXPECTATIONS.get(func)
-        if expectation is not None:
-            return self._checked(func, expectation, args, kwargs)
+        if func in EXPECTATIONS:
+            return self._checked(func, args, kwargs)
         if func is torch.arange and _wants_meta(kwargs) and not any(isinstance(a, torch.Tensor) for a in args):
             return _meta_arange(args, kwargs)
         return self._plain(func, args, kwargs)
@@ -191,28 +197,17 @@ class Observer(TorchFunctionMode):
         if best is not None:
             recorder.inherit(output, best)
 
-    def _concatenate(self, func: Callable[..., Any], op: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-        tensors = list(args[0] if args else kwargs.get("tensors", ()))
-        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
-        if len(tensors) < 2 or not all(isinstance(t, torch.Tensor) for t in tensors) or not isinstance(dim, int):
-            return self._plain(func, args, kwargs)
-        ndim = tensors[0].dim()
-        if ndim == 0 or any(t.dim() != ndim for t in tensors):
-            return self._plain(func, args, kwargs)
-        dim = dim % (ndim + 1 if op == "stack" else ndim)
+    def _concatenate(self, func: Callable[..., Any], merge: Concatenation) -> Any:
+        op, dim, tensors = merge.op, merge.dim, merge.tensors
         parts, main = self._parts(tensors)
-        keep = dim if op == "cat" else None
-        mismatched = [i for i, t in enumerate(tensors) if _differs(t.shape, tensors[main].shape, keep)]
+        broken = mismatched(tensors, main, merge.keep)
         merge_id = len(self.recorder.merges)
         self.recorder.merges.append(Merge(op, dim, self.recorder.current, parts))
-        if mismatched:
+        if broken:
             self._size_break(op, dim, parts, tensors[main].shape, merge_id)
-            tensors = [resize_like(t, tensors[main].shape, keep) for t in tensors]
-        if all(t.device.type == "meta" for t in tensors):
-            output = meta_concatenate(tensors, dim, stack=op == "stack")
-        else:
-            output = func(tensors, dim)
-        downstream = bool(mismatched) or any(
+            tensors = tuple(stand_ins(tensors, tensors[main].shape, merge.keep))
+        output = concatenate(func, op, tensors, dim)
+        downstream = bool(broken) or any(
             (tag := self.recorder.tag_of(t)) is not None and (tag.downstream or tag.bad >= 0) for t in tensors
         )
         self.recorder.set_tag(output, parts[main].producer, merge=merge_id, downstream=downstream)
@@ -221,7 +216,7 @@ class Observer(TorchFunctionMode):
     def _parts(self, tensors: Sequence[torch.Tensor]) -> tuple[tuple[Part, ...], int]:
         """Each input's producer and role; the main input is the one from the latest call."""
         producers = [self.recorder.producer_of(t) for t in tensors]
-        main = producers.index(max(producers))
+        main = main_input(producers)
         parts = []
         for i, (tensor, producer) in enumerate(zip(tensors, producers, strict=True)):
             if i == main:
@@ -242,16 +237,10 @@ class Observer(TorchFunctionMode):
         self.stop_pending = self.first_break
 
     def _add(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-        left = args[0] if args else kwargs.get("input")
-        right = args[1] if len(args) > 1 else kwargs.get("other")
-        if not (isinstance(left, torch.Tensor) and isinstance(right, torch.Tensor)):
+        operands = addition_operands(args, kwargs)
+        if operands is None:
             return self._plain(func, args, kwargs)
-        if left.dim() < 3 or left.dim() != right.dim():
-            return self._plain(func, args, kwargs)
-        if left.shape != right.shape and _broadcastable(left.shape, right.shape):
-            # A bias or an embedding broadcast over the map (`h + t[:, :, None, None]`), not a
-            # skip: decided before tracing the data flow, which walks every call in between.
-            return self._plain(func, args, kwargs)
+        left, right = operands
         recorder = self.recorder
         parts, main = self._parts((left, right))
         skip = parts[1 - main]
@@ -275,21 +264,15 @@ class Observer(TorchFunctionMode):
         recorder.merges.append(Merge("add", -1, recorder.current, parts))
         main_shape = (left, right)[main].shape
         self._size_break("add", -1, parts, main_shape, merge_id)
-        operands = [resize_like(t, main_shape, None) for t in (left, right)]
+        resized = stand_ins((left, right), main_shape, None)
         rest = {key: value for key, value in kwargs.items() if key not in ("input", "other")}
-        output = self.call(func, (*operands, *args[2:]), rest)
+        output = self.call(func, (*resized, *args[2:]), rest)
         recorder.set_tag(output, parts[main].producer, merge=merge_id, downstream=True)
         return output
 
-    def _checked(
-        self,
-        func: Callable[..., Any],
-        expectation: Callable[..., Expectation | None],
-        args: Sequence[Any],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        found = expectation(args, kwargs)
-        if found is None or found.expected == found.got or len(args) <= found.argument:
+    def _checked(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        found = channel_mismatch(func, args, kwargs)
+        if found is None or len(args) <= found.argument:
             return self._plain(func, args, kwargs)
         recorder = self.recorder
         received = args[found.argument]
@@ -337,14 +320,6 @@ class Observer(TorchFunctionMode):
         return output
 
 
-def _differs(shape: torch.Size, reference: torch.Size, keep: int | None) -> bool:
-    return any(size != reference[d] for d, size in enumerate(shape) if d != keep)
-
-
-def _broadcastable(left: torch.Size, right: torch.Size) -> bool:
-    return all(a == b or 1 in (a, b) for a, b in zip(reversed(left), reversed(right), strict=False))
-
-
 def _wants_meta(kwargs: dict[str, Any]) -> bool:
     device = kwargs.get("device")
     return device is not None and torch.device(device).type == "meta"
@@ -362,7 +337,3 @@ def _meta_arange(args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
     integral = all(isinstance(n, int) for n in (start, end, step))
     dtype = kwargs.get("dtype") or (torch.int64 if integral else torch.get_default_dtype())
     return torch.empty(length, dtype=dtype, device="meta")
-
-
-def _call_directly(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-    return func(*args, **kwargs)

@@ -39,7 +39,7 @@ from shapetrace.tracing.metashapes.elementwise import broadcast_shapes
 from shapetrace.tracing.metashapes.products import matmul_shape
 from shapetrace.tracing.metashapes.resampling import pooled_size
 
-__all__ = ["META_SHAPES", "broadcast_shapes", "call", "matmul_shape", "pooled_size"]
+__all__ = ["META_SHAPES", "broadcast_shapes", "call", "call_torch", "matmul_shape", "pooled_size"]
 
 META_SHAPES: ShapeTable = {}
 """The functions whose meta output this package computes, keyed as they arrive; each module adds its own."""
@@ -64,6 +64,15 @@ def call(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) 
         output = shape_function(args, kwargs)
         if output is not NotImplemented:
             return output
+    return call_torch(func, args, kwargs)
+
+
+def call_torch(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """`func(*args, **kwargs)`: every op the tracers hand to torch goes through this one frame.
+
+    An exception whose innermost frame is this one was raised by torch's own (C++) op, not
+    by shapetrace: `shapetrace.tracing.failures` tells the two apart by it.
+    """
     return func(*args, **kwargs)
 
 
