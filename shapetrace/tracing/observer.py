@@ -21,6 +21,7 @@ from torch.overrides import TorchFunctionMode
 from shapetrace.records import BreakSide
 from shapetrace.tracing import metashapes
 from shapetrace.tracing._torch_compat import NoFunctionMode, function_mode_depth, pop_function_mode, push_function_mode
+from shapetrace.tracing.failures import FailedOp, error_name, noted, witnessed
 from shapetrace.tracing.leaves import runs_plainly
 from shapetrace.tracing.merges import (
     ADDITIONS,
@@ -87,6 +88,8 @@ class Observer(TorchFunctionMode):
         self.leaves_plainly = not meta
         self.suspended_at = -1
         """The call during which the mode is off the stack, or -1."""
+        self.failure: FailedOp | None = None
+        """The last op seen raising: what `failures.failure_kind` classifies a failed forward by."""
 
     # --- module hooks -----------------------------------------------------------------
 
@@ -116,6 +119,8 @@ class Observer(TorchFunctionMode):
         if self.suspended_at >= 0 and self.suspended_at == recorder.current:
             # A leaf that ran without the mode: recorded before the mode returns to the stack.
             try:
+                if raised:
+                    self._witness(module, args, kwargs)
                 if kwargs:
                     recorder.add_inputs(tensors_in(kwargs))
                 recorder.end(tensors_in(output), raised)
@@ -126,6 +131,12 @@ class Observer(TorchFunctionMode):
             if kwargs:
                 recorder.add_inputs(tensors_in(kwargs))
             recorder.end(tensors_in(output), raised)
+
+    def _witness(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """The op that raised in a leaf that ran without the mode, as the mode would have seen it."""
+        error = sys.exc_info()[1]
+        if error is not None and (self.failure is None or self.failure.error is not error):
+            self.failure = witnessed(module.forward, args, kwargs, error)
 
     def _suspend(self, call: int) -> None:
         """Take the mode off the stack while `call` runs (only where it is on top)."""
@@ -162,14 +173,20 @@ class Observer(TorchFunctionMode):
                 BreakSide("input", shape, producer) for shape, producer in zip(call.inputs, call.producers, strict=True)
             )
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        recorder.breaks.append(PendingBreak(leaf, kind, type(error).__name__, -1, sides, detail=detail))
+        recorder.breaks.append(PendingBreak(leaf, kind, error_name(error), -1, sides, detail=detail))
 
     # --- function mode ----------------------------------------------------------------
 
     def __torch_function__(
         self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
-        kwargs = kwargs or {}
+        try:
+            return self._dispatch(func, args, kwargs or {})
+        except Exception as error:
+            self.failure = noted(self.failure, func, args, kwargs or {}, error)
+            raise
+
+    def _dispatch(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         if func in CONCATENATIONS:
             merge = concatenation(func, args, kwargs)
             return self._plain(func, args, kwargs) if merge is None else self._concatenate(func, merge)
@@ -322,7 +339,12 @@ class Observer(TorchFunctionMode):
 
 def _wants_meta(kwargs: dict[str, Any]) -> bool:
     device = kwargs.get("device")
-    return device is not None and torch.device(device).type == "meta"
+    if device is None:
+        return False
+    try:
+        return torch.device(device).type == "meta"
+    except (RuntimeError, TypeError):
+        return False  # not a device: torch.arange says so itself
 
 
 def _meta_arange(args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
