@@ -21,7 +21,7 @@ from torch.overrides import TorchFunctionMode
 from shapetrace.records import BreakSide
 from shapetrace.tracing import metashapes
 from shapetrace.tracing._torch_compat import NoFunctionMode, function_mode_depth, pop_function_mode, push_function_mode
-from shapetrace.tracing.failures import FailedOp, error_name, noted, witnessed
+from shapetrace.tracing.failures import FailedOp, error_name, is_internal, noted, witnessed
 from shapetrace.tracing.leaves import runs_plainly
 from shapetrace.tracing.merges import (
     ADDITIONS,
@@ -90,6 +90,8 @@ class Observer(TorchFunctionMode):
         """The call during which the mode is off the stack, or -1."""
         self.failure: FailedOp | None = None
         """The last op seen raising: what `failures.failure_kind` classifies a failed forward by."""
+        self.bug: Exception | None = None
+        """shapetrace's own error in a post-hook while the forward failed, which torch would only warn about."""
 
     # --- module hooks -----------------------------------------------------------------
 
@@ -110,12 +112,27 @@ class Observer(TorchFunctionMode):
     def after(self, module: nn.Module, args: tuple[Any, ...], *rest: Any) -> None:
         # (kwargs, output) normally; torch's exception path calls global always-call hooks
         # without kwargs, as (module, args, output).
+        kwargs, output = rest if len(rest) == 2 else ({}, rest[-1])
+        # always_call hooks also run when the forward raised; then there is no output.
+        if output is not None or sys.exc_info()[0] is None:
+            self._after(module, args, kwargs, output, raised=False)
+            return
+        # The forward is failing. torch would turn an exception raised here into a warning, so
+        # a bug of shapetrace's own is kept for the tracer to raise, and nothing more is recorded.
+        unwinding = sys.exc_info()[1]
+        if self.bug is not None or (unwinding is not None and is_internal(unwinding)):
+            return
+        try:
+            self._after(module, args, kwargs, output, raised=True)
+        except Exception as bug:  # noqa: BLE001 - raised by our own bookkeeping: kept, not lost
+            self.bug = bug
+
+    def _after(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any, raised: bool
+    ) -> None:
         recorder = self.recorder
         if id(module) not in recorder.names:
             return
-        kwargs, output = rest if len(rest) == 2 else ({}, rest[-1])
-        # always_call hooks also run when the forward raised; then there is no output.
-        raised = output is None and sys.exc_info()[0] is not None
         if self.suspended_at >= 0 and self.suspended_at == recorder.current:
             # A leaf that ran without the mode: recorded before the mode returns to the stack.
             try:

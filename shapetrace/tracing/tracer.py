@@ -124,7 +124,8 @@ def _observed_forward(model: nn.Module, args: Sequence[Any], kwargs: dict[str, A
     The `with` has undone everything (hooks, mode, training flags) before any handler runs.
 
     Raises:
-        InternalError: shapetrace's own code raised inside the forward (`failures.is_internal`).
+        InternalError: shapetrace's own code raised inside the forward (`failures.is_internal`),
+            or in a post-hook while the forward failed (`Observer.bug`).
     """
     output = None
     try:
@@ -134,10 +135,13 @@ def _observed_forward(model: nn.Module, args: Sequence[Any], kwargs: dict[str, A
         observer.recorder.unwind()
     except KeyboardInterrupt as interrupt:
         observer.fail(KeyboardInterrupt("interrupted"), failure_kind(interrupt, None))
-    except Exception as error:
-        if is_internal(error):
-            raise internal_error(error) from error
-        observer.fail(error, failure_kind(error, observer.failure))
+    except Exception as error:  # noqa: BLE001 - the forward's failures become breaks; ours, an InternalError
+        if observer.bug is None and is_internal(error):
+            observer.bug = error
+        elif observer.bug is None:
+            observer.fail(error, failure_kind(error, observer.failure))
+    if observer.bug is not None:
+        raise internal_error(observer.bug) from observer.bug
     return output
 
 
