@@ -117,7 +117,8 @@ def test_a_plain_bug_in_the_recorder_is_an_internal_error(monkeypatch: pytest.Mo
 def test_a_bug_in_a_shape_function_is_an_internal_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from shapetrace.tracing.metashapes import layers
 
-    monkeypatch.setitem(META_SHAPES, torch.conv2d, bug_in(layers))
+    conv2d: Callable[..., Any] = torch.conv2d
+    monkeypatch.setitem(META_SHAPES, conv2d, bug_in(layers))
     model, x = subject("meta")
     before = Snapshot.of(model)
     with pytest.raises(InternalError, match=f"^IndexError: {BUG}$"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -106,16 +107,54 @@ class _SkipFirst(nn.Module):
         return output
 
 
-def test_the_sweep_and_the_full_trace_pick_the_same_main_input() -> None:
+class _AddedSkip(nn.Module):
+    """`up(down(skip)) + skip`: an additive skip, which at an odd size is one row and column short."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(3, 4, 3, padding=1)
+        self.down = nn.Conv2d(4, 4, 3, stride=2, padding=1)
+        self.up = nn.Upsample(scale_factor=2)
+        self.out = nn.Conv2d(4, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.conv_in(x)
+        output: torch.Tensor = self.out(self.up(self.down(skip)) + skip)
+        return output
+
+
+class _Residual(nn.Module):
+    """A residual sum of two branches of one input, one of them unpadded: no skip, a block that fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3)
+        self.shortcut = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        output: torch.Tensor = self.conv(x) + self.shortcut(x)
+        return output
+
+
+MERGE_MODELS: dict[str, tuple[Callable[[], nn.Module], set[tuple[BreakKind, str]]]] = {
+    "torch.cat([skip, x])": (_SkipFirst, {(BreakKind.SIZE, "out")}),
+    "an additive skip": (_AddedSkip, {(BreakKind.SIZE, "out")}),
+    "a residual sum that fails": (lambda: nn.Sequential(nn.Conv2d(3, 3, 1), _Residual()), {(BreakKind.SIZE, "1")}),
+}
+
+
+@pytest.mark.parametrize("name", list(MERGE_MODELS))
+def test_the_sweep_and_the_full_trace_decide_merges_alike(name: str) -> None:
     from shapetrace.tracing.light_pass import sweep
 
+    build, odd_outcomes = MERGE_MODELS[name]
     with torch.device("meta"):
-        model = _SkipFirst()
+        model = build()
     sizes = [(size, size) for size in range(6, 14)]
     outcomes = sweep(model, sizes, lambda h, w: ((torch.empty(1, 3, h, w, device="meta"),), {}), workers=1)
     for outcome in outcomes:
         trace = shapetrace.trace(model, torch.empty(1, 3, *outcome.size, device="meta"))
         expected = (None, "") if trace.ok else (trace.breaks[0].kind, block_name(trace, trace.breaks[0].layer))
         assert (outcome.kind, outcome.place) == expected, outcome.size
-    # The odd sizes break at the cat, and the break belongs to its consumer.
-    assert {(outcome.kind, outcome.place) for outcome in outcomes if outcome.size[0] % 2} == {(BreakKind.SIZE, "out")}
+    # Not vacuous: the odd sizes break, and where they break depends on the merge.
+    assert {(outcome.kind, outcome.place) for outcome in outcomes if outcome.size[0] % 2} == odd_outcomes

@@ -69,7 +69,7 @@ def test_the_registries_are_the_modules_own() -> None:
     assert _torch_compat.has_own_forward_hooks(model[0])
     handle.remove()
     assert _torch_compat.is_lazy(nn.LazyLinear(3).weight)
-    assert not _torch_compat.is_lazy(model[0].weight)
+    assert not _torch_compat.is_lazy(nn.Linear(2, 3).weight)
 
 
 def test_a_removed_global_kwargs_hook_leaves_no_id_behind() -> None:

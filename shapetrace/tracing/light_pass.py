@@ -23,12 +23,15 @@ from shapetrace.tracing import metashapes
 from shapetrace.tracing._torch_compat import has_children
 from shapetrace.tracing.failures import FailedOp, failure_kind, internal_error, is_internal, noted
 from shapetrace.tracing.merges import (
+    ADDITIONS,
     CONCATENATIONS,
     EXPECTATIONS,
+    addition_operands,
     channel_mismatch,
     concatenate,
     concatenation,
     main_input,
+    merge_roles,
     mismatched,
     stand_ins,
 )
@@ -47,11 +50,13 @@ class _FirstBreak(Exception):  # noqa: N818 - a signal that unwinds the forward,
 class LightPass(TorchFunctionMode):
     """Shapes only; the first disagreement stops the forward with its kind and block.
 
-    Of the Observer's bookkeeping it keeps just what picks a merge's main input by the same
-    rule (`merges.main_input`): which call produced each tensor. Calls are numbered as they
-    begin; a call's outputs carry its number, and a function's output the number of its
-    largest tracked input, as the Recorder's tags do. The tracked tensors are held until the
-    forward ends (on meta they cost nothing), so an id is never reused meanwhile.
+    Of the Observer's bookkeeping it keeps just what the shared merge rules (`merges`) need to
+    decide as the Observer does: which call produced each tensor (the main input of a merge
+    is the latest call's) and which calls each call's inputs came from (a skip feeds the main
+    input). Calls are numbered as they begin, as the Recorder numbers them; a call's outputs
+    carry its number, a function's output the number of its largest tracked input. The
+    tracked tensors are held until the forward ends (on meta they cost nothing), so an id is
+    never reused meanwhile.
     """
 
     def __init__(self, names: dict[int, str]) -> None:
@@ -69,21 +74,27 @@ class LightPass(TorchFunctionMode):
         self.running: list[tuple[int, int, bool]] = []  # (number, event it began at, leaf) per open call
         self.producers: dict[int, tuple[torch.Tensor, int, int, bool]] = {}
         """By id: (tensor, producer, event it was tracked at, returned by a call)."""
+        self.inputs: list[list[int]] = []
+        """By call number: the producers of the call's tensor arguments."""
 
     def before(self, module: nn.Module, args: Any) -> None:
         if id(module) not in self.names:
             return  # global hooks see every module; only the swept model's count
-        # Pushed before raising: the always-called post-hook of this module pops it again.
-        self.stack.append(self.names[id(module)])
+        leaf = not has_children(module)
+        # Pushed before raising: the always-called post-hook of this module pops both again.
         self.events += 1
-        self.running.append((self.calls, self.events, not has_children(module)))
+        self.stack.append(self.names[id(module)])
+        self.running.append((self.calls, self.events, leaf))
+        self.inputs.append(self._producers_of(args))
         self.calls += 1
         if self.pending is not None:
             raise _FirstBreak(self.pending, self.block())
 
-    def after(self, module: nn.Module, args: Any, output: Any) -> None:
+    def after(self, module: nn.Module, args: Any, *rest: Any) -> None:
         if id(module) not in self.names:
             return
+        # (kwargs, output); (output) alone on torch's exception path, as for the Observer.
+        kwargs, output = rest if len(rest) == 2 else ({}, rest[-1])
         # always_call: runs while an exception unwinds too; remember the block it left first.
         if output is None and not self.failed_in and sys.exc_info()[0] is not None:
             self.failed_in = self.block()
@@ -91,22 +102,35 @@ class LightPass(TorchFunctionMode):
         number, began, _ = self.running.pop()
         if output is None:
             return
-        for tensor in tensors_in(output):
-            self._returned(tensor, number, began)
-
-    def _returned(self, tensor: torch.Tensor, number: int, began: int) -> None:
-        """The Recorder's rule at a call's end: made inside the call, and no child returned it: this call's."""
-        known = self.producers.get(id(tensor))
-        if known is None or known[0] is not tensor:
-            self.events += 1
-            self.producers[id(tensor)] = (tensor, number, self.events, True)
-        elif known[2] > began and not known[3]:
-            self.producers[id(tensor)] = (tensor, number, known[2], True)
-        # Otherwise a child returned it, or the call passed its input through: it stays.
+        if kwargs:
+            self.inputs[number] += self._producers_of(tensors_in(kwargs))
+        # The Recorder's rule at a call's end: an output made inside the call, not returned by
+        # a child, is this call's; one a child returned, or an input passed through, stays.
+        producers = self.producers
+        for tensor in (output,) if isinstance(output, torch.Tensor) else tensors_in(output):
+            known = producers.get(id(tensor))
+            if known is None or known[0] is not tensor:
+                self.events += 1
+                producers[id(tensor)] = (tensor, number, self.events, True)
+            elif known[2] > began and not known[3]:
+                producers[id(tensor)] = (tensor, number, known[2], True)
 
     def producer_of(self, tensor: torch.Tensor) -> int:
         known = self.producers.get(id(tensor))
         return known[1] if known is not None and known[0] is tensor else MODEL_INPUT
+
+    def _producers_of(self, values: Sequence[Any]) -> list[int]:
+        """The producers of the tensors among a call's arguments (producer_of, inlined: once per call)."""
+        producers = self.producers
+        found = []
+        for value in values:
+            for tensor in (value,) if isinstance(value, torch.Tensor) else tensors_in(value):
+                known = producers.get(id(tensor))
+                found.append(known[1] if known is not None and known[0] is tensor else MODEL_INPUT)
+        return found
+
+    def inputs_of(self, call: int) -> list[int]:
+        return self.inputs[call]
 
     def block(self) -> str:
         return self.stack[1] if len(self.stack) > 1 else (self.stack[0] if self.stack else "")
@@ -120,6 +144,11 @@ class LightPass(TorchFunctionMode):
                 merge = concatenation(func, args, kwargs)
                 if merge is not None:
                     return self._concatenate(func, merge.op, merge.tensors, merge.dim, merge.keep)
+            elif func in ADDITIONS:
+                operands = addition_operands(args, kwargs)
+                output = None if operands is None else self._add(func, operands, args, kwargs)
+                if output is not None:
+                    return output
             elif func in EXPECTATIONS and channel_mismatch(func, args, kwargs) is not None:
                 raise _FirstBreak(BreakKind.CHANNELS, self.block())
             output = metashapes.call(func, args, kwargs)
@@ -128,8 +157,10 @@ class LightPass(TorchFunctionMode):
         except Exception as error:
             self.failure = noted(self.failure, func, args, kwargs, error)
             raise
-        if isinstance(output, torch.Tensor) and not (self.running and self.running[-1][2]):
-            self._derive(output, args)  # inside a leaf, its outputs are the leaf's anyway
+        if not (self.running and self.running[-1][2]):  # inside a leaf, its outputs are the leaf's anyway
+            for item in output if isinstance(output, (tuple, list)) else (output,):
+                if isinstance(item, torch.Tensor):
+                    self._derive(item, args)
         return output
 
     def _derive(self, output: torch.Tensor, args: Sequence[Any]) -> None:
@@ -146,6 +177,31 @@ class LightPass(TorchFunctionMode):
         if best_size >= 0:
             self.events += 1
             self.producers[id(output)] = (output, best, self.events, False)
+
+    def _add(
+        self,
+        func: Callable[..., Any],
+        operands: tuple[torch.Tensor, torch.Tensor],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """As the Observer: an addition that joins a skip to the main path is a merge; None if it is none."""
+        producers = [self.producer_of(t) for t in operands]
+        roles, main = merge_roles(producers, self.inputs_of)
+        if roles[1 - main] != "skip":
+            return None
+        if operands[0].shape == operands[1].shape:
+            output = metashapes.call(func, args, kwargs)
+        else:
+            self.pending = BreakKind.SIZE
+            resized = stand_ins(operands, operands[main].shape, None)
+            rest = {key: value for key, value in kwargs.items() if key not in ("input", "other")}
+            output = metashapes.call(func, (*resized, *args[2:]), rest)
+        # A residual sum continues the main path, whichever side of the + it was written on.
+        if output is not operands[main]:
+            self.events += 1
+            self.producers[id(output)] = (output, producers[main], self.events, False)
+        return output
 
     def _concatenate(
         self, func: Callable[..., Any], op: str, tensors: Sequence[torch.Tensor], dim: int, keep: int | None
@@ -240,7 +296,7 @@ def _sweep_serial(
     """Every size in this process, the model hooked once."""
     light = LightPass({id(module): name for name, module in model.named_modules()})
     outcomes = []
-    with observed(model, light.before, light.after):
+    with observed(model, light.before, light.after, with_kwargs=True):
         for height, width in sizes:
             args, kwargs = arguments_at(height, width)
             kind, place = first_break(light, model, args, kwargs)

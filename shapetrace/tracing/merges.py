@@ -78,6 +78,41 @@ def main_input(producers: Sequence[int]) -> int:
     return producers.index(max(producers))
 
 
+def ancestry(source: int, main: int, inputs_of: Callable[[int], Sequence[int]]) -> set[int] | None:
+    """Calls on paths from `source` to `main` (exclusive), or None if `source` does not feed it.
+
+    `inputs_of(call)` gives the producers of that call's inputs: the call-level data flow.
+    """
+    if source < 0 or source >= main:
+        return None
+    seen: set[int] = set()
+    frontier = [main]
+    found = False
+    while frontier:
+        node = frontier.pop()
+        for producer in inputs_of(node):
+            if producer == source:
+                found = True
+            elif producer > source and producer not in seen:
+                seen.add(producer)
+                frontier.append(producer)
+    return seen if found else None
+
+
+def merge_roles(producers: Sequence[int], inputs_of: Callable[[int], Sequence[int]]) -> tuple[tuple[str, ...], int]:
+    """Each merge input's role, and which one is the main input.
+
+    "main": the input from the latest call (`main_input`); "skip": an input whose producer
+    feeds the main input's (saved earlier on its path); "input": any other.
+    """
+    main = main_input(producers)
+    roles = tuple(
+        "main" if i == main else "skip" if ancestry(producer, producers[main], inputs_of) is not None else "input"
+        for i, producer in enumerate(producers)
+    )
+    return roles, main
+
+
 def mismatched(tensors: Sequence[torch.Tensor], main: int, keep: int | None) -> list[int]:
     """The inputs whose shape differs from the main input's outside dimension `keep`."""
     reference = tensors[main].shape

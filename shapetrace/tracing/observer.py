@@ -33,7 +33,7 @@ from shapetrace.tracing.merges import (
     channel_mismatch,
     concatenate,
     concatenation,
-    main_input,
+    merge_roles,
     mismatched,
     resize,
     stand_ins,
@@ -250,17 +250,12 @@ class Observer(TorchFunctionMode):
     def _parts(self, tensors: Sequence[torch.Tensor]) -> tuple[tuple[Part, ...], int]:
         """Each input's producer and role; the main input is the one from the latest call."""
         producers = [self.recorder.producer_of(t) for t in tensors]
-        main = main_input(producers)
-        parts = []
-        for i, (tensor, producer) in enumerate(zip(tensors, producers, strict=True)):
-            if i == main:
-                role = "main"
-            elif self.recorder.ancestry(producer, producers[main]) is not None:
-                role = "skip"
-            else:
-                role = "input"
-            parts.append(Part(producer, tuple(tensor.shape), role))
-        return tuple(parts), main
+        roles, main = merge_roles(producers, self.recorder.inputs_of)
+        parts = tuple(
+            Part(producer, tuple(tensor.shape), role)
+            for tensor, producer, role in zip(tensors, producers, roles, strict=True)
+        )
+        return parts, main
 
     def _size_break(self, op: str, dim: int, parts: Sequence[Part], expected: Any, merge_id: int) -> None:
         roles = {"main": "up path", "skip": "skip", "input": "input"}
