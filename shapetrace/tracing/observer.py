@@ -20,18 +20,25 @@ from torch.overrides import TorchFunctionMode
 
 from shapetrace.records import BreakSide
 from shapetrace.tracing import metashapes
+from shapetrace.tracing._torch_compat import NoFunctionMode, function_mode_depth, pop_function_mode, push_function_mode
+from shapetrace.tracing.failures import FailedOp, error_name, is_internal, noted, witnessed
 from shapetrace.tracing.leaves import runs_plainly
-from shapetrace.tracing.merges import EXPECTATIONS, Expectation, meta_concatenate, resize, resize_like
+from shapetrace.tracing.merges import (
+    ADDITIONS,
+    CONCATENATIONS,
+    EXPECTATIONS,
+    Concatenation,
+    Expectation,
+    addition_operands,
+    channel_mismatch,
+    concatenate,
+    concatenation,
+    merge_roles,
+    mismatched,
+    resize,
+    stand_ins,
+)
 from shapetrace.tracing.recorder import MODEL_INPUT, Merge, Part, PendingBreak, Recorder, Tag
-
-_CONCATENATIONS: dict[Callable[..., Any], str] = {
-    torch.cat: "cat",
-    torch.concat: "cat",
-    torch.concatenate: "cat",
-    torch.stack: "stack",
-}
-_NO_FUNCTION_MODE = torch._C.DisableTorchFunction
-_ADDITIONS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__iadd__}
 
 
 class StopTracing(Exception):  # noqa: N818 - a signal to unwind the forward, not an error
@@ -76,11 +83,15 @@ class Observer(TorchFunctionMode):
         self.first_break = first_break
         self.stop_pending = False
         self.call: Callable[[Callable[..., Any], Sequence[Any], dict[str, Any]], Any] = (
-            metashapes.call if meta else _call_directly
+            metashapes.call if meta else metashapes.call_torch
         )
         self.leaves_plainly = not meta
         self.suspended_at = -1
         """The call during which the mode is off the stack, or -1."""
+        self.failure: FailedOp | None = None
+        """The last op seen raising: what `failures.failure_kind` classifies a failed forward by."""
+        self.bug: Exception | None = None
+        """shapetrace's own error in a post-hook while the forward failed, which torch would only warn about."""
 
     # --- module hooks -----------------------------------------------------------------
 
@@ -91,7 +102,7 @@ class Observer(TorchFunctionMode):
             return  # a module from outside the traced model
         # The hooks run inside the forward, under the mode: without this, each `.shape`
         # they read would be one more trip through __torch_function__.
-        with _NO_FUNCTION_MODE():
+        with NoFunctionMode():
             recorder.begin(module, tensors_in(args))
             if self.stop_pending:
                 raise StopTracing  # the broken merge's consumer is known now: stop here
@@ -101,38 +112,61 @@ class Observer(TorchFunctionMode):
     def after(self, module: nn.Module, args: tuple[Any, ...], *rest: Any) -> None:
         # (kwargs, output) normally; torch's exception path calls global always-call hooks
         # without kwargs, as (module, args, output).
+        kwargs, output = rest if len(rest) == 2 else ({}, rest[-1])
+        # always_call hooks also run when the forward raised; then there is no output.
+        if output is not None or sys.exc_info()[0] is None:
+            self._after(module, args, kwargs, output, raised=False)
+            return
+        # The forward is failing. torch would turn an exception raised here into a warning, so
+        # a bug of shapetrace's own is kept for the tracer to raise, and nothing more is recorded.
+        unwinding = sys.exc_info()[1]
+        if self.bug is not None or (unwinding is not None and is_internal(unwinding)):
+            return
+        try:
+            self._after(module, args, kwargs, output, raised=True)
+        except Exception as bug:  # noqa: BLE001 - raised by our own bookkeeping: kept, not lost
+            self.bug = bug
+
+    def _after(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any, raised: bool
+    ) -> None:
         recorder = self.recorder
         if id(module) not in recorder.names:
             return
-        kwargs, output = rest if len(rest) == 2 else ({}, rest[-1])
-        # always_call hooks also run when the forward raised; then there is no output.
-        raised = output is None and sys.exc_info()[0] is not None
         if self.suspended_at >= 0 and self.suspended_at == recorder.current:
             # A leaf that ran without the mode: recorded before the mode returns to the stack.
             try:
+                if raised:
+                    self._witness(module, args, kwargs)
                 if kwargs:
                     recorder.add_inputs(tensors_in(kwargs))
                 recorder.end(tensors_in(output), raised)
             finally:
                 self._resume()
             return
-        with _NO_FUNCTION_MODE():
+        with NoFunctionMode():
             if kwargs:
                 recorder.add_inputs(tensors_in(kwargs))
             recorder.end(tensors_in(output), raised)
 
+    def _witness(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """The op that raised in a leaf that ran without the mode, as the mode would have seen it."""
+        error = sys.exc_info()[1]
+        if error is not None and (self.failure is None or self.failure.error is not error):
+            self.failure = witnessed(module.forward, args, kwargs, error)
+
     def _suspend(self, call: int) -> None:
         """Take the mode off the stack while `call` runs (only where it is on top)."""
-        if torch._C._len_torch_function_stack() == 0:
+        if function_mode_depth() == 0:
             return
-        top = torch._C._pop_torch_function_stack()
+        top = pop_function_mode()
         if top is not self:  # the forward entered a mode of its own: leave the stack alone
-            torch._C._push_on_torch_function_stack(top)
+            push_function_mode(top)
             return
         self.suspended_at = call
 
     def _resume(self) -> None:
-        torch._C._push_on_torch_function_stack(self)
+        push_function_mode(self)
         self.suspended_at = -1
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -156,21 +190,27 @@ class Observer(TorchFunctionMode):
                 BreakSide("input", shape, producer) for shape, producer in zip(call.inputs, call.producers, strict=True)
             )
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        recorder.breaks.append(PendingBreak(leaf, kind, type(error).__name__, -1, sides, detail=detail))
+        recorder.breaks.append(PendingBreak(leaf, kind, error_name(error), -1, sides, detail=detail))
 
     # --- function mode ----------------------------------------------------------------
 
     def __torch_function__(
         self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
-        kwargs = kwargs or {}
-        if func in _CONCATENATIONS:
-            return self._concatenate(func, _CONCATENATIONS[func], args, kwargs)
-        if func in _ADDITIONS:
+        try:
+            return self._dispatch(func, args, kwargs or {})
+        except Exception as error:
+            self.failure = noted(self.failure, func, args, kwargs or {}, error)
+            raise
+
+    def _dispatch(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        if func in CONCATENATIONS:
+            merge = concatenation(func, args, kwargs)
+            return self._plain(func, args, kwargs) if merge is None else self._concatenate(func, merge)
+        if func in ADDITIONS:
             return self._add(func, args, kwargs)
-        expectation = EXPECTATIONS.get(func)
-        if expectation is not None:
-            return self._checked(func, expectation, args, kwargs)
+        if func in EXPECTATIONS:
+            return self._checked(func, args, kwargs)
         if func is torch.arange and _wants_meta(kwargs) and not any(isinstance(a, torch.Tensor) for a in args):
             return _meta_arange(args, kwargs)
         return self._plain(func, args, kwargs)
@@ -191,28 +231,17 @@ class Observer(TorchFunctionMode):
         if best is not None:
             recorder.inherit(output, best)
 
-    def _concatenate(self, func: Callable[..., Any], op: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-        tensors = list(args[0] if args else kwargs.get("tensors", ()))
-        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
-        if len(tensors) < 2 or not all(isinstance(t, torch.Tensor) for t in tensors) or not isinstance(dim, int):
-            return self._plain(func, args, kwargs)
-        ndim = tensors[0].dim()
-        if ndim == 0 or any(t.dim() != ndim for t in tensors):
-            return self._plain(func, args, kwargs)
-        dim = dim % (ndim + 1 if op == "stack" else ndim)
+    def _concatenate(self, func: Callable[..., Any], merge: Concatenation) -> Any:
+        op, dim, tensors = merge.op, merge.dim, merge.tensors
         parts, main = self._parts(tensors)
-        keep = dim if op == "cat" else None
-        mismatched = [i for i, t in enumerate(tensors) if _differs(t.shape, tensors[main].shape, keep)]
+        broken = mismatched(tensors, main, merge.keep)
         merge_id = len(self.recorder.merges)
         self.recorder.merges.append(Merge(op, dim, self.recorder.current, parts))
-        if mismatched:
+        if broken:
             self._size_break(op, dim, parts, tensors[main].shape, merge_id)
-            tensors = [resize_like(t, tensors[main].shape, keep) for t in tensors]
-        if all(t.device.type == "meta" for t in tensors):
-            output = meta_concatenate(tensors, dim, stack=op == "stack")
-        else:
-            output = func(tensors, dim)
-        downstream = bool(mismatched) or any(
+            tensors = tuple(stand_ins(tensors, tensors[main].shape, merge.keep))
+        output = concatenate(func, op, tensors, dim)
+        downstream = bool(broken) or any(
             (tag := self.recorder.tag_of(t)) is not None and (tag.downstream or tag.bad >= 0) for t in tensors
         )
         self.recorder.set_tag(output, parts[main].producer, merge=merge_id, downstream=downstream)
@@ -221,17 +250,12 @@ class Observer(TorchFunctionMode):
     def _parts(self, tensors: Sequence[torch.Tensor]) -> tuple[tuple[Part, ...], int]:
         """Each input's producer and role; the main input is the one from the latest call."""
         producers = [self.recorder.producer_of(t) for t in tensors]
-        main = producers.index(max(producers))
-        parts = []
-        for i, (tensor, producer) in enumerate(zip(tensors, producers, strict=True)):
-            if i == main:
-                role = "main"
-            elif self.recorder.ancestry(producer, producers[main]) is not None:
-                role = "skip"
-            else:
-                role = "input"
-            parts.append(Part(producer, tuple(tensor.shape), role))
-        return tuple(parts), main
+        roles, main = merge_roles(producers, self.recorder.inputs_of)
+        parts = tuple(
+            Part(producer, tuple(tensor.shape), role)
+            for tensor, producer, role in zip(tensors, producers, roles, strict=True)
+        )
+        return parts, main
 
     def _size_break(self, op: str, dim: int, parts: Sequence[Part], expected: Any, merge_id: int) -> None:
         roles = {"main": "up path", "skip": "skip", "input": "input"}
@@ -242,16 +266,10 @@ class Observer(TorchFunctionMode):
         self.stop_pending = self.first_break
 
     def _add(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-        left = args[0] if args else kwargs.get("input")
-        right = args[1] if len(args) > 1 else kwargs.get("other")
-        if not (isinstance(left, torch.Tensor) and isinstance(right, torch.Tensor)):
+        operands = addition_operands(args, kwargs)
+        if operands is None:
             return self._plain(func, args, kwargs)
-        if left.dim() < 3 or left.dim() != right.dim():
-            return self._plain(func, args, kwargs)
-        if left.shape != right.shape and _broadcastable(left.shape, right.shape):
-            # A bias or an embedding broadcast over the map (`h + t[:, :, None, None]`), not a
-            # skip: decided before tracing the data flow, which walks every call in between.
-            return self._plain(func, args, kwargs)
+        left, right = operands
         recorder = self.recorder
         parts, main = self._parts((left, right))
         skip = parts[1 - main]
@@ -275,21 +293,15 @@ class Observer(TorchFunctionMode):
         recorder.merges.append(Merge("add", -1, recorder.current, parts))
         main_shape = (left, right)[main].shape
         self._size_break("add", -1, parts, main_shape, merge_id)
-        operands = [resize_like(t, main_shape, None) for t in (left, right)]
+        resized = stand_ins((left, right), main_shape, None)
         rest = {key: value for key, value in kwargs.items() if key not in ("input", "other")}
-        output = self.call(func, (*operands, *args[2:]), rest)
+        output = self.call(func, (*resized, *args[2:]), rest)
         recorder.set_tag(output, parts[main].producer, merge=merge_id, downstream=True)
         return output
 
-    def _checked(
-        self,
-        func: Callable[..., Any],
-        expectation: Callable[..., Expectation | None],
-        args: Sequence[Any],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        found = expectation(args, kwargs)
-        if found is None or found.expected == found.got or len(args) <= found.argument:
+    def _checked(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        found = channel_mismatch(func, args, kwargs)
+        if found is None or len(args) <= found.argument:
             return self._plain(func, args, kwargs)
         recorder = self.recorder
         received = args[found.argument]
@@ -337,17 +349,14 @@ class Observer(TorchFunctionMode):
         return output
 
 
-def _differs(shape: torch.Size, reference: torch.Size, keep: int | None) -> bool:
-    return any(size != reference[d] for d, size in enumerate(shape) if d != keep)
-
-
-def _broadcastable(left: torch.Size, right: torch.Size) -> bool:
-    return all(a == b or 1 in (a, b) for a, b in zip(reversed(left), reversed(right), strict=False))
-
-
 def _wants_meta(kwargs: dict[str, Any]) -> bool:
     device = kwargs.get("device")
-    return device is not None and torch.device(device).type == "meta"
+    if device is None:
+        return False
+    try:
+        return torch.device(device).type == "meta"
+    except (RuntimeError, TypeError):
+        return False  # not a device: torch.arange says so itself
 
 
 def _meta_arange(args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
@@ -362,7 +371,3 @@ def _meta_arange(args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
     integral = all(isinstance(n, int) for n in (start, end, step))
     dtype = kwargs.get("dtype") or (torch.int64 if integral else torch.get_default_dtype())
     return torch.empty(length, dtype=dtype, device="meta")
-
-
-def _call_directly(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-    return func(*args, **kwargs)

@@ -34,7 +34,7 @@ def find_size_rule(model: nn.Module, arguments_at: ArgumentsAt, requested: tuple
     """
     # The sweep's light pass, hooked once for every probe: shapes only, stopping at the first break.
     light = LightPass({id(module): name for name, module in model.named_modules()})
-    with observed(model, light.before, light.after):
+    with observed(model, light.before, light.after, with_kwargs=True):
         return _search(lambda size: first_break(light, model, *arguments_at(size, size)) == ("", ""), max(requested))
 
 

@@ -26,6 +26,8 @@ from shapetrace.records import (
     SkipPair,
     WarningKind,
 )
+from shapetrace.tracing._torch_compat import has_children
+from shapetrace.tracing.merges import ancestry
 
 MODEL_INPUT = -1  # producer of the tensors handed to the model
 
@@ -195,7 +197,7 @@ class Recorder:
                 tuple(shapes),
                 tuple(producers),
                 status,
-                not module._modules,
+                not has_children(module),
             )
         )
         stack.append(index)
@@ -264,22 +266,13 @@ class Recorder:
 
     # --- data flow --------------------------------------------------------------------
 
+    def inputs_of(self, call: int) -> tuple[int, ...]:
+        """The producers of a call's inputs."""
+        return self.calls[call].producers
+
     def ancestry(self, source: int, main: int) -> set[int] | None:
         """Calls on paths from `source` to `main` (exclusive), or None if `source` does not feed it."""
-        if source < 0 or source >= main:
-            return None
-        seen: set[int] = set()
-        frontier = [main]
-        found = False
-        while frontier:
-            node = frontier.pop()
-            for producer in self.calls[node].producers:
-                if producer == source:
-                    found = True
-                elif producer > source and producer not in seen:
-                    seen.add(producer)
-                    frontier.append(producer)
-        return seen if found else None
+        return ancestry(source, main, self.inputs_of)
 
     def crosses_resolution(self, visited: set[int], shape: Shape) -> bool:
         """True when some call between a skip's source and its merge works at another size.

@@ -23,6 +23,7 @@ from shapetrace.tracing.metashapes.arguments import (
     meta,
     signature_of,
 )
+from shapetrace.tracing.metashapes.mismatch import ShapeMismatch
 
 _AVERAGE_POOL_1D = signature_of(
     lambda input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True: None
@@ -59,7 +60,7 @@ def _pooling(spatial: int, maximum: bool, with_indices: bool = False) -> ShapeFu
         input, (kernel, strides, paddings, dilations) = bound["input"], window
         sizes = input.shape[-spatial:]
         if not maximum and spatial == 3 and any(size < k for size, k in zip(sizes, kernel, strict=True)):
-            raise RuntimeError(
+            raise ShapeMismatch(
                 f"input image (T: {sizes[0]} H: {sizes[1]} W: {sizes[2]}) smaller than kernel size "
                 f"(kT: {kernel[0]} kH: {kernel[1]} kW: {kernel[2]})"
             )
@@ -69,7 +70,7 @@ def _pooling(spatial: int, maximum: bool, with_indices: bool = False) -> ShapeFu
         )
         if min(outputs) < 1:
             channels = input.shape[-spatial - 1]
-            raise RuntimeError(
+            raise ShapeMismatch(
                 f"Given input size: ({joined((channels, *sizes), 'x')}). "
                 f"Calculated output size: ({joined((channels, *outputs), 'x')}). Output size is too small"
             )
