@@ -20,6 +20,7 @@ from torch.overrides import TorchFunctionMode
 
 from shapetrace.records import BreakSide
 from shapetrace.tracing import metashapes
+from shapetrace.tracing.geometry import RESAMPLING_FUNCTIONS, RESAMPLING_MODULES, function_resampling
 from shapetrace.tracing.leaves import runs_plainly
 from shapetrace.tracing.merges import EXPECTATIONS, Expectation, meta_concatenate, resize, resize_like
 from shapetrace.tracing.recorder import MODEL_INPUT, Merge, Part, PendingBreak, Recorder, Tag
@@ -303,6 +304,8 @@ class Observer(TorchFunctionMode):
         arguments = list(args)
         arguments[found.argument] = stand_in
         output = self.call(func, arguments, kwargs)
+        if func in RESAMPLING_FUNCTIONS:
+            self._record_resampling(func, arguments, kwargs, output)
         if isinstance(output, torch.Tensor):
             recorder.inherit(output, tag, bad=-1, merge=-1, downstream=True)
         return output
@@ -326,6 +329,8 @@ class Observer(TorchFunctionMode):
     def _plain(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         """Any other op: torch (or a meta shape function), its outputs keeping their producer."""
         output = self.call(func, args, kwargs)
+        if func in RESAMPLING_FUNCTIONS:
+            self._record_resampling(func, args, kwargs, output)
         if self.recorder.in_leaf:
             return output  # per-op Python work inside leaves is what slows real-device traces
         if isinstance(output, torch.Tensor):
@@ -335,6 +340,18 @@ class Observer(TorchFunctionMode):
                 if isinstance(item, torch.Tensor):
                     self._derive(item, args)
         return output
+
+    def _record_resampling(
+        self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], output: Any
+    ) -> None:
+        """The geometry of a pool, strided conv or interpolation, unless a resampling module records it."""
+        recorder = self.recorder
+        if recorder.stack and isinstance(recorder.calls[recorder.stack[-1]].module, RESAMPLING_MODULES):
+            return  # read from the module's attributes once the forward is over
+        with _NO_FUNCTION_MODE():
+            record = function_resampling(func, args, kwargs, output, recorder.current, len(recorder.calls))
+        if record is not None:
+            recorder.resamplings.append(record)
 
 
 def _differs(shape: torch.Size, reference: torch.Size, keep: int | None) -> bool:
