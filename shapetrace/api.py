@@ -56,7 +56,7 @@ def run_trace(
         The explained Trace. A forward that raises gives a Trace whose last break names the layer.
     """
     trace = observe(model, args, kwargs, first_break=first_break, config=config)
-    if not verify or (trace.ok and not trace.warnings):
+    if not verify:
         return explain(trace)
     prober = Prober(lambda: meta_copy(model), resized_arguments(args, kwargs or {}))
     return diagnose(trace, prober, first_break=first_break)
@@ -126,8 +126,9 @@ def diagnose(trace: Trace, prober: Prober | None, *, first_break: bool = False) 
         prober: re-traces a meta model at other sizes and with fixes applied; None explains only.
         first_break: the trace stopped at its first break, so later breaks are unknown to it.
     """
-    if prober is None:
-        return explain(trace)
+    explained = explain(trace)
+    if prober is None or not (explained.causes or explained.warnings):
+        return explained  # nothing to probe or verify: no prober model is built
     try:
         explained = explain(with_size_rule(trace, prober))
         return verify_fixes(explained, prober, first_break=first_break) if explained.causes else explained

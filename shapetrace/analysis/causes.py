@@ -107,10 +107,27 @@ def _key(  # noqa: PLR0911 - one return per kind of cause
             return (CauseKind.ROUNDING,)
         return (CauseKind.WRONG_LEVEL, pair if pair is not None else -1, index)
     if brk.kind == BreakKind.CHANNELS:
-        return (CauseKind.CHANNELS, index)
+        return (CauseKind.CHANNELS, _additive_origin(trace, brk, index))
     if brk.kind == BreakKind.SIZE and ("too small" in brk.message or "smaller than" in brk.message):
         return (CauseKind.TOO_SMALL, index)
     return (CauseKind.OTHER, index)
+
+
+def _additive_origin(trace: Trace, brk: Break, index: int) -> int:
+    """The earlier additive channel break whose sum this layer received, else the break itself.
+
+    After `up(x) + skip` with two channel counts, the sum goes on with the up path's count,
+    so the block's first layer breaks too: one cause, two breaks.
+    """
+    if len(brk.sides) != 1:
+        return index
+    received = brk.sides[0]
+    for earlier, other in enumerate(trace.breaks[:index]):
+        if other.kind == BreakKind.CHANNELS and other.op == "add":
+            main = next((side for side in other.sides if side.role == "up path"), None)
+            if main is not None and (main.producer, main.channels) == (received.producer, received.channels):
+                return earlier
+    return index
 
 
 def _cause(
@@ -167,7 +184,8 @@ def _rounding(
     if kind == CauseKind.OUTPUT_PADDING:
         transposes = rounded.short_transposes
         text = transpose_text(trace, transposes)
-        fixes = transpose_fixes(trace, transposes, missing_output_padding) + tuple(size_fix())
+        sizes = tuple(size_fix()) if trace.size_rule is not None else ()  # no size helps without a rule
+        fixes = transpose_fixes(trace, transposes, missing_output_padding) + sizes
         return Cause(kind, transposes[0].layer, text, fixes, indices)
     text = rounding_text(trace, rounded.down, spatial(main.shape), spatial(skip.shape))
     return Cause(kind, rounded.down[0].layer, text, rounding_fixes(size_fix()), indices)

@@ -9,6 +9,7 @@ shape then lines up and nothing else would tell. Reads only the records and the 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -39,13 +40,20 @@ def misorder(trace: Trace, axes: list[Axis]) -> Misorder | None:
 
 
 def _crossing(trace: Trace) -> list[int]:
-    """Pairs (s1, t1), (s2, t2) with s1 < s2 and t1 < t2: the first saved is consumed first."""
+    """Pairs (s1, t1), (s2, t2) with s1 < s2 and t1 < t2: the first saved is consumed first.
+
+    Only skips consumed once count: a map joined twice while another level's goes unused is
+    a skip of the wrong level, whatever the order.
+    """
     pairs = trace.skips
+    uses = Counter(pair.source for pair in pairs)
     found: set[int] = set()
     for first, a in enumerate(pairs):
         for second in range(first + 1, len(pairs)):
             b = pairs[second]
-            if (a.source - b.source) * (a.target - b.target) > 0 and a.source != b.source and a.target != b.target:
+            if uses[a.source] > 1 or uses[b.source] > 1:
+                continue
+            if (a.source - b.source) * (a.target - b.target) > 0 and a.target != b.target:
                 found.update((first, second))
     return sorted(found)
 

@@ -63,7 +63,11 @@ def transpose_text(trace: Trace, transposes: Sequence[Resampling]) -> str:
         stride = record.stride[axis]
         geometry = f"kernel {record.kernel[axis]}, stride {stride}, padding {record.padding[axis]}"
         made = f"{record.input_size[axis]} → {record.output_size[axis]}, not {record.input_size[axis] * stride}"
-        parts.append(f"{op_name(trace, record)} ({geometry}) makes {made}")
+        if record.op == trace.layers[record.layer].type:  # a module: named, with its class
+            where = f"{full_name(trace, record.layer)} ({record.op}, {geometry})"
+        else:
+            where = f"{op_name(trace, record)} ({geometry})"
+        parts.append(f"{where} makes {made}")
     return (
         "; ".join(parts) + ": without output_padding a transposed convolution of this geometry falls one short "
         "of undoing its stride, so the up path never meets the skip of its level"

@@ -88,7 +88,23 @@ class Rewire(TorchFunctionMode):
         if func in _ADDITIONS and len(args) >= 2:
             left, right = self._rewired(list(args[:2]))
             return func(left, right, *args[2:], **kwargs)
+        if func is F.interpolate and self.routes and "size" in kwargs:
+            kwargs = {**kwargs, "size": self._rerouted_size(kwargs["size"])}
         return func(*args, **kwargs)
+
+    def _rerouted_size(self, size: Any) -> Any:
+        """`F.interpolate(x, size=skip.shape[2:])` before a rerouted merge: the replacement's size.
+
+        The up path is resized to the skip it is about to join; once that skip is rerouted,
+        the resize must follow it, or the fix would be judged by the old skip's size.
+        """
+        wanted = tuple(size) if isinstance(size, (tuple, list, torch.Size)) else None
+        for name, output in self.outputs.items():
+            replacement = self.routes.get((name, self.uses.get(name, 0)))
+            if replacement is None or replacement not in self.outputs or tuple(output.shape[2:]) != wanted:
+                continue
+            return tuple(self.outputs[replacement].shape[2:])
+        return size
 
     def _rewired(self, tensors: list[Any]) -> list[Any]:
         if not all(isinstance(tensor, torch.Tensor) for tensor in tensors):

@@ -132,13 +132,21 @@ def _channels(value: Any) -> int:
 
 
 def _out_channels(model: nn.Module, rewire: Rewire, words: list[str]) -> Undo:
-    """The module behaves as one built for `want` output channels."""
-    name, want, have = words[0], int(words[1]), int(words[2])
+    """The module behaves as one built for `want` output channels.
 
-    def hook(module: nn.Module, args: Any, output: Any) -> Any:
+    Its forward is wrapped rather than hooked: the stand-in is then made inside the call,
+    so the tracer knows the module made it (a hook's output would come from nowhere).
+    """
+    name, want, have = words[0], int(words[1]), int(words[2])
+    module = model.get_submodule(name)
+    original = module.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        output = original(*args, **kwargs)
         return resize(output, 1, want) if _channels(output) == have else output
 
-    return model.get_submodule(name).register_forward_hook(hook).remove
+    module.forward = forward
+    return lambda: module.__dict__.pop("forward", None)
 
 
 def _output_padding(model: nn.Module, rewire: Rewire, words: list[str]) -> Undo:
