@@ -27,6 +27,8 @@ class Misorder:
     """Pair index -> the call whose output mirror order would join there."""
     resized: tuple[int, ...] = ()
     """The pairs whose up path was resized to a skip of another resolution."""
+    crossing: tuple[int, ...] = ()
+    """The pairs that cross another: saved first and consumed first."""
 
 
 def misorder(trace: Trace, axes: list[Axis]) -> Misorder | None:
@@ -36,7 +38,7 @@ def misorder(trace: Trace, axes: list[Axis]) -> Misorder | None:
     blamed = sorted(set(crossing) | set(resized))
     if not blamed:
         return None
-    return Misorder(tuple(blamed), _mirror(trace, blamed, axes), tuple(resized))
+    return Misorder(tuple(blamed), _mirror(trace, blamed, axes), tuple(resized), tuple(crossing))
 
 
 def _crossing(trace: Trace) -> list[int]:

@@ -108,15 +108,17 @@ def order_text(trace: Trace, order: Misorder) -> str:
         f"{block_name(trace, pair.source)}'s {format_size(spatial(pair.shape))}"
         for pair in pairs
     )
-    if order.resized:
-        text = (
-            f"the up path is resized to a skip of another level before it joins it ({joined}): every shape lines "
-            "up, but each up level takes the skip of a different resolution than its own"
-        )
-    else:
+    if order.crossing:
         text = (
             f"the skips are consumed first in, first out ({joined}): the map saved first joins the first up "
             "block, where a UNet joins the map saved last"
+        )
+        if order.resized:
+            text += "; the up path is resized to each skip, so every shape lines up and nothing else tells"
+    else:
+        text = (
+            f"the up path is resized to a skip of another level before it joins it ({joined}): every shape lines "
+            "up, but each up level takes the skip of a different resolution than its own"
         )
     mirror = ", ".join(
         f"{block_name(trace, trace.skips[index].target)} ← {block_name(trace, source)}"

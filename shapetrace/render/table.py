@@ -141,13 +141,13 @@ def size_rule_text(trace: Trace) -> str:
     rule = trace.size_rule
     if rule is None:
         return ""
-    text = rule_text(rule)
+    text = rule_text(rule) + ("" if rule.exact else " (probed, not read from the records)")
     image = next((shape for shape in trace.inputs if len(shape) >= 3), None)
     if image is not None and rule.nearest == (tuple(image[2:]),):
         return f"{text}; this size is valid"
     if rule.nearest:
         text += "; nearest valid: " + ", ".join(format_size(size) for size in rule.nearest)
-    return text if rule.exact else text + " (probed, not read from the records)"
+    return text
 
 
 def trace_report(trace: Trace, depth: int = BLOCK_DEPTH) -> Group:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -99,19 +99,36 @@ def _break_key(trace: Trace, brk: Any) -> tuple[str, str]:
 
 
 def _retrace(prober: Prober, steps: list[tuple[str, list[str]]], size: Shape) -> Trace:
-    """Trace the prober's meta model at `size` with every step applied, and every step undone after.
-
-    The steps are hooks on the model, an attribute set and restored, and a function mode for
-    the length of its forward: temporary, always removed, so the model is left as found.
-    """
-    model = prober.model
-    rewire = Rewire(model)
+    """Trace the prober's meta model at `size` with every step applied, and every step undone after."""
     args, kwargs = prober.arguments_at(size)
+    with applied(prober.model, steps):
+        return observed_or_interrupted(prober.model, args, kwargs)
+
+
+@contextlib.contextmanager
+def applied(model: nn.Module, steps: Sequence[tuple[str, list[str]]]) -> Iterator[None]:
+    """The model behaves as if each step (but "size") were made, until the block ends.
+
+    The steps are hooks on the model, an attribute set and restored, a wrapped forward and a
+    function mode for the length of its forward: temporary, always undone, so the model is
+    left as found. On a real device the same steps let a real forward run with the fix.
+
+    Raises:
+        LookupError, AttributeError, TypeError, ValueError: a step names no module of the
+            model, or a module that cannot take it.
+    """
+    rewire = Rewire(model)
     with contextlib.ExitStack() as undo:
         for verb, words in steps:
-            undo.callback(_APPLY[verb](model, rewire, words))
+            if verb != "size":
+                undo.callback(_APPLY[verb](model, rewire, words))
         undo.enter_context(rewire.installed())
-        return observed_or_interrupted(model, args, kwargs)
+        yield
+
+
+def parse_action(action: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """A fix's action as (verb, words) steps."""
+    return [_parse(step) for step in action]
 
 
 Undo = Callable[[], object]
