@@ -27,7 +27,7 @@ from shapetrace.records import (
     SkipPair,
     WarningKind,
 )
-from shapetrace.tracing.geometry import module_resampling
+from shapetrace.tracing.geometry import RESAMPLING_MODULES, module_resampling
 
 MODEL_INPUT = -1  # producer of the tensors handed to the model
 
@@ -271,6 +271,8 @@ class Recorder:
         found = [(record.position, 1, order, record) for order, record in enumerate(self.resamplings)]
         for call in self.calls:
             if call.status == FAILED or not call.inputs or not call.outputs:
+                continue
+            if not isinstance(call.module, RESAMPLING_MODULES):
                 continue
             position = self._end_position(call.index)
             record = module_resampling(call.module, call.index, position, call.inputs[0], call.outputs[0])
