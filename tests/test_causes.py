@@ -344,3 +344,24 @@ def test_a_usage_of_functional_interpolation_keeps_the_output_warning_away() -> 
     traced = trace(Interpolating(), _input(2, 15))
     assert traced.ok
     assert [warning.kind for warning in traced.warnings] == [WarningKind.ROUNDED_UP]  # 15 → 8, not the output
+
+
+def test_where_the_chains_cannot_tell_a_near_miss_after_a_floor_is_still_rounding() -> None:
+    class Padded(nn.Module):
+        """Pads its input by a constant first (no record says so), then floors at an odd size."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = PlantedUNet(2, levels=2, width=2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            output: torch.Tensor = self.inner(F.pad(x, (1, 1, 1, 1)))
+            return output
+
+    traced = run_trace(Padded(), (_input(2, 8),), verify=False)  # 10 → 5 → 2, up to 4 against 5
+    cause = _only_cause(traced)
+    assert cause.kind == CauseKind.ROUNDING and "floored" in cause.text
+    # A whole level apart is no near miss: the FIFO fixture at 33 stays out of mirror order.
+    with torch.device("meta"):
+        model = WrongLevelUNet()
+    assert run_trace(model, (torch.empty(1, 3, 33, 33, device="meta"),)).causes[0].kind == CauseKind.ORDER

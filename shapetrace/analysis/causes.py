@@ -17,6 +17,7 @@ from shapetrace.analysis.order import Misorder, level_source, main_scale, skip_s
 from shapetrace.analysis.placement import spatial
 from shapetrace.analysis.rounding import Rounded, missing_output_padding, rounded_between
 from shapetrace.analysis.texts import level_text, order_text, rounding_text, transpose_text
+from shapetrace.extents import rounding
 from shapetrace.records import Break, BreakKind, BreakSide, Cause, CauseKind, Fix, Resampling, SideRole, Trace
 
 MERGE_OPS = ("cat", "stack", "add")
@@ -100,10 +101,10 @@ def _key(  # noqa: PLR0911 - one return per kind of cause
         if main is not None and skip is not None and main != skip:
             return (CauseKind.WRONG_LEVEL, pair)
     if merge_size:
-        rounded = rounded_between(axes, pair) if pair is not None else None
-        if rounded is not None and rounded.short_transposes:
+        rounded = _rounded(trace, axes, brk)
+        if rounded.short_transposes:
             return (CauseKind.OUTPUT_PADDING,)
-        if rounded is not None and rounded.any:
+        if rounded.down:
             return (CauseKind.ROUNDING,)
         return (CauseKind.WRONG_LEVEL, pair if pair is not None else -1, index)
     if brk.kind == BreakKind.CHANNELS:
@@ -191,14 +192,37 @@ def _rounding(
     return Cause(kind, rounded.down[0].layer, text, rounding_fixes(size_fix()), indices)
 
 
+def _rounded(trace: Trace, axes: list[Axis], brk: Break) -> Rounded:
+    """The inexact ops behind a merge break: from the chains, or where they cannot tell, from the
+    records that rounded before it, when the two sides are close enough for rounding to explain."""
+    pair = pair_of(trace, brk)
+    rounded = rounded_between(axes, pair) if pair is not None else None
+    if rounded is not None:
+        return rounded
+    main = next((side for side in brk.sides if side.role == SideRole.UP_PATH), None)
+    skip = next((side for side in brk.sides if side.role == SideRole.SKIP), None)
+    if main is None or skip is None or not _close(spatial(main.shape), spatial(skip.shape)):
+        return Rounded((), ())
+    before = [record for record in trace.resamplings if record.position <= brk.layer]
+    inexact = [record for record in before if any(rounding(record, axis) for axis in range(len(record.input_size)))]
+    short = [record for record in inexact if _short(record)]
+    return Rounded(tuple(record for record in inexact if record not in short), tuple(short))
+
+
+def _close(first: tuple[int, ...], second: tuple[int, ...]) -> bool:
+    """Within a few rows of each other (224 against 225); a level apart is twice or half."""
+    return len(first) == len(second) and all(max(a, b) < 1.5 * min(a, b) for a, b in zip(first, second, strict=True))
+
+
+def _short(record: Resampling) -> bool:
+    return any(missing_output_padding(record, axis) is not None for axis in range(len(record.input_size)))
+
+
 def _all_rounded(trace: Trace, axes: list[Axis], indices: tuple[int, ...]) -> Rounded:
     down: list[Resampling] = []
     short: list[Resampling] = []
     for index in indices:
-        pair = pair_of(trace, trace.breaks[index])
-        rounded = rounded_between(axes, pair) if pair is not None else None
-        if rounded is None:
-            continue
+        rounded = _rounded(trace, axes, trace.breaks[index])
         down += [record for record in rounded.down if record not in down]
         short += [record for record in rounded.short_transposes if record not in short]
     return Rounded(_by_position(down), _by_position(short))

@@ -30,7 +30,9 @@ def explain(trace: Trace) -> Trace:
     Reads only the records: the tracer records what happened, this says what it means.
     """
     trace = dataclasses.replace(trace, breaks=tuple(_channels_at_add(brk) for brk in trace.breaks))
-    axes = axes_of(trace)
+    # An axis whose chain misses a size change (a crop, a pad) would match tensors to the wrong
+    # nodes: causes then come from the break's own numbers instead.
+    axes = [axis for axis in axes_of(trace) if axis.complete]
     order = misorder(trace, axes) if trace.skips else None
     trace = with_order_breaks(trace, order)
     trace = dataclasses.replace(
