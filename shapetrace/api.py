@@ -6,17 +6,19 @@ the tracer records what happened, the diagnosis says what it means.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from shapetrace.analysis.diagnosis import explain
-from shapetrace.records import Trace
+from shapetrace.records import Break, BreakKind, Trace
 from shapetrace.tracing.inputs import SizedInputs, resolve_device
-from shapetrace.tracing.probes import with_size_rule
+from shapetrace.tracing.probes import Prober, ProbesUnavailable, with_size_rule
 from shapetrace.tracing.tracer import observe
+from shapetrace.tracing.verify import meta_copy, resized_arguments, verify_fixes
 
 
 def trace(model: nn.Module, *args: Any, **kwargs: Any) -> Trace:
@@ -38,6 +40,7 @@ def run_trace(
     *,
     first_break: bool = False,
     config: Sequence[tuple[str, str]] = (),
+    verify: bool = True,
 ) -> Trace:
     """`trace` with options.
 
@@ -46,11 +49,17 @@ def run_trace(
         args, kwargs: the forward's arguments.
         first_break: stop at the first break instead of reporting every independent one.
         config: key/value pairs kept in the Trace for titles.
+        verify: find the size rule and verify each fix by re-tracing on meta (a few more
+            traces); False explains the breaks only, every fix labelled unverified.
 
     Returns:
         The explained Trace. A forward that raises gives a Trace whose last break names the layer.
     """
-    return explain(observe(model, args, kwargs, first_break=first_break, config=config))
+    trace = observe(model, args, kwargs, first_break=first_break, config=config)
+    if not verify:
+        return explain(trace)
+    prober = Prober(lambda: meta_copy(model), resized_arguments(args, kwargs or {}))
+    return diagnose(trace, prober, first_break=first_break)
 
 
 def trace_sizes(
@@ -105,8 +114,31 @@ def trace_inputs(
     if probe_model is None:
         return explain(trace)
     meta = torch.device("meta")
-    arguments_at: Callable[[int, int], tuple[list[Any], dict[str, Any]]] = lambda h, w: inputs.make(meta, (h, w))  # noqa: E731
-    return explain(with_size_rule(trace, probe_model, arguments_at))
+    prober = Prober(lambda: probe_model, lambda size: inputs.make(meta, size))
+    return diagnose(trace, prober, first_break=first_break)
+
+
+def diagnose(trace: Trace, prober: Prober | None, *, first_break: bool = False) -> Trace:
+    """The analysis of a fresh trace: its size rule, its causes, and each fix verified by a re-trace.
+
+    Args:
+        trace: what `observe` recorded.
+        prober: re-traces a meta model at other sizes and with fixes applied; None explains only.
+        first_break: the trace stopped at its first break, so later breaks are unknown to it.
+    """
+    explained = explain(trace)
+    if prober is None or not (explained.causes or explained.warnings):
+        return explained  # nothing to probe or verify: no prober model is built
+    try:
+        explained = explain(with_size_rule(trace, prober))
+        return verify_fixes(explained, prober, first_break=first_break) if explained.causes else explained
+    except ProbesUnavailable:
+        return explain(trace)  # every fix stays labelled unverified
+    except KeyboardInterrupt:
+        # Ctrl-C while probing sizes or checking fixes: the trace itself is whole; say it stopped.
+        stopped = Break(0, 0, BreakKind.INTERRUPTED, "", "KeyboardInterrupt") if trace.layers else None
+        breaks = trace.breaks + ((stopped,) if stopped is not None else ())
+        return explain(dataclasses.replace(trace, breaks=breaks))
 
 
 def _wants_float_timestep(trace: Trace) -> bool:

@@ -81,11 +81,12 @@ def trace_unet(
     n_channels: int = 64,
     variant: str = "fixed",
     batch: int = 2,
+    verify: bool = True,
 ) -> Trace:
     height, width = (size, size) if isinstance(size, int) else size
     model = meta_unet(chs, n_channels, variant=variant)
     config = reference_config(chs, n_channels, variant)
-    return run_trace(model, unet_inputs(height, width, batch), config=config)
+    return run_trace(model, unet_inputs(height, width, batch), config=config, verify=verify)
 
 
 @pytest.fixture

@@ -573,7 +573,7 @@ HOSTILE_FILES = [
     _hostile("truncated", lambda good: good[: len(good) // 2], r"trace file is not valid JSON: .* at line \d+"),
     _hostile("empty", lambda good: "", r"trace file is not valid JSON: Expecting value at line 1"),
     _hostile("control characters", lambda good: "\x00\x01\x02", r"trace file is not valid JSON: .*"),
-    _hostile("schema 2", _with(schema=2), "trace file has schema 2, expected 1"),
+    _hostile("schema 3", _with(schema=3), "trace file has schema 3, expected 1 or 2"),
     _hostile("schema as text", _with(schema="1"), "trace field 'schema' is '1', expected an integer"),
     _hostile("no schema", lambda good: json.dumps({"model": "UNet"}), "trace has no field 'schema'"),
     _hostile("not an object", lambda good: "[1, 2, 3]", "trace must be a JSON object, got list"),
@@ -793,23 +793,23 @@ def test_ctrl_c_during_the_size_search_still_prints_the_trace(
     runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import shapetrace.tracing.probes
-    from shapetrace.tracing import light_pass
 
-    probe = light_pass.first_break  # the function the size search calls, under the name probes imports
+    probe = shapetrace.tracing.probes.observe
     probes = 0
 
-    def interrupted(*args: Any, **kwargs: Any) -> tuple[str, str]:
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
         nonlocal probes
         probes += 1
-        if probes == 3:
+        if probes == 2:
             raise KeyboardInterrupt
         return probe(*args, **kwargs)
 
-    monkeypatch.setattr(shapetrace.tracing.probes, "first_break", interrupted)
+    monkeypatch.setattr(shapetrace.tracing.probes, "observe", interrupted)
     result = runner.invoke(main, ["unet", "--size", "225", "--chs", "1,2"], terminal_width=200)
-    assert probes == 3  # the search was interrupted ...
-    assert "Aborted!" not in result.output  # ... and the trace still printed
+    assert probes == 2  # the search was interrupted ...
+    assert "Aborted!" not in result.output  # ... and the trace still printed, saying so
     assert "break 1 (size) at ups.3" in result.output
+    assert result.exit_code == 130
 
 
 # --- fresh processes: real SIGINT, and the memory of a huge trace on meta ----------------------

@@ -31,7 +31,7 @@ def test_light_pass_equals_full_traces(chs: tuple[int, ...], variant: str, sizes
     result = sweep_reference([(size, size) for size in sizes], chs, n_channels=8, variant=variant)
     for outcome in result.outcomes:
         height, width = outcome.size
-        trace = trace_unet((height, width), chs, n_channels=8, variant=variant, batch=1)
+        trace = trace_unet((height, width), chs, n_channels=8, variant=variant, batch=1, verify=False)
         expected = (None, "") if trace.ok else (trace.breaks[0].kind, block_name(trace, trace.breaks[0].layer))
         assert (outcome.kind, outcome.place) == expected, outcome.size
 

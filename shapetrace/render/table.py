@@ -19,8 +19,9 @@ from shapetrace.analysis.placement import (
     main_input,
     placements,
 )
-from shapetrace.formatting import compact_shape, describe_change, format_shape
-from shapetrace.records import BROKEN, DOWNSTREAM, FAILED, LayerRecord, LayerStatus, Shape, Trace
+from shapetrace.analysis.size_rules import rule_text
+from shapetrace.formatting import compact_shape, describe_change, format_shape, format_size
+from shapetrace.records import BROKEN, DOWNSTREAM, FAILED, Break, Cause, LayerRecord, LayerStatus, Shape, Trace
 from shapetrace.render.block_columns import BlockRow, Totals
 from shapetrace.render.block_table import BlockTable
 
@@ -94,32 +95,72 @@ def verdict(trace: Trace) -> Text:
     count = len(trace.breaks)
     kinds = ", ".join(sorted({brk.kind for brk in trace.breaks}))
     first = block_name(trace, trace.breaks[0].layer)
-    return Text(f"✗ {count} break{'s' * (count != 1)} ({kinds}); first at {first}", style="bold red")
+    causes = len(trace.causes)
+    from_causes = f", {causes} cause{'s' * (causes != 1)}" if causes else ""
+    return Text(f"✗ {count} break{'s' * (count != 1)} ({kinds}){from_causes}; first at {first}", style="bold red")
 
 
 def break_blocks(trace: Trace) -> list[RenderableType]:
-    """A short explanation per break, and the warnings, for under the table."""
+    """Each cause once with the breaks it explains and its fixes, then the warnings and the size rule."""
     blocks: list[RenderableType] = []
+    explained = {index for cause in trace.causes for index in cause.breaks}
+    for number, cause in enumerate(trace.causes, start=1):
+        blocks.append(_cause_block(trace, number, cause))
     for number, brk in enumerate(trace.breaks, start=1):
-        block = Text()
-        block.append(f"break {number} ({brk.kind}) at {block_name(trace, brk.layer)}\n", style="bold red")
-        block.append(f"  {brk.message}\n")
-        if brk.cause:
-            block.append("  cause: ", style="bold")
-            block.append(f"{brk.cause}\n")
-        if brk.fix:
-            block.append("  fix:   ", style="bold")
-            block.append(f"{brk.fix}")
-        blocks.append(block)
+        if number - 1 not in explained:
+            blocks.append(_break_block(trace, number, brk))
     for warning in trace.warnings:
         blocks.append(Text(f"warning: {warning.message}", style="yellow"))
     if trace.size_rule is not None:
-        rule = trace.size_rule
-        nearest = ", ".join(str(size) for size in rule.nearest)
-        blocks.append(
-            Text(f"size rule: H and W multiples of {rule.multiple}, at least {rule.minimum}; nearest valid: {nearest}")
-        )
+        blocks.append(Text(f"size rule: {size_rule_text(trace)}"))
     return blocks
+
+
+def _cause_block(trace: Trace, number: int, cause: Cause) -> Text:
+    """ "cause 1 (rounding), 2 breaks", its text, each break on one line, each fix with its verdict."""
+    count = len(cause.breaks)
+    block = Text()
+    block.append(f"cause {number} ({cause.kind}), {count} break{'s' * (count != 1)}\n", style="bold red")
+    block.append(f"  {cause.text}\n")
+    for index in cause.breaks:
+        brk = trace.breaks[index]
+        block.append(f"  break {index + 1} ({brk.kind}) at {block_name(trace, brk.layer)}\n", style="bold")
+        block.append(f"    {brk.message}\n")
+    for fix in cause.fixes:
+        label = "  fix (verified):   " if fix.verified else "  fix (unverified): "
+        block.append(label, style="bold green" if fix.verified else "bold")
+        block.append(f"{fix.text}\n")
+    block.rstrip()
+    return block
+
+
+def _break_block(trace: Trace, number: int, brk: Break) -> Text:
+    """A break no cause explains (a trace written before causes were recorded)."""
+    block = Text()
+    block.append(f"break {number} ({brk.kind}) at {block_name(trace, brk.layer)}\n", style="bold red")
+    block.append(f"  {brk.message}\n")
+    if brk.cause:
+        block.append("  cause: ", style="bold")
+        block.append(f"{brk.cause}\n")
+    if brk.fix:
+        block.append("  fix:   ", style="bold")
+        block.append(f"{brk.fix}")
+    block.rstrip()
+    return block
+
+
+def size_rule_text(trace: Trace) -> str:
+    """ "H and W multiples of 8, at least 8; nearest valid: 224, 232"."""
+    rule = trace.size_rule
+    if rule is None:
+        return ""
+    text = rule_text(rule) + ("" if rule.exact else " (probed, not read from the records)")
+    image = next((shape for shape in trace.inputs if len(shape) >= 3), None)
+    if image is not None and rule.nearest == (tuple(image[2:]),):
+        return f"{text}; this size is valid"
+    if rule.nearest:
+        text += "; nearest valid: " + ", ".join(format_size(size) for size in rule.nearest)
+    return text
 
 
 def trace_report(trace: Trace, depth: int = BLOCK_DEPTH) -> Group:

@@ -40,6 +40,7 @@ def freeze(
         + (() if recorder.breaks else _cropped_output(input_shapes, output_shapes)),
         device=device,
         config=config,
+        resamplings=recorder.all_resamplings(),
     )
 
 

@@ -55,13 +55,13 @@ class SizedInputs:
     keywords: dict[str, TensorSpec] = field(default_factory=dict)
     timestep_dtype: torch.dtype = torch.long
 
-    def make(self, device: torch.device, spatial: tuple[int, int] | None = None) -> tuple[list[Any], dict[str, Any]]:
-        """The tensors on `device`; `spatial` replaces H×W of the first 4-D input."""
+    def make(self, device: torch.device, spatial: tuple[int, ...] | None = None) -> tuple[list[Any], dict[str, Any]]:
+        """The tensors on `device`; `spatial` replaces the spatial extents of the first input of its rank."""
         args: list[Any] = []
         replaced = False
         for shape, dtype in self.positional:
             sized = shape
-            if spatial is not None and not replaced and len(shape) == 4:
+            if spatial is not None and not replaced and len(shape) == 2 + len(spatial):
                 sized, replaced = (*shape[:2], *spatial), True
             args.append(activation(sized, device, dtype))
         if self.timestep:

@@ -22,6 +22,7 @@ from shapetrace.records import BreakSide
 from shapetrace.tracing import metashapes
 from shapetrace.tracing._torch_compat import NoFunctionMode, function_mode_depth, pop_function_mode, push_function_mode
 from shapetrace.tracing.failures import FailedOp, error_name, is_internal, noted, witnessed
+from shapetrace.tracing.geometry import RESAMPLING_FUNCTIONS, RESAMPLING_MODULES, function_resampling
 from shapetrace.tracing.leaves import runs_plainly
 from shapetrace.tracing.merges import (
     ADDITIONS,
@@ -315,6 +316,8 @@ class Observer(TorchFunctionMode):
         arguments = list(args)
         arguments[found.argument] = stand_in
         output = self.call(func, arguments, kwargs)
+        if func in RESAMPLING_FUNCTIONS:
+            self._record_resampling(func, arguments, kwargs, output)
         if isinstance(output, torch.Tensor):
             recorder.inherit(output, tag, bad=-1, merge=-1, downstream=True)
         return output
@@ -338,6 +341,8 @@ class Observer(TorchFunctionMode):
     def _plain(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         """Any other op: torch (or a meta shape function), its outputs keeping their producer."""
         output = self.call(func, args, kwargs)
+        if func in RESAMPLING_FUNCTIONS:
+            self._record_resampling(func, args, kwargs, output)
         if self.recorder.in_leaf:
             return output  # per-op Python work inside leaves is what slows real-device traces
         if isinstance(output, torch.Tensor):
@@ -347,6 +352,18 @@ class Observer(TorchFunctionMode):
                 if isinstance(item, torch.Tensor):
                     self._derive(item, args)
         return output
+
+    def _record_resampling(
+        self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], output: Any
+    ) -> None:
+        """The geometry of a pool, strided conv or interpolation, unless a resampling module records it."""
+        recorder = self.recorder
+        if recorder.stack and isinstance(recorder.calls[recorder.stack[-1]].module, RESAMPLING_MODULES):
+            return  # read from the module's attributes once the forward is over
+        with NoFunctionMode():
+            record = function_resampling(func, args, kwargs, output, recorder.current, len(recorder.calls))
+        if record is not None:
+            recorder.resamplings.append(record)
 
 
 def _wants_meta(kwargs: dict[str, Any]) -> bool:

@@ -21,12 +21,14 @@ from shapetrace.records import (
     Break,
     BreakSide,
     LayerRecord,
+    Resampling,
     Shape,
     ShapeWarning,
     SkipPair,
     WarningKind,
 )
 from shapetrace.tracing._torch_compat import has_children
+from shapetrace.tracing.geometry import RESAMPLING_MODULES, module_resampling
 from shapetrace.tracing.merges import ancestry
 
 MODEL_INPUT = -1  # producer of the tensors handed to the model
@@ -124,6 +126,8 @@ class Recorder:
         self.merges: list[Merge] = []
         self.breaks: list[PendingBreak] = []
         self.events = 0
+        self.resamplings: list[Resampling] = []
+        """The resampling functions seen outside resampling modules, as they ran (see `geometry`)."""
 
     def name_of(self, call: Call) -> str:
         """The module's dotted name in the model, looked up once the forward is over."""
@@ -263,6 +267,28 @@ class Recorder:
                     kind = WarningKind.FLOORED if size_out == size_in // stride else WarningKind.ROUNDED_UP
                     return ShapeWarning(call.index, kind, "", before[2:], after[2:], stride)
         return None
+
+    def all_resamplings(self) -> tuple[Resampling, ...]:
+        """The functions' records and the resampling modules', in the order they ran."""
+        found = [(record.position, 1, order, record) for order, record in enumerate(self.resamplings)]
+        for call in self.calls:
+            if call.status == FAILED or not call.inputs or not call.outputs:
+                continue
+            if not isinstance(call.module, RESAMPLING_MODULES):
+                continue
+            position = self._end_position(call.index)
+            record = module_resampling(call.module, call.index, position, call.inputs[0], call.outputs[0])
+            if record is not None:
+                found.append((position, 0, call.index, record))
+        return tuple(record for *_, record in sorted(found, key=lambda item: item[:3]))
+
+    def _end_position(self, index: int) -> int:
+        """How many calls had begun when call `index` returned: the end of its subtree."""
+        depth = self.calls[index].depth
+        end = index + 1
+        while end < len(self.calls) and self.calls[end].depth > depth:
+            end += 1
+        return end
 
     # --- data flow --------------------------------------------------------------------
 
