@@ -18,6 +18,8 @@ from shapetrace.tracing.inputs import SizedInputs, resolve_device
 from shapetrace.tracing.probes import with_size_rule
 from shapetrace.tracing.tracer import observe
 
+__all__ = ["SizedInputs", "run_trace", "trace", "trace_inputs", "trace_sizes"]
+
 
 def trace(model: nn.Module, *args: Any, **kwargs: Any) -> Trace:
     """Run `model(*args, **kwargs)` once and record every layer's shapes.
