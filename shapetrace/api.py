@@ -20,6 +20,8 @@ from shapetrace.tracing.probes import Prober, ProbesUnavailable, with_size_rule
 from shapetrace.tracing.tracer import observe
 from shapetrace.tracing.verify import meta_copy, resized_arguments, verify_fixes
 
+__all__ = ["SizedInputs", "run_trace", "trace", "trace_inputs", "trace_sizes"]
+
 
 def trace(model: nn.Module, *args: Any, **kwargs: Any) -> Trace:
     """Run `model(*args, **kwargs)` once and record every layer's shapes.

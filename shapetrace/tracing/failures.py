@@ -86,7 +86,7 @@ def is_internal(error: BaseException) -> bool:
     while traceback.tb_next is not None:
         traceback = traceback.tb_next
     code = traceback.tb_frame.f_code
-    return code.co_filename.startswith(_TRACING) and code not in _TORCH_CALL_SITES
+    return os.path.abspath(code.co_filename).startswith(_TRACING) and code not in _TORCH_CALL_SITES
 
 
 def internal_error(error: BaseException) -> InternalError:

@@ -2,8 +2,11 @@
 
 A full trace per size would record every layer only to keep its first break; the sweep
 runs a lighter pass instead: the forward on meta under a function mode that computes
-shapes and raises at the first disagreement, and hooks that only track which block runs.
-tests/test_sweep.py checks that its outcomes equal those of full traces.
+shapes and raises at the first disagreement, and hooks that only track which block runs
+and which call produced each tensor. What is a merge, which input is the main one, what a
+channel demand is, and what kind a failure is are decided by the modules the full trace
+uses (`merges`, `failures`), so both decide alike; tests/test_sweep.py checks that its
+outcomes equal those of full traces.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from shapetrace.records import BreakSide
+from shapetrace.records import BreakSide, SideRole
 from shapetrace.tracing import metashapes
 from shapetrace.tracing._torch_compat import NoFunctionMode, function_mode_depth, pop_function_mode, push_function_mode
 from shapetrace.tracing.failures import FailedOp, error_name, is_internal, noted, witnessed
@@ -40,6 +40,9 @@ from shapetrace.tracing.merges import (
     stand_ins,
 )
 from shapetrace.tracing.recorder import MODEL_INPUT, Merge, Part, PendingBreak, Recorder, Tag
+
+_SIDE_ROLES = {"main": SideRole.UP_PATH, "skip": SideRole.SKIP, "input": SideRole.INPUT}
+"""A merge input's role (`merges.merge_roles`) as a break's side names it."""
 
 
 class StopTracing(Exception):  # noqa: N818 - a signal to unwind the forward, not an error
@@ -188,7 +191,8 @@ class Observer(TorchFunctionMode):
         if leaf >= 0:
             call = recorder.calls[leaf]
             sides = tuple(
-                BreakSide("input", shape, producer) for shape, producer in zip(call.inputs, call.producers, strict=True)
+                BreakSide(SideRole.INPUT, shape, producer)
+                for shape, producer in zip(call.inputs, call.producers, strict=True)
             )
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         recorder.breaks.append(PendingBreak(leaf, kind, error_name(error), -1, sides, detail=detail))
@@ -259,7 +263,7 @@ class Observer(TorchFunctionMode):
         return parts, main
 
     def _size_break(self, op: str, dim: int, parts: Sequence[Part], expected: Any, merge_id: int) -> None:
-        roles = {"main": "up path", "skip": "skip", "input": "input"}
+        roles = _SIDE_ROLES
         sides = tuple(BreakSide(roles[part.role], part.shape, part.producer) for part in parts)
         brk = PendingBreak(self.recorder.current, "size", op, dim, sides, tuple(expected), merge=merge_id)
         self.recorder.breaks.append(brk)
@@ -325,12 +329,12 @@ class Observer(TorchFunctionMode):
     def _channel_break(self, func: Callable[..., Any], found: Expectation, received: torch.Tensor, tag: Tag) -> None:
         recorder = self.recorder
         merge = recorder.merges[tag.merge] if tag.merge >= 0 else None
-        roles = {"main": "up path", "skip": "skip", "input": "input"}
+        roles = _SIDE_ROLES
         if merge is not None and merge.dim == found.dim and sum(p.shape[found.dim] for p in merge.parts) == found.got:
             sides = tuple(BreakSide(roles[p.role], p.shape, p.producer, p.shape[found.dim]) for p in merge.parts)
             layer = merge.target
         else:
-            sides = (BreakSide("input", tuple(received.shape), tag.producer, found.got),)
+            sides = (BreakSide(SideRole.INPUT, tuple(received.shape), tag.producer, found.got),)
             layer = -1
         name = getattr(func, "__name__", "function")
         brk = PendingBreak(recorder.current, "channels", name, found.dim, sides, (found.expected,), layer=layer)

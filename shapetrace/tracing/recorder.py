@@ -19,8 +19,11 @@ from shapetrace.records import (
     FAILED,
     OK,
     Break,
+    BreakKind,
     BreakSide,
     LayerRecord,
+    LayerStatus,
+    MergeOp,
     Resampling,
     Shape,
     ShapeWarning,
@@ -65,7 +68,7 @@ class Call:
     inputs: tuple[Shape, ...]
     producers: tuple[int, ...]
     """Producers of the tensor arguments: the call-level data flow into this call."""
-    status: str = OK
+    status: LayerStatus = OK
     leaf: bool = False
     """The module has no submodules: what its functions make stays inside it."""
     outputs: tuple[Shape, ...] = ()
@@ -341,7 +344,9 @@ class Recorder:
             for part in merge.parts:
                 if part.role == "skip":
                     pairs.append(
-                        SkipPair(part.producer, target, merge.op, merge.dim, part.shape, main.producer, main.shape)
+                        SkipPair(
+                            part.producer, target, MergeOp(merge.op), merge.dim, part.shape, main.producer, main.shape
+                        )
                     )
         return tuple(pairs)
 
@@ -357,7 +362,7 @@ class Recorder:
             Break(
                 layer=self._break_layer(brk),
                 leaf=max(brk.leaf, 0) if self.calls else MODEL_INPUT,  # stopped before any call
-                kind=brk.kind,
+                kind=BreakKind(brk.kind),
                 message=brk.detail,
                 op=brk.op,
                 dim=brk.dim,
