@@ -15,10 +15,10 @@ from torch import nn
 
 from shapetrace.analysis.diagnosis import explain
 from shapetrace.records import Break, BreakKind, Trace
+from shapetrace.size_search import Prober, ProbesUnavailable, with_size_rule
 from shapetrace.tracing.inputs import SizedInputs, resolve_device
-from shapetrace.tracing.probes import Prober, ProbesUnavailable, with_size_rule
 from shapetrace.tracing.tracer import observe
-from shapetrace.tracing.verify import meta_copy, resized_arguments, verify_fixes
+from shapetrace.verify import meta_copy, resized_arguments, verify_fixes
 
 __all__ = ["SizedInputs", "run_trace", "trace", "trace_inputs", "trace_sizes"]
 

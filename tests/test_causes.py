@@ -22,7 +22,7 @@ from shapetrace.analysis.placement import full_name
 from shapetrace.cli import main
 from shapetrace.records import BreakKind, Cause, CauseKind, Fix, WarningKind
 from shapetrace.render.table import trace_report
-from shapetrace.tracing.verify import applied, parse_action
+from shapetrace.verify import applied, parse_action
 from tests.conftest import render
 from tests.fixtures.planted import PlantedUNet, aligned_extent, odd_extent
 from tests.fixtures.wrong_level import WrongLevelUNet
@@ -297,7 +297,8 @@ def test_a_fix_that_does_not_align_is_labelled_unverified() -> None:
             self.inner = PlantedUNet(2, levels=2, width=2, bug="fifo")
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.inner(x)
+            output: torch.Tensor = self.inner(x)
+            return output
 
     original = PlantedUNet._skip
 
@@ -339,7 +340,8 @@ def test_a_usage_of_functional_interpolation_keeps_the_output_warning_away() -> 
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             h = F.interpolate(self.down(x), size=x.shape[2:])
-            return self.head(torch.cat([h, x], dim=1))
+            output: torch.Tensor = self.head(torch.cat([h, x], dim=1))
+            return output
 
     traced = trace(Interpolating(), _input(2, 15))
     assert traced.ok

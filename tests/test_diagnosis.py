@@ -195,7 +195,7 @@ def test_size_break_cause_is_the_first_odd_downsample(case: SizeCase) -> None:
         assert f"{case.odd} is not divisible by 2" in brk.cause
 
 
-def _nearest(case: SizeCase) -> tuple[tuple[int, int], ...]:
+def _nearest(case: SizeCase) -> tuple[tuple[int, ...], ...]:
     """Every axis down to a multiple of 8, and every axis up to one (an axis that fits stays)."""
     down = tuple(extent // 8 * 8 for extent in case.size)
     up = tuple(-(-extent // 8) * 8 for extent in case.size)

@@ -24,7 +24,8 @@ ROOT = Path(__file__).parent.parent
 PACKAGE = ROOT / "shapetrace"
 
 FOUNDATION = {"shapetrace.records", "shapetrace.jsonio", "shapetrace.errors", "shapetrace.formatting"}
-LIBRARY = {"shapetrace.api"}  # with shapetrace.models: the library, tracing then analysis
+# With shapetrace.models: the library, tracing then analysis (the size search and fix verification too).
+LIBRARY = {"shapetrace.api", "shapetrace.size_search", "shapetrace.verify"}
 ENTRY = {"shapetrace", "shapetrace.__main__"}  # the root resolves its exports lazily, and wires Trace's views
 
 # What each layer may import; "torch" stands for torch and every library built on it.

@@ -343,7 +343,7 @@ def test_a_shape_function_raising_a_plain_error_disagrees_with_torch(monkeypatch
         raise RuntimeError("The size of tensor a (3) must match the size of tensor b (5) at non-singleton dimension 1")
 
     plain.__module__ = "shapetrace.tracing.metashapes.elementwise"
-    monkeypatch.setitem(META_SHAPES, torch.add, plain)
+    monkeypatch.setitem(META_SHAPES, torch.add, plain)  # type: ignore[misc]  # a dict keyed by callables
     assert disagreement(torch.add, (ones(3), ones(5)), {}) is not None
 
 

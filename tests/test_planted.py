@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from shapetrace import trace
 from shapetrace.records import CauseKind
-from shapetrace.tracing.verify import applied, parse_action
+from shapetrace.verify import applied, parse_action
 from tests.fixtures.planted import DOWNS, PlantedUNet, aligned_extent, odd_extent
 
 EXAMPLES = 40 if os.environ.get("SHAPETRACE_LONG_PROPERTIES", "") not in ("", "0") else 5

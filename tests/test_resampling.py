@@ -37,7 +37,8 @@ class _Mixed(nn.Module):
         h = self.upsample(self.up(h))
         h = F.interpolate(h, scale_factor=0.5)
         h = F.interpolate(h, size=(5, 6))
-        return self.shuffle(torch.cat([h, h], dim=1))
+        shuffled: torch.Tensor = self.shuffle(torch.cat([h, h], dim=1))
+        return shuffled
 
 
 def _records(device: str, size: tuple[int, int] = (33, 30)) -> tuple[Trace, torch.Tensor]:

@@ -2,7 +2,7 @@
 
 The tracer records what happened; this says what it means. Causes are read from the
 resampling records (`chains`, `rounding`, `order`) where they tell, and from the break's
-own numbers where they do not. Fixes are not verified here: `shapetrace.tracing.verify`
+own numbers where they do not. Fixes are not verified here: `shapetrace.verify`
 re-traces each with the fix applied and marks the ones that come out clean.
 """
 

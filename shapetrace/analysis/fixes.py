@@ -1,7 +1,7 @@
 """The fixes of each cause, each with the action a re-trace applies to verify it.
 
 An action is a tuple of steps, each "verb:argument,argument" (module names as
-`named_modules()` gives them); `shapetrace.tracing.verify` applies them on a meta copy:
+`named_modules()` gives them); `shapetrace.verify` applies them on a meta copy:
 
     size:224,224                 trace at this spatial size
     resize:                      resize the up path to the skip at every merge whose sizes differ

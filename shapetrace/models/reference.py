@@ -11,9 +11,9 @@ from shapetrace.analysis.placement import full_name
 from shapetrace.api import diagnose
 from shapetrace.models.unet import UNet
 from shapetrace.records import BreakKind, SweepResult, Trace
+from shapetrace.size_search import Prober
 from shapetrace.tracing.inputs import activation, resolve_device, timesteps
 from shapetrace.tracing.light_pass import sweep
-from shapetrace.tracing.probes import Prober
 from shapetrace.tracing.tracer import observe
 
 

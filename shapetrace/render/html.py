@@ -167,9 +167,9 @@ def _causes(trace: Trace) -> str:
     notes = [f'<li class="warning">warning: {escape(warning.message)}</li>' for warning in trace.warnings]
     rule = trace.size_rule
     if rule is not None:
-        nearest = ", ".join(str(size) for size in rule.nearest)
-        text = f"size rule: H and W multiples of {rule.multiple}, at least {rule.minimum}; nearest valid: {nearest}"
-        notes.append(f"<li>{escape(text)}</li>")
+        from shapetrace.render.table import size_rule_text
+
+        notes.append(f"<li>{escape('size rule: ' + size_rule_text(trace))}</li>")
     count = f" · {len(items)} for {len(trace.breaks)} break{'s' * (len(trace.breaks) != 1)}" if items else ""
     lines = ['<section id="causes">', f"<h2>Causes{count}</h2>"]
     lines.append(f"<ol>{''.join(items)}</ol>" if items else '<p class="none">✓ aligned: nothing to fix</p>')

@@ -24,8 +24,8 @@ from shapetrace.analysis.causes import with_causes
 from shapetrace.analysis.diagnosis import explain
 from shapetrace.analysis.placement import full_name
 from shapetrace.records import BreakKind, Cause, Fix, Shape, Trace
+from shapetrace.size_search import Prober, observed_or_interrupted
 from shapetrace.tracing.merges import resize
-from shapetrace.tracing.probes import Prober, observed_or_interrupted
 from shapetrace.tracing.rewire import Rewire
 
 MAX_RETRACES = 24
