@@ -301,7 +301,7 @@ def test_show_of_a_trace_stopped_by_ctrl_c_is_a_break(runner: CliRunner, tmp_pat
     [
         (None, "cannot read trace '{path}': no such file"),
         ("{", "{path}: trace file is not valid JSON"),
-        ('{"schema": 2}', "{path}: trace file has schema 2, expected 1"),
+        ('{"schema": 3}', "{path}: trace file has schema 3, expected 1 or 2"),
     ],
 )
 def test_show_of_a_bad_file_is_one_line_and_exit_2(

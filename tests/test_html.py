@@ -161,7 +161,7 @@ def test_sd15_report_stays_under_a_megabyte() -> None:
 def test_cli_html_exit_status_is_the_verdict(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(main, ["unet", "--size", "225", "--format", "html"])
     assert result.exit_code == 1
-    assert result.output.startswith("<!DOCTYPE html>") and "✗ 2 breaks (size); first at ups.9" in result.output
+    assert result.output.startswith("<!DOCTYPE html>") and "✗ 2 breaks (size), 1 cause; first at ups.9" in result.output
     report = tmp_path / "report.html"
     result = runner.invoke(main, ["unet", "--size", "64", "--chs", "1,2", "-o", str(report)])
     assert result.exit_code == 0, result.output

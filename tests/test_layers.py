@@ -23,7 +23,13 @@ from tests.conftest import trace_unet
 ROOT = Path(__file__).parent.parent
 PACKAGE = ROOT / "shapetrace"
 
-FOUNDATION = {"shapetrace.records", "shapetrace.jsonio", "shapetrace.errors", "shapetrace.formatting"}
+FOUNDATION = {
+    "shapetrace.records",
+    "shapetrace.jsonio",
+    "shapetrace.errors",
+    "shapetrace.formatting",
+    "shapetrace.extents",
+}
 # With shapetrace.models: the library, tracing then analysis (the size search and fix verification too).
 LIBRARY = {"shapetrace.api", "shapetrace.size_search", "shapetrace.verify"}
 ENTRY = {"shapetrace", "shapetrace.__main__"}  # the root resolves its exports lazily, and wires Trace's views

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from shapetrace.tracing._torch_compat import function_mode_depth, pop_function_mode
+
 _MERGES = {torch.cat, torch.concat, torch.concatenate, torch.stack}
 _ADDITIONS = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__}
 
@@ -52,7 +54,7 @@ class Rewire(TorchFunctionMode):
         ]
         for name, module in self.model.named_modules():
             handles.append(module.register_forward_hook(self._keeper(name, name in names)))
-        depth = torch._C._len_torch_function_stack()
+        depth = function_mode_depth()
         try:
             yield
         finally:
@@ -60,8 +62,8 @@ class Rewire(TorchFunctionMode):
                 handle.remove()
             # Ctrl-C skips the always-call hook that leaves this mode, and the tracer's mode
             # then pops this one in its stead: take off whatever is left above where we began.
-            while torch._C._len_torch_function_stack() > depth:
-                torch._C._pop_torch_function_stack()
+            while function_mode_depth() > depth:
+                pop_function_mode()
 
     def _enter(self) -> None:
         self.__enter__()  # type: ignore[no-untyped-call]
