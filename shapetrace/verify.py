@@ -162,8 +162,16 @@ def _out_channels(model: nn.Module, rewire: Rewire, words: list[str]) -> Undo:
         output = original(*args, **kwargs)
         return resize(output, 1, want) if _channels(output) == have else output
 
+    own = module.__dict__.get("forward")  # a forward the user set on the instance stays theirs
     module.forward = forward
-    return lambda: module.__dict__.pop("forward", None)
+
+    def restore() -> None:
+        if own is None:
+            del module.forward
+        else:
+            module.forward = own
+
+    return restore
 
 
 def _output_padding(model: nn.Module, rewire: Rewire, words: list[str]) -> Undo:

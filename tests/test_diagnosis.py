@@ -359,6 +359,8 @@ def test_first_break_reports_only_the_first_size_break() -> None:
 
 
 # --- a model nobody here wrote: the decoder takes its skips from the wrong levels ------------
+# Its decoder pops the skips first in, first out, so the one cause is their order (tests/test_causes.py
+# checks the cause record and its verified fix); each break's cause still names both sizes.
 
 
 def _wrong_level_trace(size: int) -> Trace:

@@ -211,3 +211,14 @@ def test_where_the_records_cannot_tell_the_sizes_are_probed_and_say_so() -> None
     assert "probed" in size_rule_text(traced)
     assert rule.axes == tuple(AxisRule(axis, 1, (0,), 2) for axis in (2, 3))
     assert all(_runs(model, *size) for size in rule.nearest)
+
+
+@pytest.mark.parametrize("down", ["pool", "functional pool", "strided conv"])
+@pytest.mark.parametrize("levels", [1, 2, 3])
+def test_the_rule_read_from_one_trace_is_exactly_where_torch_runs(down: str, levels: int) -> None:
+    model = PlantedUNet(1, levels=levels, width=1, down=down)
+    traced = trace(model, torch.randn(1, 1, odd_extent(levels, 3)))
+    assert traced.size_rule is not None and traced.size_rule.exact
+    (rule,) = traced.size_rule.axes
+    for extent in range(1, 8 * 2**levels):
+        assert _runs(model, extent) == rule.accepts(extent), extent
