@@ -169,6 +169,15 @@ def test_cli_html_exit_status_is_the_verdict(runner: CliRunner, tmp_path: Path) 
     assert "✓ aligned" in report.read_text(encoding="utf-8")
 
 
+def test_show_writes_the_report_of_a_saved_trace(runner: CliRunner, tmp_path: Path) -> None:
+    saved, report = tmp_path / "trace.json", tmp_path / "report.html"
+    assert runner.invoke(main, ["unet", "--size", "225", "--chs", "1,2", "-o", str(saved)]).exit_code == 1
+    result = runner.invoke(main, ["show", str(saved), "-o", str(report)])
+    assert result.exit_code == 1, result.output  # the saved trace's verdict
+    page = report.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and 'data-layer="ups.3"' in page and 'id="causes"' in page
+
+
 def test_cli_sweep_writes_the_heat_map(runner: CliRunner, tmp_path: Path) -> None:
     report = tmp_path / "sweep.html"
     result = runner.invoke(main, ["sweep", "--sizes", "224:226", "--n-channels", "8", "-o", str(report)])
