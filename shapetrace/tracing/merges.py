@@ -7,6 +7,7 @@ the weights and the received one from the input, here, before the function runs.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,19 +86,29 @@ def _layer_norm(args: Sequence[Any], kwargs: dict[str, Any]) -> Expectation | No
     return Expectation(0, x.dim() - 1, int(normalized[0]), x.shape[-1])
 
 
+def original(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The function itself, not a `functools.wraps` wrapper another tool (torchlens) put in its place.
+
+    A TorchFunctionMode receives torch's own builtins even then, but Python-level functionals
+    (`F.group_norm`) as whatever their module's global name holds now.
+    """
+    unwrapped: Callable[..., Any] = inspect.unwrap(function)
+    return unwrapped
+
+
 EXPECTATIONS: dict[Callable[..., Any], Callable[..., Expectation | None]] = {
-    torch.conv1d: _convolution(transposed=False, spatial=1),
-    torch.conv2d: _convolution(transposed=False, spatial=2),
-    torch.conv3d: _convolution(transposed=False, spatial=3),
-    torch.conv_transpose1d: _convolution(transposed=True, spatial=1),
-    torch.conv_transpose2d: _convolution(transposed=True, spatial=2),
-    torch.conv_transpose3d: _convolution(transposed=True, spatial=3),
-    F.linear: _linear,
-    F.group_norm: _channel_norm((2, "weight")),
+    original(torch.conv1d): _convolution(transposed=False, spatial=1),
+    original(torch.conv2d): _convolution(transposed=False, spatial=2),
+    original(torch.conv3d): _convolution(transposed=False, spatial=3),
+    original(torch.conv_transpose1d): _convolution(transposed=True, spatial=1),
+    original(torch.conv_transpose2d): _convolution(transposed=True, spatial=2),
+    original(torch.conv_transpose3d): _convolution(transposed=True, spatial=3),
+    original(F.linear): _linear,
+    original(F.group_norm): _channel_norm((2, "weight")),
     # Without running statistics (track_running_stats=False), the affine weight fixes C.
-    F.batch_norm: _channel_norm((1, "running_mean"), (3, "weight")),
-    F.instance_norm: _channel_norm((3, "weight")),
-    F.layer_norm: _layer_norm,
+    original(F.batch_norm): _channel_norm((1, "running_mean"), (3, "weight")),
+    original(F.instance_norm): _channel_norm((3, "weight")),
+    original(F.layer_norm): _layer_norm,
 }
 """The functions whose weights fix a channel count, and how to read it."""
 

@@ -21,17 +21,20 @@ from torch.overrides import TorchFunctionMode
 from shapetrace.records import BreakSide
 from shapetrace.tracing import metashapes
 from shapetrace.tracing.leaves import runs_plainly
-from shapetrace.tracing.merges import EXPECTATIONS, Expectation, meta_concatenate, resize, resize_like
+from shapetrace.tracing.merges import EXPECTATIONS, Expectation, meta_concatenate, original, resize, resize_like
 from shapetrace.tracing.recorder import MODEL_INPUT, Merge, Part, PendingBreak, Recorder, Tag
 
 _CONCATENATIONS: dict[Callable[..., Any], str] = {
-    torch.cat: "cat",
-    torch.concat: "cat",
-    torch.concatenate: "cat",
-    torch.stack: "stack",
+    original(torch.cat): "cat",
+    original(torch.concat): "cat",
+    original(torch.concatenate): "cat",
+    original(torch.stack): "stack",
 }
 _NO_FUNCTION_MODE = torch._C.DisableTorchFunction
-_ADDITIONS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__iadd__}
+_ADDITIONS = {
+    original(function)
+    for function in (torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__iadd__)
+}
 
 
 class StopTracing(Exception):  # noqa: N818 - a signal to unwind the forward, not an error
@@ -164,15 +167,22 @@ class Observer(TorchFunctionMode):
         self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
         kwargs = kwargs or {}
-        if func in _CONCATENATIONS:
-            return self._concatenate(func, _CONCATENATIONS[func], args, kwargs)
-        if func in _ADDITIONS:
+        try:
+            concatenation = _CONCATENATIONS.get(func)
+            addition = func in _ADDITIONS
+            expectation = EXPECTATIONS.get(func)
+        except TypeError:  # an unhashable stand-in another tool put in torch's place
+            concatenation, addition, expectation = None, False, None
+        if concatenation is not None:
+            return self._concatenate(func, concatenation, args, kwargs)
+        if addition:
             return self._add(func, args, kwargs)
-        expectation = EXPECTATIONS.get(func)
         if expectation is not None:
             return self._checked(func, expectation, args, kwargs)
         if func is torch.arange and _wants_meta(kwargs) and not any(isinstance(a, torch.Tensor) for a in args):
             return _meta_arange(args, kwargs)
+        if getattr(func, "__wrapped__", None) is not None and (unwrapped := _known_original(func)) is not func:
+            return self.__torch_function__(unwrapped, types, args, kwargs)  # a functional another tool wrapped
         return self._plain(func, args, kwargs)
 
     def _derive(self, output: torch.Tensor, args: Sequence[Any]) -> None:
@@ -335,6 +345,13 @@ class Observer(TorchFunctionMode):
                 if isinstance(item, torch.Tensor):
                     self._derive(item, args)
         return output
+
+
+def _known_original(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The function a wrapper wraps, where the mode or the shape functions know it; else `func`."""
+    unwrapped = original(func)
+    known = unwrapped in _CONCATENATIONS or unwrapped in _ADDITIONS or unwrapped in EXPECTATIONS
+    return unwrapped if known or unwrapped in metashapes.META_SHAPES else func
 
 
 def _differs(shape: torch.Size, reference: torch.Size, keep: int | None) -> bool:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -22,7 +24,7 @@ from torch.utils.hooks import RemovableHandle
 from shapetrace.records import Trace
 from shapetrace.tracing.observer import Observer, StopTracing, tensors_in
 from shapetrace.tracing.recorder import MODEL_INPUT, Recorder
-from shapetrace.tracing.walk import every_module, module_names
+from shapetrace.tracing.walk import compiled_original, every_module, module_names
 
 __all__ = ["META_VALUES", "observe", "observed"]
 
@@ -57,6 +59,7 @@ def observe(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"trace needs an nn.Module, got {type(model).__name__}")
+    model = compiled_original(model)  # the model itself, never its torch.compile wrapper
     kwargs = dict(kwargs or {})
     names = module_names(model)
     recorder = Recorder(names)
@@ -93,7 +96,8 @@ def observed(
             handles.append(register_module_forward_hook(after, with_kwargs=with_kwargs, always_call=True))
         for module in training:
             module.training = False
-        yield
+        with _eager():
+            yield
     finally:
         for handle in handles:
             handle.remove()
@@ -101,6 +105,23 @@ def observed(
             getattr(module_hooks, "_global_forward_hooks_with_kwargs", {}).pop(handle.id, None)
         for module in training:
             module.training = True
+
+
+@contextlib.contextmanager
+def _eager() -> Iterator[None]:
+    """torch.compile'd submodules run eagerly: compiling them would cost seconds and hide their calls.
+
+    Only once torch.compile has been used (it imports torch._dynamo, and with it sympy, which
+    this would import otherwise). torch warns that a compiled module called under global
+    hooks may miss them; run eagerly, it does not.
+    """
+    if "torch._dynamo" not in sys.modules or not hasattr(torch.compiler, "set_stance"):  # torch 2.6 and later
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks")
+        with torch.compiler.set_stance("force_eager"):
+            yield
 
 
 def _observed_forward(model: nn.Module, args: Sequence[Any], kwargs: dict[str, Any], observer: Observer) -> Any:
