@@ -95,6 +95,8 @@ _ANY_INPUT = frozenset(
     )
 )
 """Leaves without a channel demand."""
+TORCH_LEAVES = frozenset(_ARGUMENTS) | _ANY_INPUT
+"""The forwards of torch's own leaves: they make no merges, so their inner ops need no provenance."""
 
 
 def runs_plainly(module: nn.Module, args: tuple[Any, ...]) -> bool:

@@ -24,7 +24,7 @@ from shapetrace.tracing import metashapes
 from shapetrace.tracing.merges import EXPECTATIONS, meta_concatenate, resize_like
 from shapetrace.tracing.tracer import observed
 
-_SIZE_ERROR = re.compile(r"size|shape|dimension|broadcast|match|too small", re.IGNORECASE)
+_SIZE_ERROR = re.compile(r"size|shape|dimension|broadcast|match|too small|divisible|multiple of", re.IGNORECASE)
 _CONCATENATIONS = (torch.cat, torch.concat, torch.concatenate, torch.stack)
 
 

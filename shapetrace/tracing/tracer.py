@@ -29,7 +29,7 @@ from shapetrace.tracing.walk import compiled_original, every_module, module_name
 __all__ = ["META_VALUES", "observe", "observed"]
 
 # Exception texts that mean a shape disagreement rather than some other failure.
-_SIZE_ERROR = re.compile(r"size|shape|dimension|broadcast|match|too small", re.IGNORECASE)
+_SIZE_ERROR = re.compile(r"size|shape|dimension|broadcast|match|too small|divisible|multiple of", re.IGNORECASE)
 
 
 META_VALUES = "meta"
@@ -64,8 +64,8 @@ def observe(
     names = module_names(model)
     recorder = Recorder(names)
     inputs = tensors_in(args) + tensors_in(kwargs)
-    for tensor in inputs:
-        recorder.set_tag(tensor, MODEL_INPUT)
+    for position, tensor in enumerate(inputs):
+        recorder.set_tag(tensor, MODEL_INPUT, input_index=position)
     observer = Observer(recorder, first_break, meta=any(t.device.type == "meta" for t in inputs))
     output = _observed_forward(model, args, kwargs, observer)
     from shapetrace.tracing.freeze import freeze
