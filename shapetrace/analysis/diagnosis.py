@@ -6,7 +6,7 @@ import dataclasses
 
 from shapetrace.analysis.placement import DOWN, block_name, display_rows, full_name, placements, spatial
 from shapetrace.formatting import format_extents, format_shape, format_size, format_size_change
-from shapetrace.records import Break, BreakSide, Shape, ShapeWarning, Trace, WarningKind
+from shapetrace.records import Break, BreakSide, Shape, ShapeWarning, SideRole, Trace, WarningKind
 
 _FUNCTION_NAMES = {"cat": "torch.cat", "stack": "torch.stack", "add": "+"}
 
@@ -43,7 +43,11 @@ def _first_odd_change(warning: ShapeWarning) -> tuple[int, int]:
 
 def _explain(trace: Trace, brk: Break) -> Break:
     if brk.kind == "size" and brk.op in _FUNCTION_NAMES:
+        if not any(side.role == SideRole.SKIP for side in brk.sides):
+            return _explain_unpaired(trace, brk)
         return _explain_merge(trace, brk)
+    if brk.kind == "channels" and brk.op == "add" and len(brk.sides) == 2:
+        return _explain_added_channels(trace, brk)
     if brk.kind == "channels":
         return _explain_channels(trace, brk)
     return _explain_error(trace, brk)
@@ -64,8 +68,51 @@ def _block(trace: Trace, index: int) -> str:
     return f"{name} ({block.type})"
 
 
-def _side(trace: Trace, side: BreakSide) -> str:
-    return f"{side.role} {format_shape(side.shape)} from {block_name(trace, side.producer)}"
+def _side(trace: Trace, side: BreakSide, beside: BreakSide) -> str:
+    return f"{side.role} {format_shape(side.shape)} from {_producer_name(trace, side, beside)}"
+
+
+def _producer_name(trace: Trace, side: BreakSide, beside: BreakSide) -> str:
+    """The side's block, or its full name where both sides come from the same block (nested levels)."""
+    name = block_name(trace, side.producer)
+    if side.producer != beside.producer and name == block_name(trace, beside.producer):
+        return full_name(trace, side.producer)
+    return name
+
+
+def _explain_unpaired(trace: Trace, brk: Break) -> Break:
+    """Two inputs of a merge that disagree in size where neither is a skip (a map of fixed size)."""
+    first, second = brk.sides[0], brk.sides[-1]
+    differing = [
+        d
+        for d, (a, b) in enumerate(zip(first.shape, second.shape, strict=False))
+        if a != b and d != brk.dim and 1 not in (a, b)
+    ]
+    sizes = [format_extents([shape[d] for d in differing]) for shape in (first.shape, second.shape)]
+    names = [_producer_name(trace, side, beside) for side, beside in ((first, second), (second, first))]
+    function = _FUNCTION_NAMES[brk.op] + (f"(dim={brk.dim})" if brk.dim >= 0 else "")
+    message = (
+        f"{_where(trace, brk)}: {function} joins {format_shape(first.shape)} from {names[0]} and "
+        f"{format_shape(second.shape)} from {names[1]}; dims {', '.join(map(str, differing))} differ "
+        f"({sizes[0]} vs {sizes[1]})"
+    )
+    cause = f"{names[0]} makes {sizes[0]} from this input size, but {names[1]} is {sizes[1]}"
+    fix = _size_fix(trace) if trace.size_rule is not None else f"use an input size at which {names[0]} makes {sizes[1]}"
+    return dataclasses.replace(brk, message=message, cause=cause, fix=fix)
+
+
+def _explain_added_channels(trace: Trace, brk: Break) -> Break:
+    """An add whose inputs differ in channels (a residual from a network built for another width)."""
+    main = next((side for side in brk.sides if side.role == SideRole.UP_PATH), brk.sides[0])
+    other = next(side for side in brk.sides if side is not main)
+    main_name, other_name = full_name(trace, main.producer), full_name(trace, other.producer)
+    message = (
+        f"{_where(trace, brk)}: + joins {main.channels} channels from {main_name} "
+        f"and {other.channels} from {other_name}"
+    )
+    cause = f"{other_name} delivers {other.channels} channels where {main_name} has {main.channels}"
+    fix = f"make {other_name} output {main.channels} channels, or {main_name} {other.channels}"
+    return dataclasses.replace(brk, message=message, cause=cause, fix=fix)
 
 
 def _explain_merge(trace: Trace, brk: Break) -> Break:
@@ -76,7 +123,7 @@ def _explain_merge(trace: Trace, brk: Break) -> Break:
     function = _FUNCTION_NAMES[brk.op] + (f"(dim={brk.dim})" if brk.dim >= 0 else "")
     their = " vs ".join(format_extents([shape[d] for d in differing]) for shape in (main.shape, other.shape))
     message = (
-        f"{_where(trace, brk)}: {function} joins {_side(trace, main)} and {_side(trace, other)}; "
+        f"{_where(trace, brk)}: {function} joins {_side(trace, main, other)} and {_side(trace, other, main)}; "
         f"{'dims' if len(differing) > 1 else 'dim'} {', '.join(map(str, differing))} "
         f"{'differ' if len(differing) > 1 else 'differs'} ({their})"
     )
