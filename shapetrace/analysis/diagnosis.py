@@ -19,7 +19,7 @@ from shapetrace.analysis.placement import block_name, full_name, spatial
 from shapetrace.analysis.texts import op_name, scale_text
 from shapetrace.extents import rounding
 from shapetrace.formatting import format_extents, format_shape, format_size, format_size_change
-from shapetrace.records import Break, BreakKind, BreakSide, ShapeWarning, Trace, WarningKind
+from shapetrace.records import Break, BreakKind, BreakSide, ShapeWarning, SideRole, Trace, WarningKind
 
 _FUNCTION_NAMES = {"cat": "torch.cat", "stack": "torch.stack", "add": "+"}
 
@@ -48,7 +48,8 @@ def _channels_at_add(brk: Break) -> Break:
     if brk.kind != BreakKind.SIZE or brk.op != "add" or len(brk.sides) < 2:
         return brk
     shapes = [side.shape for side in brk.sides]
-    if any(len(shape) < 2 for shape in shapes) or len({shape[1] for shape in shapes}) == 1:
+    # A side with one channel broadcasts over the other's: no channel mismatch.
+    if any(len(shape) < 2 for shape in shapes) or len({shape[1] for shape in shapes} - {1}) < 2:
         return brk
     sides = tuple(dataclasses.replace(side, channels=side.shape[1]) for side in brk.sides)
     main = next((side for side in sides if side.role == "up path"), sides[0])
@@ -122,6 +123,8 @@ def _first_odd_change(warning: ShapeWarning) -> tuple[int, int]:
 def _explain(trace: Trace, brk: Break) -> Break:
     if brk.kind in (BreakKind.SIZE, BreakKind.ORDER) and brk.op in _FUNCTION_NAMES:
         return dataclasses.replace(brk, message=_merge_message(trace, brk))
+    if brk.kind == BreakKind.CHANNELS and brk.op == "add" and len(brk.sides) == 2:
+        return _explain_added_channels(trace, brk)
     if brk.kind == BreakKind.CHANNELS:
         return _explain_channels(trace, brk)
     return _explain_error(trace, brk)
@@ -142,16 +145,58 @@ def _block(trace: Trace, index: int) -> str:
     return f"{name} ({block.type})"
 
 
-def _side(trace: Trace, side: BreakSide) -> str:
-    return f"{side.role} {format_shape(side.shape)} from {block_name(trace, side.producer)}"
+def _side(trace: Trace, side: BreakSide, beside: BreakSide) -> str:
+    return f"{side.role} {format_shape(side.shape)} from {_producer_name(trace, side, beside)}"
+
+
+def _producer_name(trace: Trace, side: BreakSide, beside: BreakSide) -> str:
+    """The side's block, or its full name where both sides come from the same block (nested levels)."""
+    name = block_name(trace, side.producer)
+    if side.producer != beside.producer and name == block_name(trace, beside.producer):
+        return full_name(trace, side.producer)
+    return name
+
+
+def _unpaired_message(trace: Trace, brk: Break) -> str:
+    """Two inputs of a merge that disagree in size where neither is a skip (a map of fixed size)."""
+    first, second = brk.sides[0], brk.sides[-1]
+    differing = [
+        d
+        for d, (a, b) in enumerate(zip(first.shape, second.shape, strict=False))
+        if a != b and d != brk.dim and 1 not in (a, b)
+    ]
+    sizes = [format_extents([shape[d] for d in differing]) for shape in (first.shape, second.shape)]
+    names = [_producer_name(trace, side, beside) for side, beside in ((first, second), (second, first))]
+    function = _FUNCTION_NAMES[brk.op] + (f"(dim={brk.dim})" if brk.dim >= 0 else "")
+    return (
+        f"{_where(trace, brk)}: {function} joins {format_shape(first.shape)} from {names[0]} and "
+        f"{format_shape(second.shape)} from {names[1]}; dims {', '.join(map(str, differing))} differ "
+        f"({sizes[0]} vs {sizes[1]})"
+    )
+
+
+def _explain_added_channels(trace: Trace, brk: Break) -> Break:
+    """An add whose inputs differ in channels (a residual from a network built for another width)."""
+    main = next((side for side in brk.sides if side.role == SideRole.UP_PATH), brk.sides[0])
+    other = next(side for side in brk.sides if side is not main)
+    main_name, other_name = full_name(trace, main.producer), full_name(trace, other.producer)
+    message = (
+        f"{_where(trace, brk)}: + joins {main.channels} channels from {main_name} "
+        f"and {other.channels} from {other_name}"
+    )
+    cause = f"{other_name} delivers {other.channels} channels where {main_name} has {main.channels}"
+    fix = f"make {other_name} output {main.channels} channels, or {main_name} {other.channels}"
+    return dataclasses.replace(brk, message=message, cause=cause, fix=fix)
 
 
 def _merge_message(trace: Trace, brk: Break) -> str:
+    if brk.kind == BreakKind.SIZE and not any(side.role == SideRole.SKIP for side in brk.sides):
+        return _unpaired_message(trace, brk)  # neutral wording: no skip, so no up path either
     main = next((s for s in brk.sides if s.role == "up path"), brk.sides[0])
     others = [s for s in brk.sides if s is not main and s.shape != main.shape]
     other = others[0] if others else brk.sides[-1]
     function = _FUNCTION_NAMES[brk.op] + (f"(dim={brk.dim})" if brk.dim >= 0 else "")
-    joins = f"{_where(trace, brk)}: {function} joins {_side(trace, main)} and {_side(trace, other)}"
+    joins = f"{_where(trace, brk)}: {function} joins {_side(trace, main, other)} and {_side(trace, other, main)}"
     if brk.kind == BreakKind.ORDER:
         return f"{joins}, out of mirror order"
     differing = [d for d, (a, b) in enumerate(zip(main.shape, other.shape, strict=False)) if a != b and d != brk.dim]
@@ -172,7 +217,9 @@ def _explain_channels(trace: Trace, brk: Break) -> Break:
     if brk.op == "add":
         main = next((s for s in brk.sides if s.role == "up path"), brk.sides[0])
         skip = next((s for s in brk.sides if s.role == "skip"), brk.sides[-1])
-        message = f"{_where(trace, brk)}: + joins {_side(trace, main)} and {_side(trace, skip)}; channels differ"
+        message = (
+            f"{_where(trace, brk)}: + joins {_side(trace, main, skip)} and {_side(trace, skip, main)}; channels differ"
+        )
         cause = (
             f"{block_name(trace, main.producer)} gives the up path {main.channels} channels but the skip from "
             f"{block_name(trace, skip.producer)} has {skip.channels}: an addition needs equal channel counts"

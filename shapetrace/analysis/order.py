@@ -49,13 +49,16 @@ def _crossing(trace: Trace) -> list[int]:
     """
     pairs = trace.skips
     uses = Counter(pair.source for pair in pairs)
+    # A source is saved when its call returns: an outer block (its downsampler's output) after
+    # the inner calls it contains, although it began before them.
+    saved = {pair.source: _end(trace, pair.source) if pair.source >= 0 else pair.source for pair in pairs}
     found: set[int] = set()
     for first, a in enumerate(pairs):
         for second in range(first + 1, len(pairs)):
             b = pairs[second]
             if uses[a.source] > 1 or uses[b.source] > 1:
                 continue
-            if (a.source - b.source) * (a.target - b.target) > 0 and a.target != b.target:
+            if (saved[a.source] - saved[b.source]) * (a.target - b.target) > 0 and a.target != b.target:
                 found.update((first, second))
     return sorted(found)
 
@@ -84,7 +87,11 @@ def _resized_from_other_level(trace: Trace, axes: list[Axis]) -> list[int]:
 def _mirror(trace: Trace, blamed: list[int], axes: list[Axis]) -> dict[int, int]:
     """Last in, first out among the blamed pairs' sources; by resolution where that gives none."""
     by_target = sorted(blamed, key=lambda index: (trace.skips[index].target, index))
-    sources = sorted({trace.skips[index].source for index in blamed}, reverse=True)
+    sources = sorted(
+        {trace.skips[index].source for index in blamed},
+        key=lambda source: _end(trace, source) if source >= 0 else source,
+        reverse=True,
+    )
     if len(sources) == len(by_target):
         return dict(zip(by_target, sources, strict=True))
     return {index: source for index in blamed if (source := level_source(trace, axes, index)) is not None}

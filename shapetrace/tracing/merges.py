@@ -13,6 +13,7 @@ The two tracers differ only in what they record; the decisions are made here, on
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,15 +23,29 @@ import torch.nn.functional as F
 
 from shapetrace.tracing.metashapes import call_torch
 
+
+def original(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The function itself, not a `functools.wraps` wrapper another tool (torchlens) put in its place.
+
+    A TorchFunctionMode receives torch's own builtins even then, but Python-level functionals
+    (`F.group_norm`) as whatever their module's global name holds now.
+    """
+    unwrapped: Callable[..., Any] = inspect.unwrap(function)
+    return unwrapped
+
+
 CONCATENATIONS: dict[Callable[..., Any], str] = {
-    torch.cat: "cat",
-    torch.concat: "cat",
-    torch.concatenate: "cat",
-    torch.stack: "stack",
+    original(torch.cat): "cat",
+    original(torch.concat): "cat",
+    original(torch.concatenate): "cat",
+    original(torch.stack): "stack",
 }
 """The functions that join tensors along a dimension, as a TorchFunctionMode receives them, and their op."""
 
-ADDITIONS = frozenset({torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__iadd__})
+ADDITIONS = frozenset(
+    original(function)
+    for function in (torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__iadd__)
+)
 """The additions that may join a skip to the main path (`x + skip`, `x += skip`, `torch.add`)."""
 
 
@@ -229,18 +244,18 @@ def _layer_norm(args: Sequence[Any], kwargs: dict[str, Any]) -> Expectation | No
 
 
 EXPECTATIONS: dict[Callable[..., Any], Callable[..., Expectation | None]] = {
-    torch.conv1d: _convolution(transposed=False, spatial=1),
-    torch.conv2d: _convolution(transposed=False, spatial=2),
-    torch.conv3d: _convolution(transposed=False, spatial=3),
-    torch.conv_transpose1d: _convolution(transposed=True, spatial=1),
-    torch.conv_transpose2d: _convolution(transposed=True, spatial=2),
-    torch.conv_transpose3d: _convolution(transposed=True, spatial=3),
-    F.linear: _linear,
-    F.group_norm: _channel_norm((2, "weight")),
+    original(torch.conv1d): _convolution(transposed=False, spatial=1),
+    original(torch.conv2d): _convolution(transposed=False, spatial=2),
+    original(torch.conv3d): _convolution(transposed=False, spatial=3),
+    original(torch.conv_transpose1d): _convolution(transposed=True, spatial=1),
+    original(torch.conv_transpose2d): _convolution(transposed=True, spatial=2),
+    original(torch.conv_transpose3d): _convolution(transposed=True, spatial=3),
+    original(F.linear): _linear,
+    original(F.group_norm): _channel_norm((2, "weight")),
     # Without running statistics (track_running_stats=False), the affine weight fixes C.
-    F.batch_norm: _channel_norm((1, "running_mean"), (3, "weight")),
-    F.instance_norm: _channel_norm((3, "weight")),
-    F.layer_norm: _layer_norm,
+    original(F.batch_norm): _channel_norm((1, "running_mean"), (3, "weight")),
+    original(F.instance_norm): _channel_norm((3, "weight")),
+    original(F.layer_norm): _layer_norm,
 }
 """The functions whose weights fix a channel count, and how to read it."""
 

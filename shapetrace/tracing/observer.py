@@ -19,30 +19,23 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from shapetrace.records import BreakSide, SideRole
-from shapetrace.tracing import metashapes
+from shapetrace.tracing import broadcasts, metashapes
 from shapetrace.tracing._torch_compat import NoFunctionMode, function_mode_depth, pop_function_mode, push_function_mode
 from shapetrace.tracing.failures import FailedOp, error_name, is_internal, noted, witnessed
 from shapetrace.tracing.geometry import RESAMPLING_FUNCTIONS, RESAMPLING_MODULES, function_resampling
+from shapetrace.tracing.joins import Joins, side_role
 from shapetrace.tracing.leaves import runs_plainly
 from shapetrace.tracing.merges import (
     ADDITIONS,
     CONCATENATIONS,
     EXPECTATIONS,
-    Concatenation,
     Expectation,
-    addition_operands,
     channel_mismatch,
-    concatenate,
     concatenation,
-    merge_roles,
-    mismatched,
+    original,
     resize,
-    stand_ins,
 )
-from shapetrace.tracing.recorder import MODEL_INPUT, Merge, Part, PendingBreak, Recorder, Tag
-
-_SIDE_ROLES = {"main": SideRole.UP_PATH, "skip": SideRole.SKIP, "input": SideRole.INPUT}
-"""A merge input's role (`merges.merge_roles`) as a break's side names it."""
+from shapetrace.tracing.recorder import MODEL_INPUT, PendingBreak, Recorder, Tag
 
 
 class StopTracing(Exception):  # noqa: N818 - a signal to unwind the forward, not an error
@@ -73,7 +66,7 @@ def tensors_in(value: Any, depth: int = 0) -> list[torch.Tensor]:
     return found
 
 
-class Observer(TorchFunctionMode):
+class Observer(Joins, TorchFunctionMode):
     """The hooks and the function mode of one trace, sharing one Recorder."""
 
     def __init__(self, recorder: Recorder, first_break: bool, *, meta: bool = True) -> None:
@@ -203,21 +196,29 @@ class Observer(TorchFunctionMode):
         self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
         try:
-            return self._dispatch(func, args, kwargs or {})
+            return self._dispatch(func, types, args, kwargs or {})
         except Exception as error:
             self.failure = noted(self.failure, func, args, kwargs or {}, error)
             raise
 
-    def _dispatch(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-        if func in CONCATENATIONS:
+    def _dispatch(self, func: Callable[..., Any], types: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        try:
+            joins = func in CONCATENATIONS
+            addition = func in ADDITIONS
+            checked = func in EXPECTATIONS
+        except TypeError:  # an unhashable stand-in another tool put in torch's place
+            joins, addition, checked = False, False, False
+        if joins:
             merge = concatenation(func, args, kwargs)
             return self._plain(func, args, kwargs) if merge is None else self._concatenate(func, merge)
-        if func in ADDITIONS:
+        if addition:
             return self._add(func, args, kwargs)
-        if func in EXPECTATIONS:
+        if checked:
             return self._checked(func, args, kwargs)
         if func is torch.arange and _wants_meta(kwargs) and not any(isinstance(a, torch.Tensor) for a in args):
             return _meta_arange(args, kwargs)
+        if getattr(func, "__wrapped__", None) is not None and (unwrapped := _known_original(func)) is not func:
+            return self.__torch_function__(unwrapped, types, args, kwargs)  # a functional another tool wrapped
         return self._plain(func, args, kwargs)
 
     def _derive(self, output: torch.Tensor, args: Sequence[Any]) -> None:
@@ -236,78 +237,16 @@ class Observer(TorchFunctionMode):
         if best is not None:
             recorder.inherit(output, best)
 
-    def _concatenate(self, func: Callable[..., Any], merge: Concatenation) -> Any:
-        op, dim, tensors = merge.op, merge.dim, merge.tensors
-        parts, main = self._parts(tensors)
-        broken = mismatched(tensors, main, merge.keep)
-        merge_id = len(self.recorder.merges)
-        self.recorder.merges.append(Merge(op, dim, self.recorder.current, parts))
-        if broken:
-            self._size_break(op, dim, parts, tensors[main].shape, merge_id)
-            tensors = tuple(stand_ins(tensors, tensors[main].shape, merge.keep))
-        output = concatenate(func, op, tensors, dim)
-        downstream = bool(broken) or any(
-            (tag := self.recorder.tag_of(t)) is not None and (tag.downstream or tag.bad >= 0) for t in tensors
-        )
-        self.recorder.set_tag(output, parts[main].producer, merge=merge_id, downstream=downstream)
-        return output
-
-    def _parts(self, tensors: Sequence[torch.Tensor]) -> tuple[tuple[Part, ...], int]:
-        """Each input's producer and role; the main input is the one from the latest call."""
-        producers = [self.recorder.producer_of(t) for t in tensors]
-        roles, main = merge_roles(producers, self.recorder.inputs_of)
-        parts = tuple(
-            Part(producer, tuple(tensor.shape), role)
-            for tensor, producer, role in zip(tensors, producers, roles, strict=True)
-        )
-        return parts, main
-
-    def _size_break(self, op: str, dim: int, parts: Sequence[Part], expected: Any, merge_id: int) -> None:
-        roles = _SIDE_ROLES
-        sides = tuple(BreakSide(roles[part.role], part.shape, part.producer) for part in parts)
-        brk = PendingBreak(self.recorder.current, "size", op, dim, sides, tuple(expected), merge=merge_id)
-        self.recorder.breaks.append(brk)
-        # With --first-break, stop once the call that consumes the merge has begun.
-        self.stop_pending = self.first_break
-
-    def _add(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-        operands = addition_operands(args, kwargs)
-        if operands is None:
-            return self._plain(func, args, kwargs)
-        left, right = operands
-        recorder = self.recorder
-        parts, main = self._parts((left, right))
-        skip = parts[1 - main]
-        if skip.role != "skip":
-            return self._plain(func, args, kwargs)
-        if left.shape == right.shape:
-            main_tag = recorder.tag_of((left, right)[main])
-            visited = recorder.ancestry(skip.producer, parts[main].producer) or set()
-            if recorder.crosses_resolution(visited, skip.shape):
-                merge = Merge("add", -1, recorder.current, parts)
-                if main_tag is not None and main_tag.returned_by >= 0:
-                    merge.target = main_tag.returned_by  # the block whose output the skip joins
-                recorder.merges.append(merge)
-            output = self.call(func, args, kwargs)
-            # A residual sum continues the main path, whichever side of the + it was written on
-            # (`x + attn(x)` and `attn(x) + x` alike, in place too).
-            if isinstance(output, torch.Tensor) and main_tag is not None and output is not (left, right)[main]:
-                recorder.inherit(output, main_tag)
-            return output
-        merge_id = len(recorder.merges)
-        recorder.merges.append(Merge("add", -1, recorder.current, parts))
-        main_shape = (left, right)[main].shape
-        self._size_break("add", -1, parts, main_shape, merge_id)
-        resized = stand_ins((left, right), main_shape, None)
-        rest = {key: value for key, value in kwargs.items() if key not in ("input", "other")}
-        output = self.call(func, (*resized, *args[2:]), rest)
-        recorder.set_tag(output, parts[main].producer, merge=merge_id, downstream=True)
-        return output
-
     def _checked(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         found = channel_mismatch(func, args, kwargs)
         if found is None or len(args) <= found.argument:
             return self._plain(func, args, kwargs)
+        return self._stand_in(func, found, args, kwargs)
+
+    def _stand_in(
+        self, func: Callable[..., Any], found: Expectation, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        """Report a channel break (once per tensor) and run `func` on a stand-in of the expected size."""
         recorder = self.recorder
         received = args[found.argument]
         tag = recorder.tag_of(received)
@@ -329,14 +268,14 @@ class Observer(TorchFunctionMode):
     def _channel_break(self, func: Callable[..., Any], found: Expectation, received: torch.Tensor, tag: Tag) -> None:
         recorder = self.recorder
         merge = recorder.merges[tag.merge] if tag.merge >= 0 else None
-        roles = _SIDE_ROLES
         if merge is not None and merge.dim == found.dim and sum(p.shape[found.dim] for p in merge.parts) == found.got:
-            sides = tuple(BreakSide(roles[p.role], p.shape, p.producer, p.shape[found.dim]) for p in merge.parts)
+            parts = merge.parts
+            sides = tuple(BreakSide(side_role(p, parts), p.shape, p.producer, p.shape[found.dim]) for p in parts)
             layer = merge.target
         else:
             sides = (BreakSide(SideRole.INPUT, tuple(received.shape), tag.producer, found.got),)
             layer = -1
-        name = getattr(func, "__name__", "function")
+        name = broadcasts.operation_name(func)
         brk = PendingBreak(recorder.current, "channels", name, found.dim, sides, (found.expected,), layer=layer)
         recorder.breaks.append(brk)
         if self.first_break:
@@ -344,11 +283,18 @@ class Observer(TorchFunctionMode):
 
     def _plain(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         """Any other op: torch (or a meta shape function), its outputs keeping their producer."""
-        output = self.call(func, args, kwargs)
-        if func in RESAMPLING_FUNCTIONS:
+        try:
+            output = self.call(func, args, kwargs)
+        except RuntimeError as error:
+            mismatch = broadcasts.mismatch(func, args)
+            output = None if mismatch is None else self._broadcast_break(func, args, kwargs, mismatch, error)
+            if output is None:
+                raise
+            return output
+        if _resamples(func):
             self._record_resampling(func, args, kwargs, output)
-        if self.recorder.in_leaf:
-            return output  # per-op Python work inside leaves is what slows real-device traces
+        if self.recorder.in_opaque_leaf:
+            return output  # per-op Python work inside torch's leaves is what slows real-device traces
         if isinstance(output, torch.Tensor):
             self._derive(output, args)
         elif isinstance(output, (tuple, list)):
@@ -368,6 +314,66 @@ class Observer(TorchFunctionMode):
             record = function_resampling(func, args, kwargs, output, recorder.current, len(recorder.calls))
         if record is not None:
             recorder.resamplings.append(record)
+
+    def _broadcast_break(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        mismatch: broadcasts.Mismatch,
+        error: RuntimeError,
+    ) -> Any:
+        """An elementwise op whose operands do not broadcast, e.g. a custom norm's per-channel weight.
+
+        The tagged operand (a feature map) is what the layer received; the other (a weight, or a
+        map of fixed size) says what it expected. Returns the op's result on a stand-in, or None
+        when neither operand is a tensor the trace knows.
+        """
+        recorder = self.recorder
+        tags = [recorder.tag_of(args[mismatch.first]), recorder.tag_of(args[mismatch.second])]
+        position, other = (
+            (mismatch.first, mismatch.second) if tags[0] is not None else (mismatch.second, mismatch.first)
+        )
+        received, reference = args[position], args[other]
+        tag = recorder.tag_of(received)
+        if tag is None or received.dim() != mismatch.rank:
+            return None
+        if mismatch.channels:
+            expected = broadcasts.reference_size(reference, received, 1)
+            return self._stand_in(func, Expectation(position, 1, expected, received.shape[1]), args, kwargs)
+        if tag.bad < 0:
+            tag.bad = len(recorder.breaks)
+            sides = tuple(
+                BreakSide(SideRole.INPUT, tuple(t.shape), recorder.producer_of(t)) for t in (received, reference)
+            )
+            detail = str(error).strip().splitlines()[0]
+            brk = PendingBreak(recorder.current, "size", error_name(error), -1, sides, detail=detail)
+            recorder.breaks.append(brk)
+            self.stop_pending = self.first_break
+        stand_in = received
+        for dim in mismatch.dims:
+            stand_in = resize(stand_in, dim, broadcasts.reference_size(reference, received, dim))
+        arguments = list(args)
+        arguments[position] = stand_in
+        output = self.call(func, arguments, kwargs)
+        if isinstance(output, torch.Tensor):
+            recorder.inherit(output, tag, bad=-1, merge=-1, downstream=True)
+        return output
+
+
+def _known_original(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The function a wrapper wraps, where the mode or the shape functions know it; else `func`."""
+    unwrapped = original(func)
+    known = unwrapped in CONCATENATIONS or unwrapped in ADDITIONS or unwrapped in EXPECTATIONS
+    return unwrapped if known or unwrapped in metashapes.META_SHAPES else func
+
+
+def _resamples(func: Callable[..., Any]) -> bool:
+    """Whether `func` is a pool, strided conv or interpolation whose geometry the trace records."""
+    try:
+        return func in RESAMPLING_FUNCTIONS
+    except TypeError:  # an unhashable stand-in another tool put in torch's place
+        return False
 
 
 def _wants_meta(kwargs: dict[str, Any]) -> bool:

@@ -17,6 +17,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from shapetrace.tracing._torch_compat import function_mode_depth, pop_function_mode
+from shapetrace.tracing.merges import broadcastable
 
 _MERGES = {torch.cat, torch.concat, torch.concatenate, torch.stack}
 _ADDITIONS = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__}
@@ -87,7 +88,7 @@ class Rewire(TorchFunctionMode):
         if func in _MERGES and args and isinstance(args[0], (list, tuple)):
             tensors = self._rewired(list(args[0]))
             return func(type(args[0])(tensors), *args[1:], **kwargs)
-        if func in _ADDITIONS and len(args) >= 2:
+        if func in _ADDITIONS and len(args) >= 2 and not _broadcast(args[0], args[1]):
             left, right = self._rewired(list(args[:2]))
             return func(left, right, *args[2:], **kwargs)
         if func is F.interpolate and self.routes and "size" in kwargs:
@@ -143,3 +144,10 @@ class Rewire(TorchFunctionMode):
             tensor if tuple(tensor.shape[2:]) == tuple(target) else F.interpolate(tensor, size=target)
             for tensor in tensors
         ]
+
+
+def _broadcast(left: Any, right: Any) -> bool:
+    """A bias or an embedding broadcast over a map (`h + t[:, :, None, None]`): no merge to resize."""
+    if not (isinstance(left, torch.Tensor) and isinstance(right, torch.Tensor)) or left.shape == right.shape:
+        return False
+    return broadcastable(left.shape, right.shape)

@@ -9,6 +9,8 @@ forward does.
 from __future__ import annotations
 
 import contextlib
+import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -23,7 +25,7 @@ from shapetrace.tracing._torch_compat import forget_global_forward_hook
 from shapetrace.tracing.failures import failure_kind, internal_error, is_internal
 from shapetrace.tracing.observer import Observer, StopTracing, tensors_in
 from shapetrace.tracing.recorder import MODEL_INPUT, Recorder
-from shapetrace.tracing.walk import every_module, module_names
+from shapetrace.tracing.walk import compiled_original, every_module, module_names
 
 __all__ = ["META_VALUES", "observe", "observed"]
 
@@ -60,7 +62,8 @@ def observe(
     if not isinstance(model, nn.Module):
         raise TypeError(f"trace needs an nn.Module, got {type(model).__name__}")
     try:
-        return _observe(model, args, dict(kwargs or {}), first_break, tuple(config))
+        # The model itself, never its torch.compile wrapper.
+        return _observe(compiled_original(model), args, dict(kwargs or {}), first_break, tuple(config))
     except InternalError:
         raise
     except Exception as error:
@@ -77,8 +80,8 @@ def _observe(
     names = module_names(model)
     recorder = Recorder(names)
     inputs = tensors_in(args) + tensors_in(kwargs)
-    for tensor in inputs:
-        recorder.set_tag(tensor, MODEL_INPUT)
+    for position, tensor in enumerate(inputs):
+        recorder.set_tag(tensor, MODEL_INPUT, input_index=position)
     observer = Observer(recorder, first_break, meta=any(t.device.type == "meta" for t in inputs))
     output = _observed_forward(model, args, kwargs, observer)
     from shapetrace.tracing.freeze import freeze
@@ -109,13 +112,31 @@ def observed(
             handles.append(register_module_forward_hook(after, with_kwargs=with_kwargs, always_call=True))
         for module in training:
             module.training = False
-        yield
+        with _eager():
+            yield
     finally:
         for handle in handles:
             handle.remove()
             forget_global_forward_hook(handle.id)
         for module in training:
             module.training = True
+
+
+@contextlib.contextmanager
+def _eager() -> Iterator[None]:
+    """torch.compile'd submodules run eagerly: compiling them would cost seconds and hide their calls.
+
+    Only once torch.compile has been used (it imports torch._dynamo, and with it sympy, which
+    this would import otherwise). torch warns that a compiled module called under global
+    hooks may miss them; run eagerly, it does not.
+    """
+    if "torch._dynamo" not in sys.modules or not hasattr(torch.compiler, "set_stance"):  # torch 2.6 and later
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks")
+        with torch.compiler.set_stance("force_eager"):
+            yield
 
 
 def _observed_forward(model: nn.Module, args: Sequence[Any], kwargs: dict[str, Any], observer: Observer) -> Any:

@@ -13,13 +13,19 @@ from shapetrace.tracing._torch_compat import child_modules, is_lazy, own_paramet
 
 
 def module_names(model: nn.Module) -> dict[int, str]:
-    """Each module's dotted name by id, as `named_modules(remove_duplicate=False)` gives them.
+    """Each module's canonical dotted name by id: the first path `named_modules()` yields.
 
-    A module registered twice keeps its last name.
+    A module registered twice (a decoder keeping a reference to the encoder, a block shared
+    by two containers) keeps its first name, and its children are named under that path only.
+    A `torch.compile` wrapper gets no name of its own: the module it wraps takes the wrapper's
+    name, so no name holds `_orig_mod`.
     """
     names: dict[int, str] = {}
 
     def visit(module: nn.Module, name: str) -> None:
+        module = compiled_original(module)
+        if id(module) in names:
+            return
         names[id(module)] = name
         for child_name, child in child_modules(module).items():
             if child is not None:
@@ -27,6 +33,12 @@ def module_names(model: nn.Module) -> dict[int, str]:
 
     visit(model, "")
     return names
+
+
+def compiled_original(module: nn.Module) -> nn.Module:
+    """The module a `torch.compile` wrapper (OptimizedModule) wraps; any other module itself."""
+    original = child_modules(module).get("_orig_mod") if type(module).__name__ == "OptimizedModule" else None
+    return original if original is not None else module
 
 
 def every_module(model: nn.Module) -> list[nn.Module]:

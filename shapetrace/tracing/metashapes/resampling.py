@@ -204,6 +204,27 @@ def _pad(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     return meta(shape, input.dtype)
 
 
+_PIXEL_UNSHUFFLE = signature_of(lambda input, downscale_factor: None)
+
+
+def _pixel_unshuffle(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """(*, C, H, W) -> (*, C·r², H/r, W/r); torch refuses a height or width that r does not divide."""
+    bound = bind(_PIXEL_UNSHUFFLE, args, kwargs)
+    if bound is None or not is_int(bound["downscale_factor"]) or bound["downscale_factor"] < 1:
+        return NotImplemented
+    input, factor = bound["input"], bound["downscale_factor"]
+    if input.dim() < 3:
+        return NotImplemented
+    for name, position in (("height", -2), ("width", -1)):
+        if input.shape[position] % factor:
+            raise ShapeMismatch(
+                f"pixel_unshuffle expects {name} to be divisible by downscale_factor, but "
+                f"input.size({position})={input.shape[position]} is not divisible by {factor}"
+            )
+    *batch, channels, height, width = input.shape
+    return meta((*batch, channels * factor * factor, height // factor, width // factor), input.dtype)
+
+
 def register(table: ShapeTable) -> None:
     """Add this module's shape functions to `table`, keyed as the ops arrive."""
     for spatial in (1, 2, 3):
@@ -211,3 +232,4 @@ def register(table: ShapeTable) -> None:
         table[getattr(F, f"max_pool{spatial}d")] = _pooling(spatial, maximum=True)
         table[getattr(F, f"max_pool{spatial}d_with_indices")] = _pooling(spatial, maximum=True, with_indices=True)
     table.update({F.adaptive_avg_pool2d: _adaptive_average_pool, F.interpolate: _interpolate, F.pad: _pad})
+    table[F.pixel_unshuffle] = _pixel_unshuffle
