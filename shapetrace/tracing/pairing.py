@@ -1,6 +1,6 @@
 """Which inputs of a merge are skips, and where each skip comes from: provenance, not call order.
 
-The rule (docs/pairing-rule.md says it in words):
+The rule (ARCHITECTURE.md, "The pairing rule", says it in words):
 
 - Every tensor carries a producer: the innermost call that returned it, or, for a tensor made
   by functions (`x * 0.5`, slicing, a reshape), the producer of its largest tagged input.
