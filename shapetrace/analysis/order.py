@@ -42,25 +42,42 @@ def misorder(trace: Trace, axes: list[Axis]) -> Misorder | None:
 
 
 def _crossing(trace: Trace) -> list[int]:
-    """Pairs (s1, t1), (s2, t2) with s1 < s2 and t1 < t2: the first saved is consumed first.
+    """Pairs consumed against mirror order: a finer skip before a coarser one, or, within one
+    resolution, the skip saved first consumed first.
 
+    Mirror order is read from the skips' resolutions before call order: an encoder's branches
+    computed after its bottleneck (UNETR, SwinUNETR) are saved late but are still fine levels.
     Only skips consumed once count: a map joined twice while another level's goes unused is
     a skip of the wrong level, whatever the order.
     """
     pairs = trace.skips
     uses = Counter(pair.source for pair in pairs)
-    # A source is saved when its call returns: an outer block (its downsampler's output) after
-    # the inner calls it contains, although it began before them.
-    saved = {pair.source: _end(trace, pair.source) if pair.source >= 0 else pair.source for pair in pairs}
     found: set[int] = set()
     for first, a in enumerate(pairs):
         for second in range(first + 1, len(pairs)):
             b = pairs[second]
-            if uses[a.source] > 1 or uses[b.source] > 1:
+            if uses[a.source] > 1 or uses[b.source] > 1 or a.target == b.target:
                 continue
-            if (saved[a.source] - saved[b.source]) * (a.target - b.target) > 0 and a.target != b.target:
+            key_a, key_b = _mirror_key(trace, first), _mirror_key(trace, second)
+            if key_a != key_b and (key_a < key_b) != (a.target < b.target):
                 found.update((first, second))
     return sorted(found)
+
+
+def _mirror_key(trace: Trace, pair: int) -> tuple[int, int]:
+    """Where mirror order consumes a pair: coarser skips first, and within one resolution the
+    last saved first (a source is saved when its call returns: an outer block after the
+    inner calls it contains, although it began before them)."""
+    skip = trace.skips[pair]
+    saved = _end(trace, skip.source) if skip.source >= 0 else skip.source
+    return _area(skip.shape), -saved
+
+
+def _area(shape: tuple[int, ...]) -> int:
+    area = 1
+    for extent in shape[2:]:
+        area *= extent
+    return area
 
 
 def _resized_from_other_level(trace: Trace, axes: list[Axis]) -> list[int]:
@@ -85,13 +102,10 @@ def _resized_from_other_level(trace: Trace, axes: list[Axis]) -> list[int]:
 
 
 def _mirror(trace: Trace, blamed: list[int], axes: list[Axis]) -> dict[int, int]:
-    """Last in, first out among the blamed pairs' sources; by resolution where that gives none."""
+    """Mirror order among the blamed pairs' sources; by resolution where that gives none."""
     by_target = sorted(blamed, key=lambda index: (trace.skips[index].target, index))
-    sources = sorted(
-        {trace.skips[index].source for index in blamed},
-        key=lambda source: _end(trace, source) if source >= 0 else source,
-        reverse=True,
-    )
+    by_mirror = sorted(blamed, key=lambda index: _mirror_key(trace, index))
+    sources = list(dict.fromkeys(trace.skips[index].source for index in by_mirror))
     if len(sources) == len(by_target):
         return dict(zip(by_target, sources, strict=True))
     return {index: source for index in blamed if (source := level_source(trace, axes, index)) is not None}
