@@ -12,8 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from shapetrace.analysis.cost import with_levels
 from shapetrace.analysis.diagnosis import explain
-from shapetrace.records import Trace
+from shapetrace.records import CostOptions, Trace
 from shapetrace.tracing.inputs import SizedInputs, resolve_device
 from shapetrace.tracing.probes import with_size_rule
 from shapetrace.tracing.tracer import observe
@@ -38,6 +39,7 @@ def run_trace(
     *,
     first_break: bool = False,
     config: Sequence[tuple[str, str]] = (),
+    cost: CostOptions | None = None,
 ) -> Trace:
     """`trace` with options.
 
@@ -46,11 +48,18 @@ def run_trace(
         args, kwargs: the forward's arguments.
         first_break: stop at the first break instead of reporting every independent one.
         config: key/value pairs kept in the Trace for titles.
+        cost: count FLOPs and bytes too (`Trace.cost`); a budget is searched when the
+            arguments are on meta.
 
     Returns:
         The explained Trace. A forward that raises gives a Trace whose last break names the layer.
     """
-    return explain(observe(model, args, kwargs, first_break=first_break, config=config))
+    trace = observe(model, args, kwargs, first_break=first_break, config=config, cost=cost)
+    if cost is not None and cost.budget is not None and trace.device == "meta":
+        from shapetrace.tracing.cost.budget import with_budget
+
+        trace = with_budget(trace, model, args, kwargs or {})
+    return with_levels(explain(trace))
 
 
 def trace_sizes(
@@ -61,6 +70,7 @@ def trace_sizes(
     kwargs: dict[str, Sequence[int]] | None = None,
     device: str = "meta",
     dtypes: Sequence[torch.dtype] | None = None,
+    cost: CostOptions | None = None,
 ) -> Trace:
     """Make tensors of the given sizes on `device` and trace `model` on them.
 
@@ -72,6 +82,7 @@ def trace_sizes(
         kwargs: keyword tensors by shape, e.g. `{"encoder_hidden_states": (1, 77, 768)}`.
         device: "meta" (default), "cpu" or "cuda".
         dtypes: one dtype per positional tensor (default float32).
+        cost: count FLOPs and bytes too (`Trace.cost`), and search a budget on meta.
 
     Returns:
         The Trace, with the size rule attached when a size broke.
@@ -83,7 +94,8 @@ def trace_sizes(
         timestep_value=None if isinstance(timestep, bool) else timestep,
         keywords={name: (tuple(shape), torch.float32) for name, shape in (kwargs or {}).items()},
     )
-    return trace_inputs(model, inputs, resolve_device(device), probe_model=model if device == "meta" else None)
+    probe_model = model if device == "meta" else None
+    return trace_inputs(model, inputs, resolve_device(device), probe_model=probe_model, cost=cost)
 
 
 def trace_inputs(
@@ -94,19 +106,24 @@ def trace_inputs(
     probe_model: nn.Module | None = None,
     first_break: bool = False,
     config: Sequence[tuple[str, str]] = (),
+    cost: CostOptions | None = None,
 ) -> Trace:
-    """Trace on tensors made from `inputs`; probe sizes on `probe_model` (a meta copy) if given."""
+    """Trace on tensors made from `inputs`; probe sizes (and a budget) on `probe_model`, a meta copy, if given."""
     args, kwargs = inputs.make(device)
-    trace = observe(model, args, kwargs, first_break=first_break, config=config)
+    trace = observe(model, args, kwargs, first_break=first_break, config=config, cost=cost)
     if inputs.timestep and _wants_float_timestep(trace):
         inputs = SizedInputs(inputs.positional, True, inputs.timestep_value, inputs.keywords, torch.float32)
         args, kwargs = inputs.make(device)
-        trace = observe(model, args, kwargs, first_break=first_break, config=config)
+        trace = observe(model, args, kwargs, first_break=first_break, config=config, cost=cost)
     if probe_model is None:
-        return explain(trace)
+        return with_levels(explain(trace))
     meta = torch.device("meta")
     arguments_at: Callable[[int, int], tuple[list[Any], dict[str, Any]]] = lambda h, w: inputs.make(meta, (h, w))  # noqa: E731
-    return explain(with_size_rule(trace, probe_model, arguments_at))
+    if cost is not None and cost.budget is not None:
+        from shapetrace.tracing.cost.budget import with_budget
+
+        trace = with_budget(trace, probe_model, *inputs.make(meta))
+    return with_levels(explain(with_size_rule(trace, probe_model, arguments_at)))
 
 
 def _wants_float_timestep(trace: Trace) -> bool:

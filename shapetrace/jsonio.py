@@ -1,4 +1,6 @@
-"""Trace <-> JSON, schema 1: the public contract of `--format json` and `shapetrace diff`.
+"""Trace <-> JSON, schema 2: the public contract of `--format json` and `shapetrace diff`.
+
+Schema 2 adds the cost of a `--cost` trace (`jsoncost`); schema 1 files still read.
 
 Reading validates every field and raises TraceFileError naming the bad value, so a
 truncated, foreign or hostile file gives one clear line, never a traceback.
@@ -10,6 +12,7 @@ import json
 from enum import StrEnum
 from typing import Any
 
+from shapetrace import jsoncost
 from shapetrace.errors import TraceFileError
 from shapetrace.records import (
     Break,
@@ -27,14 +30,18 @@ from shapetrace.records import (
     WarningKind,
 )
 
-SCHEMA = 1
+SCHEMA = 2
+READABLE_SCHEMAS = (1, 2)
 _MAX_INT = 2**62  # larger than any real extent or parameter count; rejects hostile numbers
 _MAX_FILE = 50_000_000  # characters: a 10,000-layer trace is a few MB
 _MAX_STRING = 10_000  # characters in one name or message
 
 
 def dumps(trace: Trace, indent: int | None = 2) -> str:
-    return json.dumps(to_dict(trace), indent=indent)
+    data = to_dict(trace)
+    if trace.cost is not None:
+        jsoncost.add_cost(data, trace.cost)
+    return json.dumps(data, indent=indent)
 
 
 def to_dict(trace: Trace) -> dict[str, Any]:
@@ -144,8 +151,9 @@ def loads(text: str) -> Trace:
 def from_dict(data: Any) -> Trace:
     reader = _Reader(data, "trace")
     schema = reader.get("schema", int)
-    if schema != SCHEMA:
-        raise TraceFileError(f"trace file has schema {schema}, expected {SCHEMA}")
+    if schema not in READABLE_SCHEMAS:
+        expected = " or ".join(str(readable) for readable in READABLE_SCHEMAS)
+        raise TraceFileError(f"trace file has schema {schema}, expected {expected}")
     layers = tuple(_layer(item) for item in reader.items("layers"))
     count = len(layers)
     trace = Trace(
@@ -159,6 +167,7 @@ def from_dict(data: Any) -> Trace:
         size_rule=_size_rule(data.get("size_rule")),
         device=reader.get("device", str, default="meta"),
         config=_config(reader.get("config", list, default=[])),
+        cost=jsoncost.read_cost(data, _Reader),
     )
     _check_tree(layers)
     return trace

@@ -26,7 +26,7 @@ def test_json_output_equals_the_api_trace(runner: CliRunner) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data == json.loads(trace_unet((48, 64), (1, 2), 16).to_json())
-    assert data["schema"] == 1 and data["ok"] is True
+    assert data["schema"] == 2 and data["ok"] is True
     assert data["skips"][0]["source"] == "downs.4" and data["skips"][0]["target"] == "ups.0"
 
 

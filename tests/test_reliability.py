@@ -591,7 +591,7 @@ HOSTILE_FILES = [
     _hostile("truncated", lambda good: good[: len(good) // 2], r"trace file is not valid JSON: .* at line \d+"),
     _hostile("empty", lambda good: "", r"trace file is not valid JSON: Expecting value at line 1"),
     _hostile("control characters", lambda good: "\x00\x01\x02", r"trace file is not valid JSON: .*"),
-    _hostile("schema 2", _with(schema=2), "trace file has schema 2, expected 1"),
+    _hostile("schema 3", _with(schema=3), "trace file has schema 3, expected 1 or 2"),
     _hostile("schema as text", _with(schema="1"), "trace field 'schema' is '1', expected an integer"),
     _hostile("no schema", lambda good: json.dumps({"model": "UNet"}), "trace has no field 'schema'"),
     _hostile("not an object", lambda good: "[1, 2, 3]", "trace must be a JSON object, got list"),

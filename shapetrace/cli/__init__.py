@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
+from shapetrace.cli.cost_options import cost_options, cost_request
 from shapetrace.cli.output import FORMATS, check_destination, choose_format, emit
 from shapetrace.cli.types import ChannelMultipliers, SizeList, SpatialSize
 from shapetrace.errors import ShapetraceError
@@ -113,6 +114,7 @@ def main(debug: bool) -> None:
     help="as-written: the tutorial's up path verbatim, which misaligns.",
 )
 @_rendering_options
+@cost_options
 @click.pass_context
 @_reported
 def unet(
@@ -144,6 +146,7 @@ def unet(
         variant=variant,
         device=device,
         first_break=first_break,
+        cost=cost_request().options,
     )
     _finish(ctx, trace, fmt, depth, output)
 
@@ -174,6 +177,7 @@ def unet(
     help="A keyword tensor, e.g. encoder_hidden_states=1,77,768 (repeatable).",
 )
 @_rendering_options
+@cost_options
 @click.pass_context
 @_reported
 def trace_command(
@@ -203,6 +207,7 @@ def trace_command(
         keyword_specs=keyword_specs,
         device=device,
         first_break=first_break,
+        cost=cost_request().options,
     )
     _finish(ctx, trace, fmt, depth, output)
 
@@ -323,7 +328,7 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _finish(ctx: click.Context, trace: Any, fmt: str, depth: int, output: Path | None) -> None:
-    emit(trace, fmt, depth, output, _console())
+    emit(trace, fmt, depth, output, _console(), columns=cost_request().columns)
     if any(brk.kind == "interrupted" for brk in trace.breaks):
         ctx.exit(EXIT_INTERRUPTED)  # the user stopped it: what was traced is printed above
     ctx.exit(0 if trace.ok else EXIT_BREAK)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -42,7 +43,9 @@ def check_destination(path: Path | None) -> None:
         raise UsageError(f"cannot write {str(path)!r}: it is a directory, expected a file path")
 
 
-def render_text(trace: Trace, fmt: str, depth: int, console: Console) -> str | None:
+def render_text(
+    trace: Trace, fmt: str, depth: int, console: Console, columns: Sequence[str] | None = None
+) -> str | None:
     """JSON and DOT as text; table and tree printed through `console` (returns None)."""
     if fmt == "json":
         return trace.to_json()
@@ -57,12 +60,14 @@ def render_text(trace: Trace, fmt: str, depth: int, console: Console) -> str | N
     else:
         from shapetrace.render.table import trace_report
 
-        console.print(trace_report(trace, depth))
+        console.print(trace_report(trace, depth, columns))
     return None
 
 
-def emit(trace: Trace, fmt: str, depth: int, path: Path | None, console: Console) -> None:
-    """Print the rendered trace, or write it to `path`."""
+def emit(
+    trace: Trace, fmt: str, depth: int, path: Path | None, console: Console, columns: Sequence[str] | None = None
+) -> None:
+    """Print the rendered trace, or write it to `path`; `columns` chooses the table's."""
     if fmt in IMAGE_FORMATS:
         if path is None:
             raise UsageError(f"--format {fmt} writes an image: give -o FILE.{fmt}")
@@ -70,13 +75,13 @@ def emit(trace: Trace, fmt: str, depth: int, path: Path | None, console: Console
         console.print(f"wrote {path}")
         return
     if path is None:
-        text = render_text(trace, fmt, depth, console)
+        text = render_text(trace, fmt, depth, console, columns)
         if text is not None:
             print(text)
         return
     buffer = io.StringIO()
     file_console = plain_console(buffer)
-    text = render_text(trace, fmt, depth, file_console)
+    text = render_text(trace, fmt, depth, file_console, columns)
     _write(path, buffer.getvalue() if text is None else text + "\n")
     console.print(f"wrote {path}")
 

@@ -8,7 +8,7 @@ import torch
 
 from shapetrace.api import SizedInputs, trace_inputs
 from shapetrace.errors import UsageError
-from shapetrace.records import Trace
+from shapetrace.records import CostOptions, Trace
 from shapetrace.tracing.inputs import parse_keyword_spec, parse_tensor_spec, resolve_device
 from shapetrace.tracing.targets import build_model, parse_init
 from shapetrace.tracing.tracer import META_VALUES
@@ -25,6 +25,7 @@ def trace_target(
     keyword_specs: Sequence[str],
     device: str,
     first_break: bool = False,
+    cost: CostOptions | None = None,
 ) -> Trace:
     """Parse every option, build the model on `device` (and on meta for size probing), trace it."""
     init = parse_init(init_json)
@@ -40,13 +41,15 @@ def trace_target(
     model = build_model(target, init, torch_device)
     probe_model = model if torch_device.type == "meta" else build_model(target, init, torch.device("meta"))
     config = [("target", target)] + [(key, str(value)) for key, value in init.items()]
-    trace = trace_inputs(model, inputs, torch_device, probe_model=probe_model, first_break=first_break, config=config)
+    trace = trace_inputs(
+        model, inputs, torch_device, probe_model=probe_model, first_break=first_break, config=config, cost=cost
+    )
     if torch_device.type == "meta" and _needs_values(trace) and trace.total_params <= CPU_FALLBACK_PARAMS:
         # The model reads tensor values; it is small enough to run for real on the CPU.
         cpu = torch.device("cpu")
         note = [("fell back to cpu", "the forward reads tensor values, which meta tensors lack")]
         model = build_model(target, init, cpu)
-        trace = trace_inputs(model, inputs, cpu, first_break=first_break, config=config + note)
+        trace = trace_inputs(model, inputs, cpu, first_break=first_break, config=config + note, cost=cost)
     return trace
 
 

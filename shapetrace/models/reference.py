@@ -7,10 +7,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from shapetrace.analysis.cost import with_levels
 from shapetrace.analysis.diagnosis import explain
 from shapetrace.analysis.placement import full_name
 from shapetrace.models.unet import UNet
-from shapetrace.records import BreakKind, SweepResult, Trace
+from shapetrace.records import BreakKind, CostOptions, SweepResult, Trace
 from shapetrace.tracing.inputs import activation, resolve_device, timesteps
 from shapetrace.tracing.light_pass import sweep
 from shapetrace.tracing.probes import with_size_rule
@@ -34,14 +35,19 @@ def trace_reference(
     variant: str = "fixed",
     device: str = "meta",
     first_break: bool = False,
+    cost: CostOptions | None = None,
 ) -> Trace:
-    """Trace UNet(img_channels, n_channels, chs, variant) on a [batch, img_channels, *size] input."""
+    """Trace UNet(img_channels, n_channels, chs, variant) on a [batch, img_channels, *size] input.
+
+    `cost` counts FLOPs and bytes too, and searches its budget on a meta copy.
+    """
     target = resolve_device(device)
     with torch.device(target):
         model = UNet(img_channels, n_channels, chs, variant)  # type: ignore[arg-type]
     x = activation((batch, img_channels, *size), target)
     t = timesteps(batch, target)
-    trace = observe(model, (x, t), first_break=first_break, config=reference_config(chs, n_channels, variant))
+    config = reference_config(chs, n_channels, variant)
+    trace = observe(model, (x, t), first_break=first_break, config=config, cost=cost)
     with torch.device("meta"):
         probe_model = UNet(img_channels, n_channels, chs, variant)  # type: ignore[arg-type]
 
@@ -49,7 +55,11 @@ def trace_reference(
         meta = torch.device("meta")
         return (activation((batch, img_channels, height, width), meta), timesteps(batch, meta)), {}
 
-    return explain_as_written(explain(with_size_rule(trace, probe_model, arguments_at)))
+    if cost is not None and cost.budget is not None:
+        from shapetrace.tracing.cost.budget import with_budget
+
+        trace = with_budget(trace, probe_model, arguments_at(*size)[0], {})
+    return with_levels(explain_as_written(explain(with_size_rule(trace, probe_model, arguments_at))))
 
 
 def sweep_reference(

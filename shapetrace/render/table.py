@@ -5,6 +5,8 @@ Pure functions: they return renderables and never print.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.console import Group, RenderableType
 from rich.text import Text
 
@@ -16,19 +18,30 @@ from shapetrace.analysis.placement import (
     ancestor_at,
     block_name,
     display_rows,
-    main_input,
     placements,
 )
-from shapetrace.formatting import compact_shape, describe_change, format_shape
+from shapetrace.formatting import compact_shape, format_shape
 from shapetrace.records import BROKEN, DOWNSTREAM, FAILED, Shape, Trace
+from shapetrace.render.columns import chosen_columns
 from shapetrace.render.fast_table import FastTable
 
 SIDE_STYLES = {DOWN: "cyan", MID: "magenta", UP: "green"}
 STATUS_STYLES = {BROKEN: "bold red", DOWNSTREAM: "bright_black", FAILED: "red"}
 
 
-def trace_table(trace: Trace, depth: int = BLOCK_DEPTH) -> FastTable:
-    """One row per call at the display depth, grouped down / mid / up, with a totals footer."""
+def trace_table(trace: Trace, depth: int = BLOCK_DEPTH, columns: Sequence[str] | None = None) -> FastTable:
+    """One row per call at the display depth, grouped down / mid / up, with a totals footer.
+
+    Args:
+        trace: the trace to show.
+        depth: display depth.
+        columns: the columns after `#` and `layer`, by name (`shapetrace.render.columns`);
+            None for the default set (with the cost columns when the trace has a cost).
+
+    Raises:
+        ValueError: for an unknown column name.
+    """
+    chosen = chosen_columns(trace, columns)
     rows = display_rows(trace, depth)
     where = placements(trace, rows)
     skip_notes = _skip_notes(trace, depth)
@@ -36,12 +49,14 @@ def trace_table(trace: Trace, depth: int = BLOCK_DEPTH) -> FastTable:
     table = FastTable(title=title(trace), caption=verdict(trace))
     table.add_column("#", justify="right", footer="", no_wrap=True)
     table.add_column("layer", footer="total", overflow="fold")
-    table.add_column("type", overflow="fold")
-    table.add_column("input", footer=compact_shape(_first(trace.inputs)), no_wrap=True)
-    table.add_column("output", footer=compact_shape(_first(trace.outputs)), no_wrap=True)
-    table.add_column("change")
-    table.add_column("skip")
-    table.add_column("params", justify="right", footer=f"{trace.total_params:,}", no_wrap=True)
+    for column in chosen:
+        table.add_column(
+            column.header,
+            footer=column.footer(trace),
+            justify=column.justify,
+            overflow=column.overflow,
+            no_wrap=column.no_wrap,
+        )
     previous_side = None
     for row in rows:
         side = where[row.index].side
@@ -50,15 +65,11 @@ def trace_table(trace: Trace, depth: int = BLOCK_DEPTH) -> FastTable:
         previous_side = side
         status = BROKEN if row.index in broken else row.status
         name = Text("  " * (row.depth - 1) + (row.name or row.type), style=SIDE_STYLES.get(side, ""))
+        notes = skip_notes.get(row.index, ())
         table.add_row(
             str(row.index),
             name,
-            row.type,
-            compact_shape(main_input(row)),
-            compact_shape(_first(row.outputs)) if row.outputs else "—",
-            describe_change(main_input(row), _first(row.outputs)).replace("channels ", "ch ").replace("size ", ""),
-            "\n".join(skip_notes.get(row.index, ())),
-            f"{row.params:,}",
+            *(column.cell(trace, row, notes) for column in chosen),
             style=STATUS_STYLES.get(status, ""),
         )
     return table
@@ -109,9 +120,14 @@ def break_blocks(trace: Trace) -> list[RenderableType]:
     return blocks
 
 
-def trace_report(trace: Trace, depth: int = BLOCK_DEPTH) -> Group:
-    """The table followed by the break explanations: what `shapetrace unet` prints."""
-    return Group(trace_table(trace, depth), *break_blocks(trace))
+def trace_report(trace: Trace, depth: int = BLOCK_DEPTH, columns: Sequence[str] | None = None) -> Group:
+    """The table, the cost summary of a `--cost` trace, and the break explanations.
+
+    What `shapetrace unet` prints; `columns` as for `trace_table`.
+    """
+    from shapetrace.render.cost_summary import cost_blocks
+
+    return Group(trace_table(trace, depth, columns), *cost_blocks(trace), *break_blocks(trace))
 
 
 def _skip_notes(trace: Trace, depth: int) -> dict[int, list[str]]:

@@ -19,7 +19,7 @@ from torch.nn.modules import module as module_hooks
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils.hooks import RemovableHandle
 
-from shapetrace.records import Trace
+from shapetrace.records import CostOptions, Trace
 from shapetrace.tracing.observer import Observer, StopTracing, tensors_in
 from shapetrace.tracing.recorder import MODEL_INPUT, Recorder
 from shapetrace.tracing.walk import every_module, module_names
@@ -41,6 +41,7 @@ def observe(
     *,
     first_break: bool = False,
     config: Sequence[tuple[str, str]] = (),
+    cost: CostOptions | None = None,
 ) -> Trace:
     """Run the forward once under observation and return its records, not yet explained.
 
@@ -51,6 +52,7 @@ def observe(
         args, kwargs: the forward's arguments.
         first_break: stop at the first break instead of reporting every independent one.
         config: key/value pairs kept in the Trace for titles.
+        cost: also count FLOPs and bytes (`shapetrace.tracing.cost`); None leaves them out.
 
     Returns:
         The Trace. A forward that raises gives a Trace whose last break names the layer.
@@ -63,7 +65,12 @@ def observe(
     inputs = tensors_in(args) + tensors_in(kwargs)
     for tensor in inputs:
         recorder.set_tag(tensor, MODEL_INPUT)
-    observer = Observer(recorder, first_break, meta=any(t.device.type == "meta" for t in inputs))
+    meta = any(t.device.type == "meta" for t in inputs)
+    if cost is not None:
+        from shapetrace.tracing.cost import observe_cost
+
+        return observe_cost(model, args, kwargs, recorder, inputs, first_break, tuple(config), cost, meta=meta)
+    observer = Observer(recorder, first_break, meta=meta)
     output = _observed_forward(model, args, kwargs, observer)
     from shapetrace.tracing.freeze import freeze
 
