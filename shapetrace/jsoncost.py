@@ -128,10 +128,12 @@ def read_cost(data: dict[str, Any], reader_type: Callable[[Any, str], Reader]) -
     for dtype, nbytes in by_dtype.items():
         if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
             raise TraceFileError(f"cost field 'param_bytes_by_dtype' has {dtype}: {nbytes!r:.40}, expected bytes")
+    budget = _budget(item.get("budget"), reader_type)
     options = CostOptions(
         mode=reader.choice("mode", CostMode, default=CostMode.INFERENCE),
         optimizer=reader.choice("optimizer", Optimizer, default=Optimizer.ADAM),
         checkpointing=reader.get("checkpointing", bool, default=False),
+        budget=budget.bytes if budget is not None else None,
     )
     layers = tuple(_layer(reader_type(layer, "layer")) for layer in data.get("layers", []))
     levels = tuple(_level(reader_type(level, "cost level")) for level in reader.items("levels", required=False))
@@ -141,7 +143,7 @@ def read_cost(data: dict[str, Any], reader_type: Callable[[Any, str], Reader]) -
         options=options,
         layers=layers,
         levels=levels,
-        budget=_budget(item.get("budget"), reader_type),
+        budget=budget,
     )
 
 

@@ -23,19 +23,19 @@ def mm_flops(rows: int, inner: int, columns: int, batch: int = 1) -> int:
 
 
 def matmul_flops(left: Shape, right: Shape) -> int:
-    """torch.matmul as ATen lowers it: vector products count 0, folded batches `mm`, the rest `bmm`."""
+    """torch.matmul as ATen lowers it: vector products count 0, folded batches `mm`, the rest `bmm`.
+
+    A batch of matrices times a vector folds onto `mv` (0) when the batch is contiguous, as the
+    outputs of layers are; a vector times a batch of matrices is a `bmm` of one-row matrices.
+    """
     left_dims, right_dims = len(left), len(right)
-    if left_dims == 0 or right_dims == 0:
-        return 0
-    if (right_dims == 1 and left_dims != 1) or (left_dims == 1 and right_dims == 1):
+    if left_dims == 0 or right_dims in (0, 1):
         return 0  # dot, mv, or a batch folded onto mv
-    if left_dims == 1 and right_dims >= 3:
-        return 0  # folded the other way round: mv again
     if left_dims == 1:
-        return mm_flops(1, left[0], right[1])
+        return mm_flops(1, left[0], right[-1], math.prod(right[:-2]))
     if right_dims == 2:
         return mm_flops(math.prod(left[:-1]), left[-1], right[1])  # mm, or the batch folded into rows
-    batch = _broadcast(left[:-2], right[:-2])
+    batch = broadcast(left[:-2], right[:-2])
     return mm_flops(left[-2], left[-1], right[-1], math.prod(batch))
 
 
@@ -95,10 +95,10 @@ def multi_head_attention_flops(
 
 
 def einsum_flops(equation: str, shapes: Sequence[Shape]) -> int:
-    """torch.einsum as ATen contracts it: operands left to right, each pair by `bmm`, `mul` or `dot`.
+    """torch.einsum as ATen contracts it: operands left to right, each pair by `bmm` or `mul`.
 
-    A contraction dimension of size 1 on one side is summed away first; a pair with nothing
-    left to contract is a `mul` (0), and one that contracts everything a `dot` (0).
+    A contraction dimension of size 1 on one side is summed away first, and a pair with nothing
+    left to contract is a `mul` (0).
     """
     parsed = _parse_einsum(equation, shapes)
     if parsed is None or len(shapes) < 2:
@@ -117,10 +117,43 @@ def einsum_flops(equation: str, shapes: Sequence[Shape]) -> int:
             if last_use[label] == position and result.get(label, 1) != 1 and operand.get(label, 1) != 1
         ]
         kept = [label for label in dict.fromkeys([*result, *operand]) if label in output or last_use[label] > position]
-        if summed and kept:
+        if summed:
             total += _pair_flops(result, operand, summed, kept)
         result = {label: max(result.get(label, 1), operand.get(label, 1)) for label in kept}
     return total
+
+
+def einsum_groups(equation: str, shapes: Sequence[Shape]) -> tuple[list[list[int]], list[list[int]]] | None:
+    """For a two-operand einsum, the dims of each operand that ATen's bmm reshape merges.
+
+    sumproduct_pair permutes the left operand to (both, left only, summed) and the right one to
+    (both, summed, right only), each group in ATen's label order: the output's labels, then the
+    contracted ones, upper case before lower case. A `mul` merges nothing; None where it does not parse.
+    """
+    parsed = _parse_einsum(equation, shapes)
+    if parsed is None or len(shapes) != 2:
+        return None
+    (left_labels, right_labels), output = parsed
+    contracted = sorted(set(left_labels + right_labels) - set(output), key=lambda label: (label.islower(), label))
+    left_sizes = dict(zip(left_labels, shapes[0], strict=True))
+    right_sizes = dict(zip(right_labels, shapes[1], strict=True))
+    both, left_only, right_only, summed = [], [], [], []
+    for label in [*output, *contracted]:
+        on_left, on_right = left_sizes.get(label, 1) != 1, right_sizes.get(label, 1) != 1
+        if label in contracted:
+            if on_left and on_right:
+                summed.append(label)
+        elif on_left and on_right:
+            both.append(label)
+        elif on_left:
+            left_only.append(label)
+        elif on_right:
+            right_only.append(label)
+    if not summed:
+        return [], []  # a mul of broadcast views
+    left_groups = [[left_labels.index(label) for label in group] for group in (both, left_only, summed)]
+    right_groups = [[right_labels.index(label) for label in group] for group in (both, summed, right_only)]
+    return left_groups, right_groups
 
 
 def _pair_flops(left: dict[str, int], right: dict[str, int], summed: Sequence[str], kept: Sequence[str]) -> int:
@@ -172,7 +205,7 @@ def _parse_einsum(equation: str, shapes: Sequence[Shape]) -> tuple[list[str], st
     return expanded, output
 
 
-def _broadcast(left: Shape, right: Shape) -> tuple[int, ...]:
+def broadcast(left: Shape, right: Shape) -> tuple[int, ...]:
     length = max(len(left), len(right))
     padded_left = (1,) * (length - len(left)) + tuple(left)
     padded_right = (1,) * (length - len(right)) + tuple(right)

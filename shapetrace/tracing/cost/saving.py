@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from shapetrace.tracing.cost import batched
 from shapetrace.tracing.metashapes.arguments import bind, signature_of
 
 
@@ -242,8 +243,12 @@ SAVES: dict[Callable[..., Any], Rule] = {
     torch._C._nn.scaled_dot_product_attention: _scaled_dot_product,
     F.multi_head_attention_forward: _multi_head,
     torch.where: _where,
+    torch.matmul: batched.matmul,
+    torch.Tensor.matmul: batched.matmul,
+    torch.Tensor.__matmul__: batched.matmul,
+    torch.Tensor.__rmatmul__: batched.reflected_matmul,
+    torch.functional.einsum: batched.einsum,
     torch.Tensor.__pow__: _power,
-    torch.functional.einsum: lambda saver, args, kwargs, output: _operands(0, 1)(saver, args[1:], {}, output),
 }
 for _spatial in (1, 2, 3):
     SAVES[getattr(torch, f"conv{_spatial}d")] = _convolution
@@ -262,15 +267,14 @@ for _owner in (torch, torch.Tensor):
     for _name in ("relu", "sigmoid", "tanh", "exp", "sqrt", "rsqrt", "softmax", "log_softmax", "reciprocal"):
         SAVES[getattr(_owner, _name)] = _output
     SAVES[_owner.pow] = _power
-    for _name in ("mul", "mm", "bmm", "matmul"):
+    for _name in ("mul", "mm", "bmm"):
         SAVES[getattr(_owner, _name)] = _operands(0, 1)
     SAVES[_owner.addmm] = _operands(1, 2)
     SAVES[_owner.baddbmm] = _operands(1, 2)
     SAVES[_owner.div] = _division
 for _name in ("relu_", "sigmoid_", "tanh_", "exp_"):
     SAVES[getattr(torch.Tensor, _name)] = _output
-for _name in ("__mul__", "__rmul__", "mul_", "__imul__", "__matmul__"):
+for _name in ("__mul__", "__rmul__", "mul_", "__imul__"):
     SAVES[getattr(torch.Tensor, _name)] = _operands(0, 1)
 for _name in ("__truediv__", "div_", "__itruediv__"):
     SAVES[getattr(torch.Tensor, _name)] = _division
-SAVES[torch.Tensor.__rmatmul__] = _operands(0, 1)
