@@ -10,6 +10,9 @@ Training is simulated beside the no_grad forward: a tensor requires grad if it i
 trainable parameter or an op made it from one that does, and `saving.SAVES` names what each
 op's backward would keep. Storages get serial numbers that are never reused, so a saved
 tensor freed by this no_grad forward is still counted once however its memory is reused.
+
+Every op of a forward passes through `op`, so it is written for speed: one table lookup per
+op, one weak reference object per tensor that carries the tensor's state itself.
 """
 
 from __future__ import annotations
@@ -35,20 +38,23 @@ _ENTRIES = {
 """Each function's FLOP formula, other-FLOPs estimate, attention formula and saving rule: one lookup per op."""
 
 
+class _Reference(weakref.ref):  # type: ignore[type-arg]  # the referent is always a tensor
+    """A weak reference to a tracked tensor that holds what is known of it."""
+
+    __slots__ = ("grad", "identity", "storage")
+    storage: int
+    """The storage's key: its StorageImpl's address, which its views share."""
+    grad: bool
+    """The tensor would require grad in training."""
+    identity: int
+
+
 @dataclass(slots=True)
 class _Storage:
     serial: int
     nbytes: int
     holders: int = 0
     """Tracked tensor objects on this storage; it is freed when the last one is."""
-
-
-@dataclass(slots=True)
-class _Tensor:
-    ref: weakref.ref[torch.Tensor]
-    storage: int
-    """The storage's key: its StorageImpl's address, which its views share."""
-    grad: bool
 
 
 @dataclass(slots=True)
@@ -61,10 +67,6 @@ class CallCost:
     """Serials of the storages first saved by this call's own ops."""
     attention_flops: int = 0
     attention_tokens: int = 0
-    output_bytes: int = 0
-    dtype: str = ""
-    inputs: list[int] = field(default_factory=list)
-    """Serials of the input storages (kept for the blocks that checkpointing would recompute)."""
 
 
 class CostMeter:
@@ -72,18 +74,21 @@ class CostMeter:
 
     def __init__(self, model: nn.Module) -> None:
         self.calls: dict[int, CallCost] = {}
+        self.outputs: dict[int, tuple[int, torch.dtype | None]] = {}
+        """Bytes of each call's outputs and the dtype of its first."""
+        self.inputs: dict[int, list[int]] = {}
+        """Serials of each block's input storages (checkpointing keeps them)."""
         self.storages: dict[int, _Storage] = {}
-        self.tensors: dict[int, _Tensor] = {}
+        self.tensors: dict[int, _Reference] = {}
         self.serial_bytes: list[int] = []
         """Bytes of each storage ever seen, by serial."""
         self.saved: set[int] = set()
         self.live = 0
         self.peak = 0
         self.largest = 0
-        self.total_flops = 0
         self.parameters: set[int] = set()
         self.state: dict[int, int] = {}
-        """Serials of the model's parameter and buffer storages: never live activations."""
+        """Serials of the model's buffer storages (parameters and buffers are never live activations)."""
         self.call = MODEL_INPUT
         for module in every_module(model):
             for parameter in module._parameters.values():
@@ -98,7 +103,7 @@ class CostMeter:
 
     def requires_grad(self, tensor: torch.Tensor) -> bool:
         known = self.tensors.get(id(tensor))
-        if known is not None and known.ref() is tensor:
+        if known is not None and known() is tensor:
             return known.grad
         return tensor.requires_grad  # a parameter, or one of the user's tensors
 
@@ -106,7 +111,7 @@ class CostMeter:
         """Follow `tensor` until it is collected; its storage is live while any such tensor is."""
         identity = id(tensor)
         known = self.tensors.get(identity)
-        if known is not None and known.ref() is tensor:
+        if known is not None and known() is tensor:
             known.grad = known.grad or grad  # returned again (in place, or `.float()` of a float)
             return
         try:
@@ -114,30 +119,31 @@ class CostMeter:
         except (RuntimeError, NotImplementedError):
             return  # no storage (a sparse or nested tensor): not counted
         key = storage_object._cdata
-        reference = weakref.ref(tensor, lambda dead: self._release(identity, dead))
+        reference = _Reference(tensor, self._release)
+        reference.storage, reference.grad, reference.identity = key, grad, identity
+        self.tensors[identity] = reference
         if key in self.parameters or key in self.state:
-            self.tensors[identity] = _Tensor(reference, key, grad)  # model state: never live here
-            return
+            return  # model state: never a live activation here
         storage = self.storages.get(key)
         if storage is None:
             nbytes = storage_object.nbytes()
-            storage = self.storages[key] = _Storage(self._serial(nbytes), nbytes)
+            self.serial_bytes.append(nbytes)
+            storage = self.storages[key] = _Storage(len(self.serial_bytes) - 1, nbytes)
             self.live += nbytes
-            self.largest = max(self.largest, nbytes)
+            if nbytes > self.largest:  # noqa: PLR1730 - cheaper than max() on every new storage
+                self.largest = nbytes
         storage.holders += 1
-        self.tensors[identity] = _Tensor(reference, key, grad)
 
-    def _release(self, identity: int, reference: weakref.ref[torch.Tensor]) -> None:
-        known = self.tensors.get(identity)
-        if known is None or known.ref is not reference:
-            return
-        del self.tensors[identity]
-        storage = self.storages.get(known.storage)
+    def _release(self, reference: _Reference) -> None:
+        """A tracked tensor was collected: its storage is freed with the last one on it."""
+        if self.tensors.get(reference.identity) is reference:
+            del self.tensors[reference.identity]
+        storage = self.storages.get(reference.storage)
         if storage is not None:
             storage.holders -= 1
             if storage.holders == 0:
                 self.live -= storage.nbytes
-                del self.storages[known.storage]
+                del self.storages[reference.storage]
 
     def _serial(self, nbytes: int) -> int:
         self.serial_bytes.append(nbytes)
@@ -146,7 +152,7 @@ class CostMeter:
     def serial_of(self, tensor: torch.Tensor) -> int | None:
         """The serial of `tensor`'s storage, tracking a storage seen for the first time; None for parameters."""
         known = self.tensors.get(id(tensor))
-        key = known.storage if known is not None and known.ref() is tensor else _storage_key(tensor)
+        key = known.storage if known is not None and known() is tensor else _storage_key(tensor)
         if not key or key in self.parameters:
             return None
         if key in self.state:
@@ -182,29 +188,25 @@ class CostMeter:
 
     def op(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], output: Any, call: int) -> None:
         """Charge one op to `call`: its FLOPs, its outputs' bytes and what its backward keeps."""
-        # Every op of the forward comes through here: the common case is written out inline.
         if isinstance(output, torch.Tensor):
-            outputs: Sequence[Any] = (output,)
+            grad = self._any_grad(args) or (bool(kwargs) and self._any_grad(kwargs.values()))
+            self.track(output, grad and output.is_floating_point())
         elif isinstance(output, (tuple, list)) and any(isinstance(item, torch.Tensor) for item in output):
-            outputs = output
+            grad = self._any_grad(args) or (bool(kwargs) and self._any_grad(kwargs.values()))
+            for tensor in output:
+                if isinstance(tensor, torch.Tensor):
+                    self.track(tensor, grad and tensor.is_floating_point())
         else:
             return  # a size, a dtype, a bool: nothing was made
-        grad = self._any_grad(args) or (bool(kwargs) and self._any_grad(kwargs.values()))
-        for tensor in outputs:
-            if isinstance(tensor, torch.Tensor):
-                self.track(tensor, grad and tensor.is_floating_point())
-        self.peak = max(self.peak, self.live)
+        if self.live > self.peak:  # noqa: PLR1730 - cheaper than max() on every op
+            self.peak = self.live
         entry = _ENTRIES.get(func)
         if entry is None:
             return
         formula, estimate, attention, rule = entry
-        cost = self.calls.get(call)
-        if cost is None:
-            cost = self.calls[call] = CallCost()
+        cost = self.calls.get(call) or self._cost(call)
         if formula is not None:
-            flops = formula(args, kwargs, output)
-            cost.flops += flops
-            self.total_flops += flops
+            cost.flops += formula(args, kwargs, output)
             if attention is not None:
                 quadratic, tokens = attention(args, kwargs)
                 cost.attention_flops += quadratic
@@ -221,7 +223,7 @@ class CostMeter:
         for value in values:
             if isinstance(value, torch.Tensor):
                 known = tensors.get(id(value))
-                if known.grad if known is not None and known.ref() is value else value.requires_grad:
+                if known.grad if known is not None and known() is value else value.requires_grad:
                     return True
             elif isinstance(value, (list, tuple)) and self._any_grad(value):
                 return True
@@ -235,14 +237,16 @@ class CostMeter:
 
     def begin_call(self, call: int, tensors: Sequence[torch.Tensor]) -> None:
         """Remember the storages a block receives (checkpointing keeps them)."""
-        cost = self._cost(call)
-        cost.inputs.extend(serial for serial in map(self.serial_of, tensors) if serial is not None)
+        serials = self.inputs.setdefault(call, [])
+        serials.extend(serial for serial in map(self.serial_of, tensors) if serial is not None)
 
-    def end_call(self, call: int, outputs: Sequence[torch.Tensor]) -> None:
-        cost = self._cost(call)
-        cost.output_bytes = sum(tensor.numel() * tensor.element_size() for tensor in outputs)
-        if outputs:
-            cost.dtype = str(outputs[0].dtype).removeprefix("torch.")
+    def end_call(self, call: int, output: Any, outputs: Callable[[Any], list[torch.Tensor]]) -> None:
+        """The bytes of a call's outputs (`outputs` finds the tensors in a structured output)."""
+        if isinstance(output, torch.Tensor):
+            self.outputs[call] = (output.nbytes, output.dtype)
+            return
+        tensors = outputs(output)
+        self.outputs[call] = (sum(tensor.nbytes for tensor in tensors), tensors[0].dtype if tensors else None)
 
 
 def _storage_key(tensor: torch.Tensor) -> int:

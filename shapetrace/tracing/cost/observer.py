@@ -48,7 +48,7 @@ class CostObserver(Observer):
         with _NO_FUNCTION_MODE():
             if kwargs and len(stack) == BLOCK_DEPTH:
                 self.meter.begin_call(call, tensors_in(kwargs))
-            self.meter.end_call(call, (output,) if isinstance(output, torch.Tensor) else tensors_in(output))
+            self.meter.end_call(call, output, tensors_in)
 
     def __torch_function__(
         self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None

@@ -30,20 +30,21 @@ OPTIMIZER_STATES = {Optimizer.ADAM: 2, Optimizer.SGD: 0}
 
 
 @dataclasses.dataclass(slots=True)
-class _Parameters:
-    """Trainable and frozen entries and bytes of a module with its children."""
+class _Module:
+    """One module's parameters with its children's, and what torchinfo's MACs need of its own."""
 
     trainable: int = 0
     frozen: int = 0
     nbytes: int = 0
+    kernel: tuple[int, ...] = ()
+    per_position: int = 0
+    """Its own weight and bias entries, counted once per output position."""
+    per_row: int = 0
+    """Its own other weights (an RNN's weight_ih_l0), counted once per (batch, channel) row."""
+    convolution: bool = False
 
 
-@dataclasses.dataclass(slots=True)
-class _Model:
-    """The model's parameters, each counted once, and each module's share."""
-
-    by_module: dict[int, _Parameters]
-    unique: dict[int, nn.Parameter]
+_NO_MODULE = _Module()
 
 
 def with_cost(
@@ -56,43 +57,45 @@ def with_cost(
 ) -> Trace:
     """The trace with the cost of every layer and of the whole model."""
     calls = recorder.calls
-    totals = _subtree_totals(calls, meter)
-    parameters = _parameters(model)
+    modules, unique = _modules(model)
+    totals = _subtree_totals(calls, meter, modules)
+    names: dict[torch.dtype | None, str] = {None: ""}
     layers = []
-    none = _Parameters()
     for call in calls:
-        own = meter.calls.get(call.index)
-        split = parameters.by_module.get(id(call.module), none)
+        module = modules.get(id(call.module), _NO_MODULE)
+        output_bytes, dtype = meter.outputs.get(call.index, (0, None))
+        if dtype not in names:
+            names[dtype] = str(dtype).removeprefix("torch.")
         flops, other, macs, saved, attention, tokens = totals[call.index]
-        # Positionally, in LayerCost's field order: keywords cost four times as much per layer.
+        # Positionally, in LayerCost's field order: keywords cost several times as much per layer.
         layers.append(
             LayerCost(
                 flops,
                 other,
                 macs,
-                own.output_bytes if own else 0,
+                output_bytes,
                 saved,
-                split.trainable,
-                split.frozen,
-                split.nbytes,
-                _kernel(call.module),
-                own.dtype if own else "",
+                module.trainable,
+                module.frozen,
+                module.nbytes,
+                module.kernel,
+                names[dtype],
                 tokens,
                 attention,
             )
         )
     root = totals[0] if calls else [0] * 6
-    summary = _summary(root, meter, parameters, inputs, options, checkpointed_saved(calls, meter))
+    summary = _summary(root, meter, unique, inputs, options, checkpointed_saved(calls, meter))
     return dataclasses.replace(trace, cost=dataclasses.replace(summary, layers=tuple(layers)))
 
 
-def _subtree_totals(calls: Sequence[Call], meter: CostMeter) -> list[list[int]]:
+def _subtree_totals(calls: Sequence[Call], meter: CostMeter, modules: dict[int, _Module]) -> list[list[int]]:
     """(flops, other, macs, saved bytes, attention flops, attention tokens) of each call and its children."""
     totals = []
     sizes = meter.serial_bytes
     for call in calls:
         own = meter.calls.get(call.index)
-        macs = torchinfo_macs(call.module, call.outputs) if call.leaf else 0
+        macs = torchinfo_macs(modules.get(id(call.module), _NO_MODULE), call.outputs) if call.leaf else 0
         if own is None:
             totals.append([0, 0, macs, 0, 0, 0])
             continue
@@ -107,26 +110,17 @@ def _subtree_totals(calls: Sequence[Call], meter: CostMeter) -> list[list[int]]:
     return totals
 
 
-def torchinfo_macs(module: nn.Module, outputs: Sequence[tuple[int, ...]]) -> int:
+def torchinfo_macs(module: _Module, outputs: Sequence[tuple[int, ...]]) -> int:
     """torchinfo's mult-adds of a leaf call: each weight and bias entry once per output position.
 
     A convolution's output position is (batch, *spatial); any other layer's is the batch alone,
     as torchinfo counts it (a Linear on (B, N, C) counts B, not B·N).
     """
-    if not outputs or not outputs[0] or not module._parameters:
+    if not outputs or not outputs[0] or not (module.per_position or module.per_row):
         return 0
     output = outputs[0]
-    total = 0
-    convolution = "Conv" in type(module).__name__
-    for name, parameter in module._parameters.items():
-        if parameter is None or is_lazy(parameter):
-            continue
-        entries = parameter.numel()
-        if name in ("weight", "bias"):
-            total += entries * (math.prod(output[:1] + output[2:]) if convolution else output[0])
-        elif "weight" in name or "bias" in name:
-            total += entries * math.prod(output[:2])
-    return total
+    positions = math.prod(output[:1] + output[2:]) if module.convolution else output[0]
+    return module.per_position * positions + module.per_row * math.prod(output[:2])
 
 
 def _kernel(module: nn.Module) -> tuple[int, ...]:
@@ -140,36 +134,40 @@ def _kernel(module: nn.Module) -> tuple[int, ...]:
     return ()
 
 
-def _parameters(model: nn.Module) -> _Model:
-    """Trainable and frozen entries and bytes of each module with its children, in one walk."""
-    by_module: dict[int, _Parameters] = {}
+def _modules(model: nn.Module) -> tuple[dict[int, _Module], dict[int, nn.Parameter]]:
+    """Each module's parameter counts (with its children's) and own MAC weights; every parameter once."""
+    found: dict[int, _Module] = {}
     unique: dict[int, nn.Parameter] = {}
 
-    def visit(module: nn.Module) -> _Parameters:
-        found = by_module.get(id(module))
-        if found is not None:
-            return found
-        found = by_module[id(module)] = _Parameters()
-        for parameter in module._parameters.values():
+    def visit(module: nn.Module) -> _Module:
+        info = found.get(id(module))
+        if info is not None:
+            return info
+        info = found[id(module)] = _Module(kernel=_kernel(module), convolution="Conv" in type(module).__name__)
+        for name, parameter in module._parameters.items():
             if parameter is None or is_lazy(parameter):
                 continue
             unique[id(parameter)] = parameter
             count = parameter.numel()
-            found.nbytes += count * parameter.element_size()
+            info.nbytes += count * parameter.element_size()
             if parameter.requires_grad:
-                found.trainable += count
+                info.trainable += count
             else:
-                found.frozen += count
+                info.frozen += count
+            if name in ("weight", "bias"):
+                info.per_position += count
+            elif "weight" in name or "bias" in name:
+                info.per_row += count
         for child in module._modules.values():
             if child is not None:
                 part = visit(child)
-                found.trainable += part.trainable
-                found.frozen += part.frozen
-                found.nbytes += part.nbytes
-        return found
+                info.trainable += part.trainable
+                info.frozen += part.frozen
+                info.nbytes += part.nbytes
+        return info
 
     visit(model)
-    return _Model(by_module, unique)
+    return found, unique
 
 
 def checkpointed_saved(calls: Sequence[Call], meter: CostMeter) -> int:
@@ -179,6 +177,8 @@ def checkpointed_saved(calls: Sequence[Call], meter: CostMeter) -> int:
     at a time; ops outside any block keep what they always keep.
     """
     kept: set[int] = set()
+    for serials in meter.inputs.values():
+        kept.update(serials)
     by_block: dict[int, set[int]] = defaultdict(set)
     for index, own in meter.calls.items():
         block = _block_of(calls, index)
@@ -186,8 +186,6 @@ def checkpointed_saved(calls: Sequence[Call], meter: CostMeter) -> int:
             kept.update(own.saved)
         else:
             by_block[block].update(own.saved)
-            if index == block:
-                kept.update(own.inputs)
     sizes = meter.serial_bytes
     largest = max((sum(sizes[serial] for serial in saved - kept) for saved in by_block.values()), default=0)
     return sum(sizes[serial] for serial in kept) + largest
@@ -205,14 +203,14 @@ def _block_of(calls: Sequence[Call], index: int) -> int | None:
 def _summary(
     root: Sequence[int],
     meter: CostMeter,
-    model: _Model,
+    unique: dict[int, nn.Parameter],
     inputs: Sequence[torch.Tensor],
     options: CostOptions,
     checkpointed: int,
 ) -> CostSummary:
     by_dtype: dict[str, int] = defaultdict(int)
     trainable = frozen = trainable_bytes = 0
-    for parameter in model.unique.values():
+    for parameter in unique.values():
         count = parameter.numel()
         nbytes = count * parameter.element_size()
         by_dtype[str(parameter.dtype).removeprefix("torch.")] += nbytes
