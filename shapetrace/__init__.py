@@ -15,7 +15,18 @@ if TYPE_CHECKING:
     from shapetrace.api import run_trace, trace, trace_sizes
     from shapetrace.errors import ShapetraceError
     from shapetrace.models.unet import UNet
-    from shapetrace.records import Break, BreakSide, LayerRecord, ShapeWarning, SizeRule, SkipPair, Trace
+    from shapetrace.records import (
+        Break,
+        BreakSide,
+        CostMode,
+        CostOptions,
+        LayerRecord,
+        Optimizer,
+        ShapeWarning,
+        SizeRule,
+        SkipPair,
+        Trace,
+    )
 
 __version__ = "0.1.0"
 
@@ -32,11 +43,17 @@ _EXPORTS = {
     "SizeRule": "shapetrace.records",
     "SkipPair": "shapetrace.records",
     "Trace": "shapetrace.records",
+    "CostMode": "shapetrace.records",
+    "CostOptions": "shapetrace.records",
+    "Optimizer": "shapetrace.records",
 }
 __all__ = [
     "Break",
     "BreakSide",
+    "CostMode",
+    "CostOptions",
     "LayerRecord",
+    "Optimizer",
     "ShapeWarning",
     "ShapetraceError",
     "SizeRule",

@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from shapetrace.analysis.cost import with_levels
 from shapetrace.analysis.diagnosis import explain
-from shapetrace.records import Break, BreakKind, Trace
+from shapetrace.records import Break, BreakKind, CostOptions, Trace
 from shapetrace.size_search import Prober, ProbesUnavailable, with_size_rule
 from shapetrace.tracing.inputs import SizedInputs, resolve_device
 from shapetrace.tracing.tracer import observe
@@ -43,6 +44,7 @@ def run_trace(
     first_break: bool = False,
     config: Sequence[tuple[str, str]] = (),
     verify: bool = True,
+    cost: CostOptions | None = None,
 ) -> Trace:
     """`trace` with options.
 
@@ -53,15 +55,21 @@ def run_trace(
         config: key/value pairs kept in the Trace for titles.
         verify: find the size rule and verify each fix by re-tracing on meta (a few more
             traces); False explains the breaks only, every fix labelled unverified.
+        cost: count FLOPs and bytes too (`Trace.cost`); a budget is searched when the
+            arguments are on meta.
 
     Returns:
         The explained Trace. A forward that raises gives a Trace whose last break names the layer.
     """
-    trace = observe(model, args, kwargs, first_break=first_break, config=config)
+    trace = observe(model, args, kwargs, first_break=first_break, config=config, cost=cost)
+    if cost is not None and cost.budget is not None and trace.device == "meta":
+        from shapetrace.tracing.cost.budget import with_budget
+
+        trace = with_budget(trace, model, args, kwargs or {})
     if not verify:
-        return explain(trace)
+        return with_levels(explain(trace))
     prober = Prober(lambda: meta_copy(model), resized_arguments(args, kwargs or {}))
-    return diagnose(trace, prober, first_break=first_break)
+    return with_levels(diagnose(trace, prober, first_break=first_break))
 
 
 def trace_sizes(
@@ -72,6 +80,7 @@ def trace_sizes(
     kwargs: dict[str, Sequence[int]] | None = None,
     device: str = "meta",
     dtypes: Sequence[torch.dtype] | None = None,
+    cost: CostOptions | None = None,
 ) -> Trace:
     """Make tensors of the given sizes on `device` and trace `model` on them.
 
@@ -83,6 +92,7 @@ def trace_sizes(
         kwargs: keyword tensors by shape, e.g. `{"encoder_hidden_states": (1, 77, 768)}`.
         device: "meta" (default), "cpu" or "cuda".
         dtypes: one dtype per positional tensor (default float32).
+        cost: count FLOPs and bytes too (`Trace.cost`), and search a budget on meta.
 
     Returns:
         The Trace, with the size rule attached when a size broke.
@@ -94,7 +104,8 @@ def trace_sizes(
         timestep_value=None if isinstance(timestep, bool) else timestep,
         keywords={name: (tuple(shape), torch.float32) for name, shape in (kwargs or {}).items()},
     )
-    return trace_inputs(model, inputs, resolve_device(device), probe_model=model if device == "meta" else None)
+    probe_model = model if device == "meta" else None
+    return trace_inputs(model, inputs, resolve_device(device), probe_model=probe_model, cost=cost)
 
 
 def trace_inputs(
@@ -105,19 +116,24 @@ def trace_inputs(
     probe_model: nn.Module | None = None,
     first_break: bool = False,
     config: Sequence[tuple[str, str]] = (),
+    cost: CostOptions | None = None,
 ) -> Trace:
-    """Trace on tensors made from `inputs`; probe sizes on `probe_model` (a meta copy) if given."""
+    """Trace on tensors made from `inputs`; probe sizes (and a budget) on `probe_model`, a meta copy, if given."""
     args, kwargs = inputs.make(device)
-    trace = observe(model, args, kwargs, first_break=first_break, config=config)
+    trace = observe(model, args, kwargs, first_break=first_break, config=config, cost=cost)
     if inputs.timestep and _wants_float_timestep(trace):
         inputs = SizedInputs(inputs.positional, True, inputs.timestep_value, inputs.keywords, torch.float32)
         args, kwargs = inputs.make(device)
-        trace = observe(model, args, kwargs, first_break=first_break, config=config)
+        trace = observe(model, args, kwargs, first_break=first_break, config=config, cost=cost)
     if probe_model is None:
-        return explain(trace)
+        return with_levels(explain(trace))
     meta = torch.device("meta")
+    if cost is not None and cost.budget is not None:
+        from shapetrace.tracing.cost.budget import with_budget
+
+        trace = with_budget(trace, probe_model, *inputs.make(meta))
     prober = Prober(lambda: probe_model, lambda size: inputs.make(meta, size))
-    return diagnose(trace, prober, first_break=first_break)
+    return with_levels(diagnose(trace, prober, first_break=first_break))
 
 
 def diagnose(trace: Trace, prober: Prober | None, *, first_break: bool = False) -> Trace:

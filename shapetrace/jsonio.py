@@ -1,8 +1,8 @@
 """Trace <-> JSON, schema 2: the public contract of `--format json` and `shapetrace diff`.
 
 Schema 2 adds `causes` (each root cause once, with its fixes and the breaks it explains),
-`resamplings` (the geometry of every op that changed a spatial size) and a per-axis
-`size_rule`; files of schema 1 are still read.
+`resamplings` (the geometry of every op that changed a spatial size), a per-axis
+`size_rule` and the cost of a `--cost` trace (`jsoncost`); files of schema 1 are still read.
 
 Reading validates every field and raises TraceFileError naming the bad value, so a
 truncated, foreign or hostile file gives one clear line, never a traceback.
@@ -15,6 +15,7 @@ import json
 from enum import StrEnum
 from typing import Any
 
+from shapetrace import jsoncost
 from shapetrace.errors import TraceFileError
 from shapetrace.records import (
     AxisRule,
@@ -46,7 +47,10 @@ _MAX_STRING = 10_000  # characters in one name or message
 
 
 def dumps(trace: Trace, indent: int | None = 2) -> str:
-    return json.dumps(to_dict(trace), indent=indent)
+    data = to_dict(trace)
+    if trace.cost is not None:
+        jsoncost.add_cost(data, trace.cost)
+    return json.dumps(data, indent=indent)
 
 
 def to_dict(trace: Trace) -> dict[str, Any]:
@@ -168,6 +172,7 @@ def from_dict(data: Any) -> Trace:
         device=reader.get("device", str, default="meta"),
         config=_config(reader.get("config", list, default=[])),
         resamplings=tuple(_resampling(item, count) for item in reader.items("resamplings", required=False)),
+        cost=jsoncost.read_cost(data, _Reader),
     )
     trace = dataclasses.replace(
         trace, causes=tuple(_cause(item, count, len(trace.breaks)) for item in reader.items("causes", required=False))

@@ -115,6 +115,133 @@ class CauseKind(StrEnum):
     """A failure that is not about shapes (an error, a value read on meta, Ctrl-C)."""
 
 
+class CostMode(StrEnum):
+    """Which whole-model estimate a memory budget is checked against."""
+
+    INFERENCE = "inference"
+    """Evaluation mode under no_grad: the peak of live tensors, plus the parameters."""
+    TRAIN = "train"
+    """Parameters, gradients, optimizer state, saved activations and the largest transient."""
+
+
+class Optimizer(StrEnum):
+    """The optimizer whose state a training estimate holds."""
+
+    ADAM = "adam"
+    """Two tensors per trainable parameter (exp_avg, exp_avg_sq), of its dtype."""
+    SGD = "sgd"
+    """torch.optim.SGD's default (momentum 0): no state."""
+
+
+@dataclass(frozen=True, slots=True)
+class CostOptions:
+    """What a cost trace estimates: the mode its verdict uses, the optimizer, checkpointing, a budget."""
+
+    mode: CostMode = CostMode.INFERENCE
+    optimizer: Optimizer = Optimizer.ADAM
+    checkpointing: bool = False
+    """Model per-block activation checkpointing: each block keeps only its inputs for backward."""
+    budget: int | None = None
+    """Bytes available (GB = 10**9); None for no verdict."""
+
+
+@dataclass(frozen=True, slots=True)
+class LayerCost:
+    """The cost of one call. Values are per call; a container's include its children's."""
+
+    flops: int
+    """Forward FLOPs, as torch.utils.flop_counter.FlopCounterMode counts them (a multiply-add is 2)."""
+    other_flops: int
+    """Estimated FLOPs of the ops FlopCounterMode has no formula for (norms, elementwise, resampling)."""
+    macs: int
+    """Mult-adds as torchinfo counts them, summed over the leaf layers."""
+    output_bytes: int
+    """Bytes of this call's own outputs."""
+    saved_bytes: int
+    """Bytes autograd would save for backward in training, once per storage, parameters excluded."""
+    trainable_params: int
+    frozen_params: int
+    param_bytes: int
+    kernel: Shape = ()
+    """The module's kernel_size, where it has one."""
+    dtype: str = ""
+    """The dtype of the first output ("float32")."""
+    attention_tokens: int = 0
+    """The longest query sequence of an attention op (scaled dot-product, multi-head) in this call."""
+    attention_flops: int = 0
+    """The FLOPs of attention's two quadratic products (scores and weighted values)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LevelCost:
+    """The cost of one level of the U: the display rows at one resolution on one side."""
+
+    level: int
+    """0 for the input resolution, growing as the size shrinks."""
+    side: str
+    """"down", "mid" or "up"."""
+    size: Shape
+    """The spatial size the level works at."""
+    flops: int
+    activation_bytes: int
+    """Bytes of the outputs of the level's leaf calls."""
+    saved_bytes: int
+    params: int
+    skip_bytes: int = 0
+    """Bytes of the skips this down level holds across the bottleneck until its up level uses them."""
+    attention_tokens: int = 0
+    attention_flops: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Whether the model fits a memory budget, and the largest batch and size that do."""
+
+    bytes: int
+    mode: CostMode
+    fits: bool
+    """The estimate of `mode` at the traced batch and size is at most `bytes` (no safety margin)."""
+    max_batch: int
+    """The largest batch that fits at the traced size; 0 when none does."""
+    max_size: int
+    """The largest square size the model accepts that fits at the traced batch; 0 when none does."""
+
+
+@dataclass(frozen=True, slots=True)
+class CostSummary:
+    """Whole-model FLOPs and memory at the traced size, batch and dtype."""
+
+    flops: int
+    other_flops: int
+    macs: int
+    params: int
+    trainable_params: int
+    frozen_params: int
+    param_bytes: int
+    param_bytes_by_dtype: tuple[tuple[str, int], ...]
+    """(dtype, bytes) of the parameters, largest first."""
+    buffer_bytes: int
+    input_bytes: int
+    activation_peak_bytes: int
+    """The peak of live tensors (inputs included) at op boundaries, in evaluation under no_grad."""
+    inference_peak_bytes: int
+    """Parameters and buffers plus the activation peak."""
+    saved_bytes: int
+    """Bytes kept for backward: every call's saved tensors, or with checkpointing the blocks' inputs
+    plus the largest block's own."""
+    gradient_bytes: int
+    optimizer_bytes: int
+    transient_bytes: int
+    """The largest short-lived tensors of training: an op's output gradient and its input gradient."""
+    train_peak_bytes: int
+    options: CostOptions = CostOptions()
+    layers: tuple[LayerCost, ...] = ()
+    """One per layer of the trace, in the same order: `trace.cost.layers[layer.index]`."""
+    levels: tuple[LevelCost, ...] = ()
+    """Filled by the analysis (`shapetrace.analysis.cost`)."""
+    budget: Budget | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class LayerRecord:
     """One module call seen by the hooks."""
@@ -315,6 +442,8 @@ class Trace:
     """Every op that changed a spatial size, in the order they ran."""
     causes: tuple[Cause, ...] = ()
     """The root causes of the breaks, each once, written by the analysis."""
+    cost: CostSummary | None = None
+    """Whole-model FLOPs and memory, with `--cost`; None otherwise."""
 
     @property
     def ok(self) -> bool:

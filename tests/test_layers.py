@@ -26,6 +26,7 @@ PACKAGE = ROOT / "shapetrace"
 FOUNDATION = {
     "shapetrace.records",
     "shapetrace.jsonio",
+    "shapetrace.jsoncost",
     "shapetrace.errors",
     "shapetrace.formatting",
     "shapetrace.extents",

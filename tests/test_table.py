@@ -75,7 +75,7 @@ def _hostile_trace() -> Trace:
     return Trace("[Net]", (shape,), (shape,), tuple(layers), skips, device="meta", config=(("chs", "[1, 2]"),))
 
 
-def _tables() -> dict[str, tuple[BlockTable, int]]:
+def _tables() -> dict[str, tuple[BlockTable | FastTable, int]]:
     every_call = trace_unet(64, (1, 2))
     deepest = max(layer.depth for layer in every_call.layers) + 1
     return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,8 @@ class Rendering:
     """Display depth: 1 shows the blocks the model's forward calls."""
     output: Path | None
     """The file to write, or None to print."""
+    columns: tuple[str, ...] | None = None
+    """The table's columns after # and layer (--columns); None for the default table."""
 
 
 def choose_format(requested: str | None, path: Path | None) -> str:
@@ -77,7 +80,9 @@ def sweep_format(requested: str | None, path: Path | None) -> str:
     return implied if implied in ("json", "html") else "table"
 
 
-def render_text(trace: Trace, fmt: str, depth: int, console: Console) -> str | None:
+def render_text(
+    trace: Trace, fmt: str, depth: int, console: Console, columns: Sequence[str] | None = None
+) -> str | None:
     """JSON and DOT as text; table and tree printed through `console` (returns None)."""
     if fmt == "json":
         return trace.to_json()
@@ -96,7 +101,7 @@ def render_text(trace: Trace, fmt: str, depth: int, console: Console) -> str | N
     else:
         from shapetrace.render.table import trace_report
 
-        console.print(trace_report(trace, depth))
+        console.print(trace_report(trace, depth, columns))
     return None
 
 
@@ -106,7 +111,7 @@ def emit(trace: Trace, rendering: Rendering, console: Console) -> None:
     Raises:
         UsageError: an image format without a path, a file that cannot be written, no Graphviz.
     """
-    fmt, depth, path = rendering.format, rendering.depth, rendering.output
+    fmt, depth, path, columns = rendering.format, rendering.depth, rendering.output, rendering.columns
     if fmt in IMAGE_FORMATS:
         if path is None:
             raise UsageError(f"--format {fmt} writes an image: give -o FILE.{fmt}")
@@ -114,13 +119,13 @@ def emit(trace: Trace, rendering: Rendering, console: Console) -> None:
         console.print(f"wrote {path}")
         return
     if path is None:
-        text = render_text(trace, fmt, depth, console)
+        text = render_text(trace, fmt, depth, console, columns)
         if text is not None:
             print(text)
         return
     buffer = io.StringIO()
     file_console = plain_console(buffer)
-    text = render_text(trace, fmt, depth, file_console)
+    text = render_text(trace, fmt, depth, file_console, columns)
     write_text(path, buffer.getvalue() if text is None else text + "\n")
     console.print(f"wrote {path}")
 

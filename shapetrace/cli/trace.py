@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 import click
 
+from shapetrace.cli.cost_options import cost_options, cost_request
 from shapetrace.cli.exit_status import ExitStatus, run_status
 from shapetrace.cli.options import Tracing, debug_option, rendering_options, tracing_options
 from shapetrace.cli.output import Rendering, emit, stdout_console
@@ -48,6 +50,7 @@ from shapetrace.errors import UsageError
 )
 @tracing_options
 @rendering_options
+@cost_options
 @debug_option
 def trace_command(
     target: str,
@@ -67,6 +70,7 @@ def trace_command(
         raise UsageError(f"--kw {repeated!r} is given twice: expected each keyword tensor once")
     from shapetrace.cli.trace_target import trace_target
 
+    request = cost_request()
     trace = trace_target(
         target,
         init=init or {},
@@ -75,6 +79,7 @@ def trace_command(
         timestep=timestep,
         device=tracing.device,
         first_break=tracing.first_break,
+        cost=request.options,
     )
-    emit(trace, rendering, stdout_console())
+    emit(trace, dataclasses.replace(rendering, columns=request.columns), stdout_console())
     return run_status(trace)

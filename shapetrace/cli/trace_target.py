@@ -13,7 +13,7 @@ import torch
 
 from shapetrace.api import trace_inputs
 from shapetrace.cli.types import RANDOM_TIMESTEP, TensorSpec
-from shapetrace.records import Trace
+from shapetrace.records import CostOptions, Trace
 from shapetrace.tracing.inputs import SizedInputs, resolve_device
 from shapetrace.tracing.targets import build_model
 from shapetrace.tracing.tracer import META_VALUES
@@ -30,6 +30,7 @@ def trace_target(
     timestep: int | Literal["random"] | None,
     device: str,
     first_break: bool = False,
+    cost: CostOptions | None = None,
 ) -> Trace:
     """Build the model on `device` (and on meta for size probing) and trace it.
 
@@ -41,6 +42,7 @@ def trace_target(
         timestep: add timesteps t of shape [B] after the inputs: random, or this value; None adds none.
         device: meta, cpu or cuda.
         first_break: stop at the first break.
+        cost: count FLOPs and bytes too, and search a budget on meta; None counts nothing.
 
     Returns:
         The trace; on meta, a small model whose forward reads tensor values is traced on the CPU.
@@ -61,14 +63,14 @@ def trace_target(
     probe_model = model if torch_device.type == "meta" else build_model(target, init, torch.device("meta"))
     config = [("target", target)] + [(key, str(value)) for key, value in init.items()]
     trace = trace_inputs(
-        model, sized_inputs, torch_device, probe_model=probe_model, first_break=first_break, config=config
+        model, sized_inputs, torch_device, probe_model=probe_model, first_break=first_break, config=config, cost=cost
     )
     if torch_device.type == "meta" and _needs_values(trace) and trace.total_params <= CPU_FALLBACK_PARAMS:
         # The model reads tensor values; it is small enough to run for real on the CPU.
         cpu = torch.device("cpu")
         note = [("fell back to cpu", "the forward reads tensor values, which meta tensors lack")]
         model = build_model(target, init, cpu)
-        trace = trace_inputs(model, sized_inputs, cpu, first_break=first_break, config=config + note)
+        trace = trace_inputs(model, sized_inputs, cpu, first_break=first_break, config=config + note, cost=cost)
     return trace
 
 

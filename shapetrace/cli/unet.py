@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
+from shapetrace.cli.cost_options import cost_options, cost_request
 from shapetrace.cli.exit_status import ExitStatus, run_status
 from shapetrace.cli.options import Tracing, debug_option, rendering_options, tracing_options
 from shapetrace.cli.output import Rendering, emit, stdout_console
@@ -32,6 +35,7 @@ VARIANTS = ("fixed", "as-written")
 )
 @tracing_options
 @rendering_options
+@cost_options
 @debug_option
 def unet(
     size: tuple[int, int],
@@ -46,6 +50,7 @@ def unet(
     """Trace the tutorial's reference UNet."""
     from shapetrace.models.reference import trace_reference
 
+    request = cost_request()
     trace = trace_reference(
         size=size,
         chs=chs,
@@ -55,6 +60,7 @@ def unet(
         variant=variant,
         device=tracing.device,
         first_break=tracing.first_break,
+        cost=request.options,
     )
-    emit(trace, rendering, stdout_console())
+    emit(trace, dataclasses.replace(rendering, columns=request.columns), stdout_console())
     return run_status(trace)

@@ -7,10 +7,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from shapetrace.analysis.cost import with_levels
 from shapetrace.analysis.placement import full_name
 from shapetrace.api import diagnose
 from shapetrace.models.unet import UNet
-from shapetrace.records import BreakKind, SweepResult, Trace
+from shapetrace.records import BreakKind, CostOptions, SweepResult, Trace
 from shapetrace.size_search import Prober
 from shapetrace.tracing.inputs import activation, resolve_device, timesteps
 from shapetrace.tracing.light_pass import sweep
@@ -34,14 +35,19 @@ def trace_reference(
     variant: str = "fixed",
     device: str = "meta",
     first_break: bool = False,
+    cost: CostOptions | None = None,
 ) -> Trace:
-    """Trace UNet(img_channels, n_channels, chs, variant) on a [batch, img_channels, *size] input."""
+    """Trace UNet(img_channels, n_channels, chs, variant) on a [batch, img_channels, *size] input.
+
+    `cost` counts FLOPs and bytes too, and searches its budget on a meta copy.
+    """
     target = resolve_device(device)
     with torch.device(target):
         model = UNet(img_channels, n_channels, chs, variant)  # type: ignore[arg-type]
     x = activation((batch, img_channels, *size), target)
     t = timesteps(batch, target)
-    trace = observe(model, (x, t), first_break=first_break, config=reference_config(chs, n_channels, variant))
+    config = reference_config(chs, n_channels, variant)
+    trace = observe(model, (x, t), first_break=first_break, config=config, cost=cost)
     with torch.device("meta"):
         probe_model = UNet(img_channels, n_channels, chs, variant)  # type: ignore[arg-type]
 
@@ -49,8 +55,12 @@ def trace_reference(
         meta = torch.device("meta")
         return (activation((batch, img_channels, *size), meta), timesteps(batch, meta)), {}
 
+    if cost is not None and cost.budget is not None:
+        from shapetrace.tracing.cost.budget import with_budget
+
+        trace = with_budget(trace, probe_model, arguments_at(size)[0], {})
     prober = Prober(lambda: probe_model, arguments_at)
-    return explain_as_written(diagnose(trace, prober, first_break=first_break))
+    return with_levels(explain_as_written(diagnose(trace, prober, first_break=first_break)))
 
 
 def sweep_reference(

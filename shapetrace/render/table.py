@@ -5,6 +5,8 @@ Pure functions: they return renderables and never print.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.console import Group, RenderableType
 from rich.text import Text
 
@@ -24,21 +26,31 @@ from shapetrace.formatting import compact_shape, describe_change, format_shape, 
 from shapetrace.records import BROKEN, DOWNSTREAM, FAILED, Break, Cause, LayerRecord, LayerStatus, Shape, Trace
 from shapetrace.render.block_columns import BlockRow, Totals
 from shapetrace.render.block_table import BlockTable
+from shapetrace.render.columns import chosen_columns
+from shapetrace.render.fast_table import FastTable
 
 SIDE_STYLES = {DOWN: "cyan", MID: "magenta", UP: "green"}
 STATUS_STYLES = {BROKEN: "bold red", DOWNSTREAM: "bright_black", FAILED: "red"}
 
 
-def trace_table(trace: Trace, depth: int = BLOCK_DEPTH) -> BlockTable:
+def trace_table(trace: Trace, depth: int = BLOCK_DEPTH, columns: Sequence[str] | None = None) -> BlockTable | FastTable:
     """One row per call at the display depth, grouped down / mid / up, with a totals footer.
 
     Args:
         trace: the trace to show.
         depth: the display depth (1: the blocks the model's forward calls).
+        columns: the columns after `#` and `layer`, by name (`shapetrace.render.columns`);
+            None for the default set (with the cost columns when the trace has a cost).
 
     Returns:
-        A renderable that folds columns away as the console narrows (see block_table).
+        The default block table folds columns away as the console narrows (see block_table);
+        chosen columns, or a trace with its cost, give one column per name.
+
+    Raises:
+        ValueError: for an unknown column name.
     """
+    if columns is not None or trace.cost is not None:
+        return _column_table(trace, depth, columns)
     rows = display_rows(trace, depth)
     where = placements(trace, rows)
     sides = [where[row.index].side for row in rows]
@@ -58,6 +70,42 @@ def trace_table(trace: Trace, depth: int = BLOCK_DEPTH) -> BlockTable:
         compact_shape(_first(trace.inputs)), compact_shape(_first(trace.outputs)), f"{trace.total_params:,}"
     )
     return BlockTable(title(trace), verdict(trace), block_rows, totals)
+
+
+def _column_table(trace: Trace, depth: int, columns: Sequence[str] | None) -> FastTable:
+    """The table with one column per chosen name (`--columns`, or a trace with its cost)."""
+    chosen = chosen_columns(trace, columns)
+    rows = display_rows(trace, depth)
+    where = placements(trace, rows)
+    notes_by_row = skip_notes(trace, depth)
+    broken = {ancestor_at(trace.layers, brk.layer, depth) for brk in trace.breaks}
+    table = FastTable(title=title(trace), caption=verdict(trace))
+    table.add_column("#", justify="right", footer="", no_wrap=True)
+    table.add_column("layer", footer="total", overflow="fold")
+    for column in chosen:
+        table.add_column(
+            column.header,
+            footer=column.footer(trace),
+            justify=column.justify,
+            overflow=column.overflow,
+            no_wrap=column.no_wrap,
+        )
+    previous_side = None
+    for row in rows:
+        side = where[row.index].side
+        if previous_side is not None and side != previous_side:
+            table.add_section()
+        previous_side = side
+        status = BROKEN if row.index in broken else row.status
+        name = Text("  " * (row.depth - 1) + (row.name or row.type), style=SIDE_STYLES.get(side, ""))
+        notes = notes_by_row.get(row.index, ())
+        table.add_row(
+            str(row.index),
+            name,
+            *(column.cell(trace, row, notes) for column in chosen),
+            style=STATUS_STYLES.get(status, ""),
+        )
+    return table
 
 
 def _block_row(row: LayerRecord, side: str, status: LayerStatus, skips: tuple[str, ...], end_section: bool) -> BlockRow:
@@ -163,9 +211,14 @@ def size_rule_text(trace: Trace) -> str:
     return text
 
 
-def trace_report(trace: Trace, depth: int = BLOCK_DEPTH) -> Group:
-    """The table followed by the break explanations: what `shapetrace unet` prints."""
-    return Group(trace_table(trace, depth), *break_blocks(trace))
+def trace_report(trace: Trace, depth: int = BLOCK_DEPTH, columns: Sequence[str] | None = None) -> Group:
+    """The table, the cost summary of a `--cost` trace, and the break explanations.
+
+    What `shapetrace unet` prints; `columns` as for `trace_table`.
+    """
+    from shapetrace.render.cost_summary import cost_blocks
+
+    return Group(trace_table(trace, depth, columns), *cost_blocks(trace), *break_blocks(trace))
 
 
 def skip_notes(trace: Trace, depth: int = BLOCK_DEPTH) -> dict[int, list[str]]:

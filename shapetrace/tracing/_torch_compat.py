@@ -17,6 +17,8 @@ from torch.nn.modules import module as _module_globals
 from torch.nn.parameter import is_lazy as _is_lazy
 
 __all__ = [
+    "C_LINEAR",
+    "C_SCALED_DOT_PRODUCT_ATTENTION",
     "NoFunctionMode",
     "child_modules",
     "forget_global_forward_hook",
@@ -24,6 +26,7 @@ __all__ = [
     "has_children",
     "has_own_forward_hooks",
     "is_lazy",
+    "own_buffers",
     "own_parameters",
     "pop_function_mode",
     "push_function_mode",
@@ -67,6 +70,14 @@ def forget_global_forward_hook(handle_id: int) -> None:
     getattr(_module_globals, "_global_forward_hooks_with_kwargs", {}).pop(handle_id, None)
 
 
+# --- the C entry points that F.linear and F.scaled_dot_product_attention are -----------------
+
+C_LINEAR = torch._C._nn.linear
+"""What `F.linear` is and what a TorchFunctionMode sees called (checked on torch 2.13.0)."""
+C_SCALED_DOT_PRODUCT_ATTENTION = torch._C._nn.scaled_dot_product_attention
+"""What `F.scaled_dot_product_attention` is and what a TorchFunctionMode sees (checked on 2.13.0)."""
+
+
 # --- a module's own registries --------------------------------------------------------------
 # `named_modules()`, `parameters()` and `module.weight` go through generators and
 # nn.Module.__getattr__: for a model of a few hundred modules they cost more than a trace's
@@ -86,6 +97,11 @@ def has_children(module: nn.Module) -> bool:
 def own_parameters(module: nn.Module) -> dict[str, nn.Parameter | None]:
     """The module's own parameters by name, not its children's (`module._parameters`, checked on 2.13.0)."""
     return module._parameters
+
+
+def own_buffers(module: nn.Module) -> dict[str, torch.Tensor | None]:
+    """The module's own buffers by name, not its children's (`module._buffers`, checked on 2.13.0)."""
+    return module._buffers
 
 
 def has_own_forward_hooks(module: nn.Module) -> bool:

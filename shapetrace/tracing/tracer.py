@@ -20,7 +20,7 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.utils.hooks import RemovableHandle
 
 from shapetrace.errors import InternalError
-from shapetrace.records import BreakKind, Trace
+from shapetrace.records import BreakKind, CostOptions, Trace
 from shapetrace.tracing._torch_compat import forget_global_forward_hook
 from shapetrace.tracing.failures import failure_kind, internal_error, is_internal
 from shapetrace.tracing.observer import Observer, StopTracing, tensors_in
@@ -40,6 +40,7 @@ def observe(
     *,
     first_break: bool = False,
     config: Sequence[tuple[str, str]] = (),
+    cost: CostOptions | None = None,
 ) -> Trace:
     """Run the forward once under observation and return its records, not yet explained.
 
@@ -50,6 +51,7 @@ def observe(
         args, kwargs: the forward's arguments.
         first_break: stop at the first break instead of reporting every independent one.
         config: key/value pairs kept in the Trace for titles.
+        cost: also count FLOPs and bytes (`shapetrace.tracing.cost`); None leaves them out.
 
     Returns:
         The Trace. A forward that raises gives a Trace whose last break names the layer.
@@ -63,7 +65,7 @@ def observe(
         raise TypeError(f"trace needs an nn.Module, got {type(model).__name__}")
     try:
         # The model itself, never its torch.compile wrapper.
-        return _observe(compiled_original(model), args, dict(kwargs or {}), first_break, tuple(config))
+        return _observe(compiled_original(model), args, dict(kwargs or {}), first_break, tuple(config), cost)
     except InternalError:
         raise
     except Exception as error:
@@ -76,13 +78,19 @@ def _observe(
     kwargs: dict[str, Any],
     first_break: bool,
     config: tuple[tuple[str, str], ...],
+    cost: CostOptions | None,
 ) -> Trace:
     names = module_names(model)
     recorder = Recorder(names)
     inputs = tensors_in(args) + tensors_in(kwargs)
     for position, tensor in enumerate(inputs):
         recorder.set_tag(tensor, MODEL_INPUT, input_index=position)
-    observer = Observer(recorder, first_break, meta=any(t.device.type == "meta" for t in inputs))
+    meta = any(t.device.type == "meta" for t in inputs)
+    if cost is not None:
+        from shapetrace.tracing.cost import observe_cost
+
+        return observe_cost(model, args, kwargs, recorder, inputs, first_break, config, cost, meta=meta)
+    observer = Observer(recorder, first_break, meta=meta)
     output = _observed_forward(model, args, kwargs, observer)
     from shapetrace.tracing.freeze import freeze
 

@@ -121,6 +121,11 @@ def _attention(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     # torch adds the mask to the scores in place: the mask may broadcast, but not grow them.
     if mask is not None and (broadcast := broadcast_shapes(scores, mask.shape)) != scores:
         raise ShapeMismatch(f"output with shape {list(scores)} doesn't match the broadcast shape {list(broadcast)}")
+    if query.dim() == 4:
+        # The fused kernels (CPU flash, CUDA flash and efficient) lay the output out as (B, L, heads, Ev),
+        # so that the usual `.transpose(1, 2).reshape(B, L, -1)` that joins the heads is a view.
+        batch, heads, length, _ = query.shape
+        return meta((batch, length, heads, value.shape[-1]), query.dtype).transpose(1, 2)
     return meta((*query.shape[:-1], value.shape[-1]), query.dtype)
 
 
