@@ -30,6 +30,7 @@ FOUNDATION = {
     "shapetrace.errors",
     "shapetrace.formatting",
     "shapetrace.extents",
+    "shapetrace.sizes",
 }
 # With shapetrace.models: the library, tracing then analysis (the size search and fix verification too).
 LIBRARY = {"shapetrace.api", "shapetrace.size_search", "shapetrace.verify"}

@@ -10,12 +10,21 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 
 from shapetrace.cli.files import check_destination
 from shapetrace.cli.output import FORMATS, Rendering, choose_format
+from shapetrace.cli.types import (
+    RANDOM_TIMESTEP,
+    JsonObject,
+    KeywordTensorType,
+    TensorSpec,
+    TensorSpecType,
+    TimestepValue,
+)
+from shapetrace.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -114,6 +123,76 @@ def tracing_options(command: F) -> F:
         return command(*args, tracing=Tracing(device=device, first_break=first_break), **kwargs)
 
     return _with_options(with_tracing, _TRACING_OPTIONS)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class TargetCall:
+    """How to build the user's model and what to feed it: what the target options asked for."""
+
+    init: dict[str, Any]
+    """Keyword arguments for the TARGET's class or factory."""
+    inputs: tuple[TensorSpec, ...]
+    """The positional tensors, in order."""
+    timestep: int | Literal["random"] | None
+    """Timesteps t of shape [B] after the inputs: random, this value, or none."""
+    keywords: dict[str, TensorSpec]
+    """The keyword tensors, by name."""
+
+
+_TARGET_OPTIONS = [
+    click.option("--init", type=JsonObject(), default=None, help="Constructor keyword arguments as a JSON object."),
+    click.option(
+        "--input",
+        "inputs",
+        type=TensorSpecType(),
+        multiple=True,
+        help="A positional input, e.g. 2,3,64,64 or 2,3,64,64:float16 (repeatable).",
+    ),
+    click.option(
+        "--timestep",
+        type=TimestepValue(),
+        is_flag=False,
+        flag_value=RANDOM_TIMESTEP,
+        default=None,
+        metavar="[VALUE]",
+        help="Add timesteps t of shape [B] after the inputs; --timestep 500 sets their value.",
+    ),
+    click.option(
+        "--kw",
+        "keywords",
+        type=KeywordTensorType(),
+        multiple=True,
+        help="A keyword tensor, e.g. encoder_hidden_states=1,77,768 (repeatable).",
+    ),
+]
+
+
+def target_options(command: F) -> F:
+    """--init, --input, --timestep and --kw, handed to `command` as `call: TargetCall`.
+
+    Raises (when the command runs):
+        UsageError: no input is given, or a keyword tensor is given twice.
+    """
+
+    @functools.wraps(command)
+    def with_target(
+        *args: Any,
+        init: dict[str, Any] | None,
+        inputs: tuple[TensorSpec, ...],
+        timestep: int | Literal["random"] | None,
+        keywords: tuple[tuple[str, TensorSpec], ...],
+        **kwargs: Any,
+    ) -> Any:
+        if not inputs and not keywords:
+            raise UsageError("no inputs given: expected --input SHAPE (e.g. --input 2,3,64,64) or --kw NAME=SHAPE")
+        names = [name for name, _ in keywords]
+        repeated = next((name for name in names if names.count(name) > 1), None)
+        if repeated is not None:
+            raise UsageError(f"--kw {repeated!r} is given twice: expected each keyword tensor once")
+        call = TargetCall(init=init or {}, inputs=inputs, timestep=timestep, keywords=dict(keywords))
+        return command(*args, call=call, **kwargs)
+
+    return _with_options(with_target, _TARGET_OPTIONS)  # type: ignore[return-value]
 
 
 def _with_options(command: Callable[..., Any], options: list[Callable[[Any], Any]]) -> Callable[..., Any]:

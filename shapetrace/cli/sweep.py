@@ -15,7 +15,9 @@ from shapetrace.cli.options import debug_option
 from shapetrace.cli.output import stdout_console, sweep_format
 from shapetrace.cli.types import ChannelMultipliers, SizeList
 from shapetrace.cli.unet import VARIANTS
+from shapetrace.errors import UsageError
 from shapetrace.records import MAX_EXTENT
+from shapetrace.sizes import Size, spatial_extents
 
 DEFAULT_CHANNEL_MULTIPLIERS = (1, 2, 4, 8)
 PROGRESS_FROM = 50  # traces; fewer finish before a bar would be worth drawing
@@ -38,7 +40,7 @@ PROGRESS_FROM = 50  # traces; fewer finish before a bar would be worth drawing
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write to FILE.")
 @debug_option
 def sweep_command(
-    sizes: list[tuple[int, int]],
+    sizes: list[Size],
     chs: tuple[tuple[int, ...], ...],
     n_channels: int,
     img_channels: int,
@@ -57,9 +59,13 @@ def sweep_command(
 
     console = stdout_console()
     configs = list(chs) or [DEFAULT_CHANNEL_MULTIPLIERS]
+    try:
+        squares = [(height, width) for height, width in (spatial_extents(size, 2) for size in sizes)]
+    except ValueError as error:
+        raise UsageError(f"--sizes: {error}") from None
     with _progress(console, len(sizes) * len(configs)) as advance:
         results = [
-            sweep_reference(sizes, config, n_channels, img_channels, batch, variant, advance) for config in configs
+            sweep_reference(squares, config, n_channels, img_channels, batch, variant, advance) for config in configs
         ]
     if fmt in ("json", "html"):
         text = sweep_json(results) if fmt == "json" else sweep_html(results)

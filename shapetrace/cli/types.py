@@ -15,6 +15,7 @@ from typing import Any, Literal
 import click
 
 from shapetrace.records import MAX_EXTENT
+from shapetrace.sizes import Size, parse_size, parse_sizes
 
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool")
 """The dtypes `--input` and `--kw` accept; each is the name of a torch.dtype."""
@@ -48,40 +49,27 @@ class SpatialSize(click.ParamType):  # type: ignore[type-arg]  # generic only in
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int]:
         if isinstance(value, tuple):
             return value
-        match = re.fullmatch(r"\s*([0-9]+)\s*(?:[x×]\s*([0-9]+)\s*)?", str(value))
-        if match is None:
+        try:
+            size = parse_size(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+        if len(size) > 2:
             self.fail(f"{value!r} is not a valid size: expected an integer like 224 or HxW like 224x256", param, ctx)
-        height = int(match.group(1))
-        width = int(match.group(2)) if match.group(2) is not None else height
-        for extent in (height, width):
-            if not 1 <= extent <= MAX_EXTENT:
-                self.fail(f"{value!r} is not a valid size: each side must be from 1 to {MAX_EXTENT}", param, ctx)
-        return height, width
+        return (size[0], size[0]) if len(size) == 1 else (size[0], size[1])
 
 
 class SizeList(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
-    """`--sizes 32:512`, `32:512:8` (inclusive) or `224,225,230x232`: the sizes to sweep."""
+    """`--sizes 32:512`, `32:512:8` (inclusive) or `224,225,230x232`: the sizes to sweep (see shapetrace.sizes)."""
 
     name = "sizes"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[tuple[int, int]]:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[Size]:
         if isinstance(value, list):
             return value
-        text = str(value).strip()
-        match = re.fullmatch(r"([0-9]+):([0-9]+)(?::([0-9]+))?", text)
-        if match is not None:
-            start, stop, step = int(match.group(1)), int(match.group(2)), int(match.group(3) or 1)
-            if not 1 <= start <= stop <= MAX_EXTENT or step < 1:
-                self.fail(
-                    f"{value!r} is not a valid range: expected START:STOP[:STEP] with 1 <= START <= STOP", param, ctx
-                )
-            sizes = [(size, size) for size in range(start, stop + 1, step)]
-        else:
-            size_type = SpatialSize()
-            sizes = [size_type.convert(part, param, ctx) for part in text.split(",")]
-        if len(sizes) > 100_000:
-            self.fail(f"{value!r} gives {len(sizes)} sizes, expected at most 100000", param, ctx)
-        return sizes
+        try:
+            return parse_sizes(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
 
 
 @dataclass(frozen=True)
