@@ -15,13 +15,13 @@ from torch import nn
 
 from shapetrace.analysis.cost import with_levels
 from shapetrace.analysis.diagnosis import explain
-from shapetrace.records import Break, BreakKind, CostOptions, Trace
-from shapetrace.size_search import Prober, ProbesUnavailable, with_size_rule
+from shapetrace.records import Break, BreakKind, CostOptions, SizeRule, Trace
+from shapetrace.size_search import Prober, ProbesUnavailable, size_rule_of, with_size_rule
 from shapetrace.tracing.inputs import SizedInputs, resolve_device
 from shapetrace.tracing.tracer import observe
 from shapetrace.verify import meta_copy, resized_arguments, verify_fixes
 
-__all__ = ["SizedInputs", "run_trace", "trace", "trace_inputs", "trace_sizes"]
+__all__ = ["SizedInputs", "run_trace", "size_rule", "trace", "trace_inputs", "trace_sizes"]
 
 
 def trace(model: nn.Module, *args: Any, **kwargs: Any) -> Trace:
@@ -70,6 +70,30 @@ def run_trace(
         return with_levels(explain(trace))
     prober = Prober(lambda: meta_copy(model), resized_arguments(args, kwargs or {}))
     return with_levels(diagnose(trace, prober, first_break=first_break))
+
+
+def size_rule(model: nn.Module, *args: Any, **kwargs: Any) -> SizeRule | None:
+    """The input sizes `model` accepts, per spatial axis, found from a call like `model(*args, **kwargs)`.
+
+    Traces a meta copy of the model (the model itself is not run), so it costs a few meta traces
+    whatever device the arguments are on. The first argument of three or more dims is the image
+    (1-D, 2-D or 3-D); every tensor of its spatial size is resized with it.
+
+    Returns:
+        The rule (`rule.accepts(size)`, `rule.axes`, `rule.nearest`), or None when no argument has
+        spatial axes or no size within reach runs.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C stopped a probe.
+    """
+    prober = Prober(lambda: meta_copy(model), resized_arguments(args, kwargs))
+    image = next((arg for arg in (*args, *kwargs.values()) if isinstance(arg, torch.Tensor) and arg.dim() >= 3), None)
+    if image is None:
+        return None
+    try:
+        return size_rule_of(prober.trace_at(tuple(image.shape[2:])), prober)
+    except ProbesUnavailable:
+        return None
 
 
 def trace_sizes(

@@ -93,17 +93,30 @@ def with_size_rule(trace: Trace, prober: Prober) -> Trace:
     # A size break, a floored size, or an assertion (models that check their input size first).
     if not any(brk.kind in _SIZE_KINDS or brk.op == "AssertionError" for brk in trace.breaks) and not trace.warnings:
         return trace
+    rule = size_rule_of(trace, prober)
+    return trace if rule is None else dataclasses.replace(trace, size_rule=rule)
+
+
+def size_rule_of(trace: Trace, prober: Prober) -> SizeRule | None:
+    """The sizes the traced model accepts, per axis, whether or not the traced size broke.
+
+    Read from the trace's resampling records and confirmed by a few probes where every op is
+    recognised; probed size by size otherwise. None when the input has no spatial axes, or no
+    size within reach runs.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C stopped a probe.
+    """
     image = next((shape for shape in trace.inputs if len(shape) >= 3), None)
     if image is None:
-        return trace
+        return None
     derived = derive_size_rule(trace)
     if derived is not None and _consistent(derived, trace):
         if derived.rule is None:
-            return trace  # no size aligns the merges: the causes say why
+            return None  # no size aligns the merges: the causes say why
         if _confirmed(derived.rule, derived.requested, prober):
-            return dataclasses.replace(trace, size_rule=derived.rule)
-    rule = find_size_rule(prober.model, prober.arguments_at, tuple(image[2:]))
-    return trace if rule is None else dataclasses.replace(trace, size_rule=rule)
+            return derived.rule
+    return find_size_rule(prober.model, prober.arguments_at, tuple(image[2:]))
 
 
 def _consistent(derived: Derived, trace: Trace) -> bool:

@@ -222,3 +222,18 @@ def test_the_rule_read_from_one_trace_is_exactly_where_torch_runs(down: str, lev
     (rule,) = traced.size_rule.axes
     for extent in range(1, 8 * 2**levels):
         assert _runs(model, extent) == rule.accepts(extent), extent
+
+
+def test_size_rule_answers_for_a_clean_model_and_a_broken_size_alike() -> None:
+    """`shapetrace.size_rule` gives the accepted sizes whatever the traced size, without running the model."""
+    import shapetrace
+    from shapetrace.models.unet import UNet
+
+    model = UNet(n_channels=8)
+    before = [parameter.clone() for parameter in model.parameters()]
+    for size in (64, 60):
+        rule = shapetrace.size_rule(model, torch.randn(1, 3, size, size), torch.tensor([10]))
+        assert rule is not None
+        assert [axis.modulus for axis in rule.axes] == [8, 8]
+        assert rule.accepts((64, 64)) and not rule.accepts((60, 60)) and rule.accepts((56, 64))
+    assert all(torch.equal(old, new) for old, new in zip(before, model.parameters(), strict=True))
