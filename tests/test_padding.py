@@ -201,3 +201,16 @@ def test_pad_to_valid_says_what_it_cannot_use() -> None:
     _, crop = shapetrace.pad_to_valid(torch.randn(1, 1, 5, 6), 4)
     with pytest.raises(ValueError, match=r"output of spatial size \[8, 4\] is no fixed scale of the padded size"):
         crop(torch.randn(1, 1, 8, 4))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_wrap_and_assert_aligned_on_cuda() -> None:
+    from shapetrace.testing import assert_aligned
+
+    model = TinyUNet(2).cuda().eval()
+    wrapped = shapetrace.wrap(model, torch.randn(1, 1, 8, 8, device="cuda"))
+    with torch.no_grad():
+        y = wrapped(torch.randn(2, 1, 13, 10, device="cuda"))
+    assert y.shape == (2, 1, 13, 10) and y.device.type == "cuda"
+    assert assert_aligned(model, torch.randn(1, 1, 8, 8, device="cuda"), sizes="8:16:4").ok
+    assert all(p.device.type == "cuda" for p in model.parameters())

@@ -270,10 +270,13 @@ def test_the_entry_point_and_p_load_the_plugin_once(pytester: pytest.Pytester, m
     off.stdout.fnmatch_lines(["*fixture 'shapetrace' not found*"])
 
 
-def test_the_plugin_imports_no_torch_until_the_fixture_is_used() -> None:
+def test_the_plugin_and_the_package_import_no_torch_until_used() -> None:
     code = (
         "import sys, pytest, shapetrace.pytest_plugin\n"
         "assert 'torch' not in sys.modules and 'shapetrace.testing' not in sys.modules\n"
+        "import shapetrace\n"
+        "assert 'torch' not in sys.modules\n"
+        "assert callable(shapetrace.testing.assert_aligned)  # the submodule, imported on first use\n"
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=ROOT)
     assert completed.returncode == 0, completed.stderr
