@@ -405,3 +405,16 @@ def test_an_image_that_cannot_be_written_is_a_usage_error(
     destination = tmp_path / "x.png"
     line = _one_error_line(runner.invoke(main, ["unet", "--size", "16", "--chs", "1,2", "-o", str(destination)]))
     assert line == f"Error: cannot write {str(destination)!r}: Permission denied", line
+
+
+@pytest.mark.parametrize("failure", [MemoryError, _cpu_allocator_failure], ids=["memory-error", "cpu-allocator"])
+def test_running_out_of_memory_anywhere_is_a_usage_error(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, failure: Any
+) -> None:
+    # Past the tracer (here, rendering a large table): the machine's memory, not a bug of shapetrace.
+    def refuse(*_: Any, **__: Any) -> None:
+        raise failure()
+
+    monkeypatch.setattr("shapetrace.render.table.trace_report", refuse)
+    line = _one_error_line(runner.invoke(main, ["unet", "--size", "16", "--chs", "1,2"]))
+    assert line.startswith("Error: out of memory") and "--device meta" in line, line

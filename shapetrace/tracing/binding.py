@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from shapetrace.errors import UsageError
+from shapetrace.tracing._torch_compat import has_own_forward_hooks
 from shapetrace.tracing.walk import compiled_original
 
 __all__ = ["CallShape", "check_call"]
@@ -40,15 +41,15 @@ def check_call(model: nn.Module, call: CallShape) -> None:
     """Fail when `model.forward` cannot take a call of this shape.
 
     A forward with *args or **kwargs takes any number of positional or keyword inputs;
-    parameters with defaults may be left out. A model whose call is not plain `forward`
-    (a forward pre-hook, which may supply arguments, or its own `__call__`) is not checked.
+    parameters with defaults may be left out. A model whose call may not be plain `forward`
+    (its own forward hooks, as a pre-hook may supply arguments, or its own `__call__`) is not checked.
 
     Raises:
         UsageError: an input is missing, extra, unknown, or given twice; the message names it
             and what forward takes.
     """
     model = compiled_original(model)
-    if model._forward_pre_hooks or type(model).__call__ is not nn.Module.__call__:
+    if has_own_forward_hooks(model) or type(model).__call__ is not nn.Module.__call__:
         return
     try:
         signature = inspect.signature(model.forward)

@@ -65,6 +65,16 @@ def _cannot_allocate(shape: Sequence[int], dtype: torch.dtype, device: torch.dev
     )
 
 
+def out_of_memory(where: str, inputs: Sequence[Sequence[int]], device: str) -> UsageError:
+    """The error for an allocation that failed in the forward: where, on which inputs, and what to do instead."""
+    shapes = ", ".join(format_shape(shape) for shape in inputs)
+    on_inputs = f" on its input {shapes}" if len(inputs) == 1 else f" on its inputs {shapes}" if inputs else ""
+    return UsageError(
+        f"cannot allocate memory on {device} in {where}{on_inputs}: "
+        "try --device meta, which traces shapes without memory"
+    )
+
+
 def floating_dtype(dtypes: Iterable[torch.dtype]) -> torch.dtype | None:
     """The first floating dtype among the inputs' dtypes: the one the model's weights must have."""
     return next((dtype for dtype in dtypes if dtype.is_floating_point), None)
