@@ -33,6 +33,11 @@ def trace(model: nn.Module, *args: Any, **kwargs: Any) -> Trace:
 
     Returns:
         The frozen Trace: one record per module call, the skip pairs, and every break explained.
+
+    Raises:
+        UsageError: forward's signature cannot take these arguments (one missing, extra or
+            unknown), where Python would raise a TypeError at the call; a TypeError from inside
+            the forward is a break in the Trace.
     """
     return run_trace(model, args, kwargs)
 
@@ -90,8 +95,10 @@ def size_rule(model: nn.Module, *args: Any, **kwargs: Any) -> SizeRule | None:
         spatial axes or no size within reach runs.
 
     Raises:
+        UsageError: forward's signature cannot take these arguments.
         KeyboardInterrupt: Ctrl-C stopped a probe.
     """
+    check_call(model, CallShape(len(args), tuple(kwargs)))
     prober = Prober(lambda: meta_copy(model), resized_arguments(args, kwargs))
     image = next((arg for arg in (*args, *kwargs.values()) if isinstance(arg, torch.Tensor) and arg.dim() >= 3), None)
     if image is None:

@@ -228,6 +228,11 @@ def test_trace_names_an_unknown_keyword_and_an_extra_input() -> None:
     assert shapetrace.trace(_meta_time_net(), x, t=t).ok
 
 
+def test_size_rule_names_a_missing_argument() -> None:
+    with pytest.raises(UsageError, match=r"forward\(x, t\) is missing t"):
+        shapetrace.size_rule(_meta_time_net(), torch.empty(1, 3, 8, 8, device="meta"))
+
+
 def test_a_model_with_a_pre_hook_is_not_second_guessed() -> None:
     # A forward pre-hook may supply arguments the call leaves out: binding is left to the call.
     model = _meta_time_net()
@@ -326,16 +331,17 @@ def test_an_input_that_cannot_be_allocated_is_a_usage_error(
 
 
 def test_a_real_allocation_failure_on_the_cpu_is_a_usage_error(runner: CliRunner) -> None:
-    # 2 x 3 x 2**20 x 2**20 float32 values are 24 TiB: malloc refuses at once, nothing is touched.
+    # 64 x 3 x 2**20 x 2**20 float32 values are 768 TiB, more than a 64-bit address space holds:
+    # malloc refuses at once, however the kernel overcommits, and nothing is touched.
     size = str(1 << 20)
-    line = _one_error_line(runner.invoke(main, ["unet", "--device", "cpu", "--size", size]))
-    assert f"[2, 3, {size}, {size}]" in line and "--device meta" in line, line
+    line = _one_error_line(runner.invoke(main, ["unet", "--device", "cpu", "--size", size, "--batch", "64"]))
+    assert f"[64, 3, {size}, {size}]" in line and "--device meta" in line, line
 
 
 def test_a_trace_input_that_cannot_be_allocated_is_a_usage_error(runner: CliRunner, models: Path) -> None:
-    shape = f"1,3,{1 << 20},{1 << 20}"
+    shape = f"64,3,{1 << 20},{1 << 20}"  # 768 TiB: beyond any address space
     line = _one_error_line(_trace(runner, models, "ImageNet", "--input", shape, "--device", "cpu"))
-    assert f"[1, 3, {1 << 20}, {1 << 20}]" in line and "--device meta" in line, line
+    assert f"[64, 3, {1 << 20}, {1 << 20}]" in line and "--device meta" in line, line
 
 
 def test_weights_that_cannot_be_allocated_suggest_meta(runner: CliRunner, tmp_path: Path) -> None:
@@ -343,14 +349,16 @@ def test_weights_that_cannot_be_allocated_suggest_meta(runner: CliRunner, tmp_pa
     target.write_text(
         "import torch\n"
         "class Wide(torch.nn.Module):\n"
-        "    def __init__(self, width):\n"
+        "    def __init__(self, width, fan_out):\n"
         "        super().__init__()\n"
-        "        self.linear = torch.nn.Linear(width, width)\n"
+        "        self.linear = torch.nn.Linear(width, fan_out)\n"
         "    def forward(self, x):\n"
         "        return self.linear(x)\n",
         encoding="utf-8",
     )
-    arguments = ["trace", f"{target}:Wide", "--init", '{"width": 1000000}', "--input", "1,1000000"]
+    # 10**6 x 10**8 float32 weights are 400 TB: beyond any address space.
+    init = '{"width": 1000000, "fan_out": 100000000}'
+    arguments = ["trace", f"{target}:Wide", "--init", init, "--input", "1,1000000"]
     line = _one_error_line(runner.invoke(main, [*arguments, "--device", "cpu"]))
     assert "cannot allocate" in line and "--device meta" in line, line
     assert runner.invoke(main, [*arguments, "--device", "meta"]).exit_code == 0
@@ -369,7 +377,7 @@ def test_an_allocation_failure_inside_the_forward_is_a_usage_error(runner: CliRu
         "        return self.up(self.conv(x))\n",
         encoding="utf-8",
     )
-    arguments = ["trace", f"{target}:Grows", "--input", "1,3,64,64"]
+    arguments = ["trace", f"{target}:Grows", "--input", "1,3,64,64"]  # the upsampled output: 655 TB
     line = _one_error_line(runner.invoke(main, [*arguments, "--device", "cpu"]))
     assert "cannot allocate" in line and "up (Upsample)" in line and "--device meta" in line, line
     assert runner.invoke(main, [*arguments, "--device", "meta"]).exit_code == 0
