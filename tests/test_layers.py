@@ -33,7 +33,7 @@ FOUNDATION = {
     "shapetrace.sizes",
 }
 # With shapetrace.models: the library, tracing then analysis (the size search and fix verification too).
-LIBRARY = {"shapetrace.api", "shapetrace.size_search", "shapetrace.verify"}
+LIBRARY = {"shapetrace.api", "shapetrace.size_search", "shapetrace.sweep", "shapetrace.verify"}
 ENTRY = {"shapetrace", "shapetrace.__main__"}  # the root resolves its exports lazily, and wires Trace's views
 
 # What each layer may import; "torch" stands for torch and every library built on it.
