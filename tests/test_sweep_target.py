@@ -207,3 +207,21 @@ def test_ctrl_c_in_a_reference_sweep_prints_the_sizes_done_and_exits_130(
     assert "Traceback" not in result.output
     assert "of 5 sizes aligned" in result.output
     assert "stopped (Ctrl-C) after 5 sizes" in result.output
+
+
+@pytest.mark.parametrize(("chs", "variant"), [((1, 2, 4, 8), "fixed"), ((1, 2, 2), "fixed"), ((1, 2, 4), "as-written")])
+def test_sizes_read_off_the_rule_get_what_their_own_light_pass_gives(chs: tuple[int, ...], variant: str) -> None:
+    """Every size, whether the rule answered it or its residue class did, as if traced alone."""
+    from shapetrace.models.unet import UNet
+    from shapetrace.tracing.light_pass import sweep
+
+    with torch.device("meta"):
+        model = UNet(3, 8, chs, variant)  # type: ignore[arg-type]
+    inputs = SizedInputs([((1, 3, 64, 64), torch.float32)], timestep=True)
+    squares = [(n, n) for n in range(1, 70)]
+    swept = sweep_model(model, inputs, squares).outcomes
+
+    def arguments_at(height: int, width: int) -> tuple[list[object], dict[str, object]]:
+        return inputs.make(torch.device("meta"), (height, width))
+
+    assert list(swept) == sweep(model, squares, arguments_at, workers=1)
