@@ -75,13 +75,25 @@ def _given(context: click.Context, name: str | None) -> bool:
 
 @click.command("sweep")
 @click.argument("target", required=False)
-@click.option("--sizes", type=SizeList(), required=True, help="START:STOP[:STEP] (inclusive) or a list: 224,225,232.")
+@click.option(
+    "--sizes", type=SizeList(), required=True, help="START:STOP[:STEP] (inclusive) or a list: 224,225,232x240."
+)
 @optional_target_options
 @click.option("--chs", type=ChannelMultipliers(), multiple=True, help="Reference UNet: channel multipliers; repeat.")
-@click.option("--n-channels", type=click.IntRange(1, 1 << 16), default=64, show_default=True, help="Base width.")
-@click.option("--img-channels", type=click.IntRange(1, 1 << 12), default=3, show_default=True, help="Image channels.")
-@click.option("--batch", type=click.IntRange(1, MAX_EXTENT), default=1, show_default=True, help="Batch size.")
-@click.option("--variant", type=click.Choice(VARIANTS), default="fixed", show_default=True)
+@click.option(
+    "--n-channels", type=click.IntRange(1, 1 << 16), default=64, show_default=True, help="Reference UNet: base width."
+)
+@click.option(
+    "--img-channels",
+    type=click.IntRange(1, 1 << 12),
+    default=3,
+    show_default=True,
+    help="Reference UNet: image channels.",
+)
+@click.option(
+    "--batch", type=click.IntRange(1, MAX_EXTENT), default=1, show_default=True, help="Reference UNet: batch size."
+)
+@click.option("--variant", type=click.Choice(VARIANTS), default="fixed", show_default=True, help="Reference UNet.")
 @click.option(
     "--format",
     "fmt",
