@@ -42,6 +42,7 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], list[Size]]] = 
     "2-D": (sweep_models.UNet2d, (1, 3, 16, 16), [(n,) for n in range(1, 41)]),
     "3-D": (sweep_models.UNet3d, (1, 1, 8, 8, 8), [(n,) for n in range(1, 13)]),
     "odd rounding": (sweep_models.OddRounding, (1, 3, 32, 32), [(n,) for n in range(1, 41)]),
+    "a layer that refuses small maps": (sweep_models.NormedBottom, (1, 3, 16, 16), [(n,) for n in range(1, 25)]),
     "rectangles": (sweep_models.Rectangular, (1, 3, 16, 16), [(h, w) for h in range(2, 14) for w in range(2, 8)]),
     "reads values": (sweep_models.ReadsValues, (1, 3, 16, 16), [(n,) for n in range(1, 25)]),
     "no recognised resampling": (sweep_models.Sliced, (1, 3, 16, 16), [(n,) for n in range(1, 25)]),
