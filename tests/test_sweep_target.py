@@ -168,10 +168,11 @@ def test_target_options_without_a_target_exit_2(runner: CliRunner, arguments: li
     [
         (["--sizes", "8x8"], "size 8x8 has 2 extents, but the input has 1 spatial axes"),
         (["--sizes", "8", "--input", "2,32"], "sweep resizes the first --input, which is 2,32"),
+        (["--sizes", "8", "--kw", "x=1,2,32"], "sweep resizes the first --input, which is none"),
     ],
 )
 def test_sizes_that_do_not_fit_the_input_exit_2(runner: CliRunner, arguments: list[str], message: str) -> None:
-    inputs = [] if "--input" in arguments else ["--input", "1,2,32"]
+    inputs = [] if "--input" in arguments or "--kw" in arguments else ["--input", "1,2,32"]
     result = runner.invoke(main, ["sweep", target("UNet1d"), *inputs, *arguments])
     assert result.exit_code == 2
     assert message in result.output
@@ -226,3 +227,9 @@ def test_sizes_read_off_the_rule_get_what_their_own_light_pass_gives(chs: tuple[
         return inputs.make(torch.device("meta"), (height, width))
 
     assert list(swept) == sweep(model, squares, arguments_at, workers=1)
+
+
+def test_a_target_without_inputs_exits_2(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["sweep", target("UNet1d"), "--sizes", "8:16"])
+    assert result.exit_code == 2
+    assert "no inputs given" in result.output
