@@ -38,6 +38,9 @@ __all__ = ["SweepInterrupted", "sweep_model"]
 Progress = Callable[[], None]
 ArgumentsAt = Callable[[Size], tuple[Sequence[Any], dict[str, Any]]]
 
+MAX_WALK = 16
+"""Accepted sizes tried, smallest first, for one that runs clean; a model that breaks at every size
+(a channel break) has none, and then every size gets its own light pass."""
 FORK_FROM = 128  # light passes: fewer finish before forked workers would pay for their start
 _CHUNK = 32  # sizes per worker task: a smooth progress bar, yet few round trips
 META = torch.device("meta")
@@ -134,7 +137,10 @@ def _sweep(
 def _by_residue(
     model: nn.Module, prober: Prober, trace: Trace, rule: SizeRule, sizes: list[Size], done: Callable[[Outcome], None]
 ) -> None:
-    """An exact rule: above a size that ran clean, one light pass per residue class; below it, one per size."""
+    """An exact rule: above a size that ran clean, one light pass per residue class; below it, one per size.
+
+    Without a size that ran clean, every size gets its own light pass.
+    """
     periods = _periods(trace, rule)
     with _hooked(model) as light:
 
@@ -142,19 +148,23 @@ def _by_residue(
             return _light_outcome(light, model, prober.arguments_at, size)
 
         walked, floor = _clean_floor(outcome_at, prober, rule, sizes)
-        classes: dict[Size, Outcome] = {}
-        for size in sizes:
-            if size in walked:
-                done(walked[size])
-            elif floor is None or any(extent < lowest for extent, lowest in zip(size, floor, strict=True)):
-                done(outcome_at(size))
-            elif rule.accepts(size):
-                done(Outcome(size))
-            else:
-                key = tuple(extent % period for extent, period in zip(size, periods, strict=True))
-                if key not in classes:
-                    classes[key] = outcome_at(size)
-                done(Outcome(size, classes[key].kind, classes[key].place))
+        if floor is not None:
+            classes: dict[Size, Outcome] = {}
+            for size in sizes:
+                if size in walked:
+                    done(walked[size])
+                elif any(extent < lowest for extent, lowest in zip(size, floor, strict=True)):
+                    done(outcome_at(size))
+                elif rule.accepts(size):
+                    done(Outcome(size))
+                else:
+                    key = tuple(extent % period for extent, period in zip(size, periods, strict=True))
+                    if key not in classes:
+                        classes[key] = outcome_at(size)
+                    done(Outcome(size, classes[key].kind, classes[key].place))
+            return
+    # No accepted size ran clean (a channel break breaks every size): each size its own light pass.
+    _light_every_size(model, prober.arguments_at, sizes, done, fork=True)
 
 
 def _clean_floor(
@@ -167,7 +177,7 @@ def _clean_floor(
     ran at this floor is too small above it: from there the outcome repeats with the period.
     """
     walked: dict[Size, Outcome] = {}
-    for size in sorted({size for size in sizes if rule.accepts(size)}, key=sum):
+    for size in sorted({size for size in sizes if rule.accepts(size)}, key=sum)[:MAX_WALK]:
         walked[size] = outcome_at(size)
         if walked[size].ok:
             return walked, size
