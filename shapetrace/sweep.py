@@ -13,6 +13,7 @@ tensors lack, is swept on the CPU instead.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -113,7 +114,7 @@ def _sweep(
     prober = Prober(lambda: meta_model, lambda size: inputs.make(META, size))
     trace = prober.trace_at(requested)
     if inputs.timestep and _wants_float_timestep(trace):
-        inputs = SizedInputs(inputs.positional, True, inputs.timestep_value, inputs.keywords, torch.float32)
+        inputs = dataclasses.replace(inputs, timestep_dtype=torch.float32)
         prober = Prober(lambda: meta_model, lambda size: inputs.make(META, size))
         trace = prober.trace_at(requested)
     if any(brk.kind == META_VALUES for brk in trace.breaks):

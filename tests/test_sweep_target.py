@@ -233,3 +233,29 @@ def test_a_target_without_inputs_exits_2(runner: CliRunner) -> None:
     result = runner.invoke(main, ["sweep", target("UNet1d"), "--sizes", "8:16"])
     assert result.exit_code == 2
     assert "no inputs given" in result.output
+
+
+def test_a_model_that_wants_a_float_timestep_is_swept_with_one(runner: CliRunner) -> None:
+    arguments = [
+        "sweep",
+        target("FloatTime"),
+        "--input",
+        "1,3,16,16",
+        "--timestep",
+        "--sizes",
+        "6:9",
+        "--format",
+        "json",
+    ]
+    result = runner.invoke(main, arguments)
+    entries = json.loads(result.output)["sweeps"][0]["results"]
+    model = sweep_models.FloatTime()
+    with torch.no_grad():
+        expected = []
+        for n in range(6, 10):
+            try:
+                model(torch.randn(1, 3, n, n), torch.rand(1) * 1000)
+                expected.append(True)
+            except RuntimeError:
+                expected.append(False)
+    assert [entry["ok"] for entry in entries] == expected == [True, False, True, False]
