@@ -259,3 +259,30 @@ def test_a_model_that_wants_a_float_timestep_is_swept_with_one(runner: CliRunner
             except RuntimeError:
                 expected.append(False)
     assert [entry["ok"] for entry in entries] == expected == [True, False, True, False]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--input", "1,3,16,16"], "add --timestep"),
+        (["--input", "1,3,16,16", "--timestep", "--kw", "mask=1,1,16,16"], "has no argument 'mask'"),
+    ],
+)
+def test_inputs_the_forward_cannot_take_exit_2_before_any_size(
+    runner: CliRunner, arguments: list[str], message: str
+) -> None:
+    result = runner.invoke(main, ["sweep", target("FloatTime"), *arguments, "--sizes", "6:9"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_dtype_casts_the_swept_model_and_its_inputs(runner: CliRunner) -> None:
+    arguments = ["sweep", target("UNet2d"), "--input", "1,3,16,16", "--sizes", "15:16", "--format", "json"]
+    float64 = runner.invoke(main, [*arguments, "--dtype", "float64"])
+    plain = runner.invoke(main, arguments)
+    assert float64.exit_code == plain.exit_code
+    assert json.loads(float64.output)["sweeps"][0]["results"] == json.loads(plain.output)["sweeps"][0]["results"]
+    # An input whose dtype the model does not share breaks at every size: --dtype really reached the model.
+    mixed = runner.invoke(main, [*arguments[:3], "1,3,16,16:float32", *arguments[4:], "--dtype", "float64"])
+    assert not any(entry["ok"] for entry in json.loads(mixed.output)["sweeps"][0]["results"])
