@@ -22,6 +22,7 @@ TITLES = {
     "B4": "B4 scale",
     "B5": "B5 sweep",
     "B6": "B6 render",
+    "B7": "B7 cost (--cost over a meta trace)",
 }
 NOTES_MARKER = "<!-- notes -->"
 PREAMBLE = """# shapetrace benchmark results

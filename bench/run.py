@@ -1,4 +1,4 @@
-"""Benchmarks B1–B6 of issue 6: shapetrace's start-up, overhead, peers, scale, sweep and rendering.
+"""Benchmarks B1–B6 of issue 6 (start-up, overhead, peers, scale, sweep, rendering) and B7 (cost, issue 14).
 
     python bench/run.py                  every benchmark, 5 alternated rounds (about 10 minutes)
     python bench/run.py --quick          3 rounds
@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from cost import cost
 from overhead import overhead
 from peers import peer_comparison
 from render import render
@@ -38,13 +39,14 @@ BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "B4": scale,
     "B5": sweep,
     "B6": render,
+    "B7": cost,
 }
 FULL_ROUNDS, QUICK_ROUNDS = 5, 3
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Benchmarks B1–B6 of issue 6.")
+    parser = argparse.ArgumentParser(description="Benchmarks B1–B7.")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROUNDS} rounds instead of {FULL_ROUNDS}.")
     parser.add_argument("--only", type=_selection, default=list(BENCHMARKS), help="Comma-separated, e.g. B1,B5.")
     parser.add_argument("--write", action="store_true", help=f"Write the figures to {RESULTS.name}.")

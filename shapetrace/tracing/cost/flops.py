@@ -30,8 +30,8 @@ _ATTENTION = signature_of(
 )
 
 
-def _shape(value: Any) -> tuple[int, ...]:
-    return tuple(value.shape) if isinstance(value, torch.Tensor) else ()
+def _shape(value: Any) -> Sequence[int]:
+    return value.shape if isinstance(value, torch.Tensor) else ()
 
 
 def _argument(args: Sequence[Any], kwargs: dict[str, Any], position: int, name: str) -> Any:
@@ -97,7 +97,7 @@ def _tensordot(args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> int:
     return products.mm_flops(rows, inner, columns)
 
 
-def _attention_shapes(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[tuple[int, ...], ...] | None:
+def _attention_shapes(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[Sequence[int], ...] | None:
     bound = bind(_ATTENTION, args, kwargs)
     if bound is None:
         return None

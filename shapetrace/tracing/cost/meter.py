@@ -41,20 +41,13 @@ _ENTRIES = {
 class _Reference(weakref.ref):  # type: ignore[type-arg]  # the referent is always a tensor
     """A weak reference to a tracked tensor that holds what is known of it."""
 
-    __slots__ = ("grad", "identity", "storage")
+    __slots__ = ("dtype", "grad", "identity", "storage")
     storage: int
     """The storage's key: its StorageImpl's address, which its views share."""
     grad: bool
     """The tensor would require grad in training."""
     identity: int
-
-
-@dataclass(slots=True)
-class _Storage:
-    serial: int
-    nbytes: int
-    holders: int = 0
-    """Tracked tensor objects on this storage; it is freed when the last one is."""
+    dtype: torch.dtype
 
 
 @dataclass(slots=True)
@@ -74,11 +67,14 @@ class CostMeter:
 
     def __init__(self, model: nn.Module) -> None:
         self.calls: dict[int, CallCost] = {}
-        self.outputs: dict[int, tuple[int, torch.dtype | None]] = {}
-        """Bytes of each call's outputs and the dtype of its first."""
+        self.outputs: dict[int, torch.dtype] = {}
+        """The dtype of each call's first output, where an op made it."""
         self.inputs: dict[int, list[int]] = {}
         """Serials of each block's input storages (checkpointing keeps them)."""
-        self.storages: dict[int, _Storage] = {}
+        self.serials: dict[int, int] = {}
+        """The serial of each live storage, by its key."""
+        self.holders: dict[int, int] = {}
+        """Tracked tensor objects on each live storage: it is freed when the last one is."""
         self.tensors: dict[int, _Reference] = {}
         self.serial_bytes: list[int] = []
         """Bytes of each storage ever seen, by serial."""
@@ -87,12 +83,16 @@ class CostMeter:
         self.peak = 0
         self.largest = 0
         self.parameters: set[int] = set()
+        self.unique_parameters: dict[int, nn.Parameter] = {}
         self.state: dict[int, int] = {}
         """Serials of the model's buffer storages (parameters and buffers are never live activations)."""
-        self.call = MODEL_INPUT
+        self.saving: list[int] = []
+        """The saved serials of the call whose op runs its saving rule."""
+        self._released = self._release  # one bound method for every weak reference
         for module in every_module(model):
             for parameter in module._parameters.values():
                 if parameter is not None:
+                    self.unique_parameters[id(parameter)] = parameter
                     self.parameters.add(_storage_key(parameter))
             for buffer in module._buffers.values():
                 key = _storage_key(buffer) if buffer is not None else 0
@@ -119,31 +119,33 @@ class CostMeter:
         except (RuntimeError, NotImplementedError):
             return  # no storage (a sparse or nested tensor): not counted
         key = storage_object._cdata
-        reference = _Reference(tensor, self._release)
-        reference.storage, reference.grad, reference.identity = key, grad, identity
+        reference = _Reference(tensor, self._released)
+        reference.storage, reference.grad, reference.identity, reference.dtype = key, grad, identity, tensor.dtype
         self.tensors[identity] = reference
         if key in self.parameters or key in self.state:
             return  # model state: never a live activation here
-        storage = self.storages.get(key)
-        if storage is None:
+        holders = self.holders.get(key)
+        if holders is None:
             nbytes = storage_object.nbytes()
+            self.serials[key] = len(self.serial_bytes)
             self.serial_bytes.append(nbytes)
-            storage = self.storages[key] = _Storage(len(self.serial_bytes) - 1, nbytes)
             self.live += nbytes
             if nbytes > self.largest:  # noqa: PLR1730 - cheaper than max() on every new storage
                 self.largest = nbytes
-        storage.holders += 1
+            holders = 0
+        self.holders[key] = holders + 1
 
     def _release(self, reference: _Reference) -> None:
         """A tracked tensor was collected: its storage is freed with the last one on it."""
         if self.tensors.get(reference.identity) is reference:
             del self.tensors[reference.identity]
-        storage = self.storages.get(reference.storage)
-        if storage is not None:
-            storage.holders -= 1
-            if storage.holders == 0:
-                self.live -= storage.nbytes
-                del self.storages[reference.storage]
+        key = reference.storage
+        holders = self.holders.get(key)
+        if holders == 1:
+            del self.holders[key]
+            self.live -= self.serial_bytes[self.serials.pop(key)]
+        elif holders is not None:
+            self.holders[key] = holders - 1
 
     def _serial(self, nbytes: int) -> int:
         self.serial_bytes.append(nbytes)
@@ -157,26 +159,32 @@ class CostMeter:
             return None
         if key in self.state:
             return self.state[key]
-        storage = self.storages.get(key)
-        if storage is None:
+        serial = self.serials.get(key)
+        if serial is None:
             self.track(tensor, tensor.requires_grad)  # made outside the mode: a constant of the model
-            storage = self.storages.get(key)
-        return None if storage is None else storage.serial
+            serial = self.serials.get(key)
+        return serial
 
     # --- saving (the Saver of `saving`) -----------------------------------------------------
 
     def save(self, tensor: Any) -> None:
-        if not isinstance(tensor, torch.Tensor):
+        kind = type(tensor)
+        # Parameters are the model's, not saved activations. (isinstance(x, nn.Parameter) runs a
+        # Python-level __instancecheck__; the type itself is quicker to ask.)
+        if kind is not torch.Tensor and (not issubclass(kind, torch.Tensor) or issubclass(kind, nn.Parameter)):
             return
-        serial = self.serial_of(tensor)
+        known = self.tensors.get(id(tensor))
+        serial = self.serials.get(known.storage) if known is not None and known() is tensor else None
+        if serial is None:
+            serial = self.serial_of(tensor)
         if serial is not None and serial not in self.saved:
             self.saved.add(serial)
-            self._cost(self.call).saved.append(serial)
+            self.saving.append(serial)
 
     def save_new(self, nbytes: int) -> None:
         serial = self._serial(nbytes)
         self.saved.add(serial)
-        self._cost(self.call).saved.append(serial)
+        self.saving.append(serial)
 
     # --- ops and calls ------------------------------------------------------------------
 
@@ -214,7 +222,7 @@ class CostMeter:
         if estimate is not None:
             cost.other_flops += estimate(args, kwargs, output)
         if grad and rule is not None:
-            self.call = call
+            self.saving = cost.saved
             rule(self, args, kwargs, output)
 
     def _any_grad(self, values: Any) -> bool:
@@ -241,12 +249,15 @@ class CostMeter:
         serials.extend(serial for serial in map(self.serial_of, tensors) if serial is not None)
 
     def end_call(self, call: int, output: Any, outputs: Callable[[Any], list[torch.Tensor]]) -> None:
-        """The bytes of a call's outputs (`outputs` finds the tensors in a structured output)."""
-        if isinstance(output, torch.Tensor):
-            self.outputs[call] = (output.nbytes, output.dtype)
-            return
-        tensors = outputs(output)
-        self.outputs[call] = (sum(tensor.nbytes for tensor in tensors), tensors[0].dtype if tensors else None)
+        """The dtype of a call's first output, from the op that made it: no tensor is touched.
+
+        Hooks run under the function mode, where reading a tensor's attributes would be one more
+        trip through it; the output's bytes come from its recorded shape when the trace freezes.
+        """
+        first = output if isinstance(output, torch.Tensor) else next(iter(outputs(output)), None)
+        known = self.tensors.get(id(first))
+        if known is not None and known() is first:
+            self.outputs[call] = known.dtype
 
 
 def _storage_key(tensor: torch.Tensor) -> int:

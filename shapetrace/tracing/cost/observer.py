@@ -45,15 +45,16 @@ class CostObserver(Observer):
         if call is None:
             return
         kwargs, output = rest if len(rest) == 2 else ({}, rest[-1])
-        with _NO_FUNCTION_MODE():
-            if kwargs and len(stack) == BLOCK_DEPTH:
+        if kwargs and len(stack) == BLOCK_DEPTH:
+            with _NO_FUNCTION_MODE():
                 self.meter.begin_call(call, tensors_in(kwargs))
-            self.meter.end_call(call, output, tensors_in)
+        self.meter.end_call(call, output, tensors_in)
 
     def __torch_function__(
         self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
         kwargs = kwargs or {}
         output = super().__torch_function__(func, types, args, kwargs)
-        self.meter.op(func, args, kwargs, output, self.recorder.current)
+        stack = self.recorder.stack
+        self.meter.op(func, args, kwargs, output, stack[-1] if stack else -1)
         return output

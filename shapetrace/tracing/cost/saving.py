@@ -120,13 +120,18 @@ def _statistics(saver: Saver, source: torch.Tensor, rows: int) -> None:
 
 
 def _group_norm(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
-    bound = bind(_GROUP_NORM, args, kwargs)
-    if bound is None or not isinstance(bound["input"], torch.Tensor):
+    if len(args) == 2:  # nn.GroupNorm's call, as F.group_norm hands it on: (input, num_groups), weight=...
+        source, groups, weight = args[0], args[1], kwargs.get("weight")
+    else:
+        bound = bind(_GROUP_NORM, args, kwargs)
+        if bound is None:
+            return
+        source, groups, weight = bound["input"], bound["num_groups"], bound["weight"]
+    if not isinstance(source, torch.Tensor) or not isinstance(groups, int):
         return
-    source = bound["input"]
     saver.save(source)
-    saver.save(bound["weight"])
-    _statistics(saver, source, (source.shape[0] if source.dim() else 1) * bound["num_groups"])
+    saver.save(weight)
+    _statistics(saver, source, (source.shape[0] if source.dim() else 1) * groups)
 
 
 def _layer_norm(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
