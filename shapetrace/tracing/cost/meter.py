@@ -18,8 +18,8 @@ op, one weak reference object per tensor that carries the tensor's state itself.
 from __future__ import annotations
 
 import weakref
+from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -50,25 +50,20 @@ class _Reference(weakref.ref):  # type: ignore[type-arg]  # the referent is alwa
     dtype: torch.dtype
 
 
-@dataclass(slots=True)
-class CallCost:
-    """What one call's own ops cost, before children are added."""
-
-    flops: int = 0
-    other_flops: int = 0
-    saved: list[int] = field(default_factory=list)
-    """Serials of the storages first saved by this call's own ops."""
-    attention_flops: int = 0
-    attention_tokens: int = 0
-
-
 class CostMeter:
     """Per-call FLOPs and saved bytes, the live-bytes peak, and the largest tensor made."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.calls: dict[int, CallCost] = {}
-        self.outputs: dict[int, torch.dtype] = {}
-        """The dtype of each call's first output, where an op made it."""
+        # Per call, by call index: the call's own ops only (the summary adds the children).
+        self.flops: defaultdict[int, int] = defaultdict(int)
+        self.other_flops: defaultdict[int, int] = defaultdict(int)
+        self.saved_by_call: defaultdict[int, list[int]] = defaultdict(list)
+        """Serials of the storages first saved by each call's own ops."""
+        self.attention_flops: defaultdict[int, int] = defaultdict(int)
+        self.attention_tokens: defaultdict[int, int] = defaultdict(int)
+        self.dtypes: dict[int, tuple[int, torch.dtype]] = {}
+        """(op number, dtype) of the last tensor each call's own ops made: its output's, usually."""
+        self.ops = 0
         self.inputs: dict[int, list[int]] = {}
         """Serials of each block's input storages (checkpointing keeps them)."""
         self.serials: dict[int, int] = {}
@@ -82,22 +77,24 @@ class CostMeter:
         self.live = 0
         self.peak = 0
         self.largest = 0
-        self.parameters: set[int] = set()
-        self.unique_parameters: dict[int, nn.Parameter] = {}
-        self.state: dict[int, int] = {}
-        """Serials of the model's buffer storages (parameters and buffers are never live activations)."""
         self.saving: list[int] = []
         """The saved serials of the call whose op runs its saving rule."""
         self._released = self._release  # one bound method for every weak reference
+        self.parameters: list[nn.Parameter] = []
+        """Each parameter of the model once."""
+        self.state: dict[int, int] = {}
+        """Serials of the model's buffer storages (parameters and buffers are never live activations)."""
+        unique: dict[int, nn.Parameter] = {}
         for module in every_module(model):
-            for parameter in module._parameters.values():
-                if parameter is not None:
-                    self.unique_parameters[id(parameter)] = parameter
-                    self.parameters.add(_storage_key(parameter))
+            unique.update(
+                (id(parameter), parameter) for parameter in module._parameters.values() if parameter is not None
+            )
             for buffer in module._buffers.values():
                 key = _storage_key(buffer) if buffer is not None else 0
                 if key and key not in self.state:
                     self.state[key] = self._serial(buffer.untyped_storage().nbytes())  # type: ignore[union-attr]
+        self.parameters = list(unique.values())
+        self.parameter_keys = {parameter.untyped_storage()._cdata for parameter in self.parameters}
 
     # --- tensors --------------------------------------------------------------------------
 
@@ -122,7 +119,7 @@ class CostMeter:
         reference = _Reference(tensor, self._released)
         reference.storage, reference.grad, reference.identity, reference.dtype = key, grad, identity, tensor.dtype
         self.tensors[identity] = reference
-        if key in self.parameters or key in self.state:
+        if key in self.parameter_keys or key in self.state:
             return  # model state: never a live activation here
         holders = self.holders.get(key)
         if holders is None:
@@ -155,7 +152,7 @@ class CostMeter:
         """The serial of `tensor`'s storage, tracking a storage seen for the first time; None for parameters."""
         known = self.tensors.get(id(tensor))
         key = known.storage if known is not None and known() is tensor else _storage_key(tensor)
-        if not key or key in self.parameters:
+        if not key or key in self.parameter_keys:
             return None
         if key in self.state:
             return self.state[key]
@@ -188,17 +185,13 @@ class CostMeter:
 
     # --- ops and calls ------------------------------------------------------------------
 
-    def _cost(self, call: int) -> CallCost:
-        cost = self.calls.get(call)
-        if cost is None:
-            cost = self.calls[call] = CallCost()
-        return cost
-
     def op(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], output: Any, call: int) -> None:
         """Charge one op to `call`: its FLOPs, its outputs' bytes and what its backward keeps."""
         if isinstance(output, torch.Tensor):
             grad = self._any_grad(args) or (bool(kwargs) and self._any_grad(kwargs.values()))
             self.track(output, grad and output.is_floating_point())
+            self.ops += 1
+            self.dtypes[call] = (self.ops, output.dtype)
         elif isinstance(output, (tuple, list)) and any(isinstance(item, torch.Tensor) for item in output):
             grad = self._any_grad(args) or (bool(kwargs) and self._any_grad(kwargs.values()))
             for tensor in output:
@@ -212,17 +205,16 @@ class CostMeter:
         if entry is None:
             return
         formula, estimate, attention, rule = entry
-        cost = self.calls.get(call) or self._cost(call)
         if formula is not None:
-            cost.flops += formula(args, kwargs, output)
+            self.flops[call] += formula(args, kwargs, output)
             if attention is not None:
                 quadratic, tokens = attention(args, kwargs)
-                cost.attention_flops += quadratic
-                cost.attention_tokens = max(cost.attention_tokens, tokens)
+                self.attention_flops[call] += quadratic
+                self.attention_tokens[call] = max(self.attention_tokens[call], tokens)
         if estimate is not None:
-            cost.other_flops += estimate(args, kwargs, output)
+            self.other_flops[call] += estimate(args, kwargs, output)
         if grad and rule is not None:
-            self.saving = cost.saved
+            self.saving = self.saved_by_call[call]
             rule(self, args, kwargs, output)
 
     def _any_grad(self, values: Any) -> bool:
@@ -247,17 +239,6 @@ class CostMeter:
         """Remember the storages a block receives (checkpointing keeps them)."""
         serials = self.inputs.setdefault(call, [])
         serials.extend(serial for serial in map(self.serial_of, tensors) if serial is not None)
-
-    def end_call(self, call: int, output: Any, outputs: Callable[[Any], list[torch.Tensor]]) -> None:
-        """The dtype of a call's first output, from the op that made it: no tensor is touched.
-
-        Hooks run under the function mode, where reading a tensor's attributes would be one more
-        trip through it; the output's bytes come from its recorded shape when the trace freezes.
-        """
-        first = output if isinstance(output, torch.Tensor) else next(iter(outputs(output)), None)
-        known = self.tensors.get(id(first))
-        if known is not None and known() is first:
-            self.outputs[call] = known.dtype
 
 
 def _storage_key(tensor: torch.Tensor) -> int:

@@ -8,11 +8,15 @@ estimates add the model's state to what the meter saw:
 - train: parameters and buffers, their gradients, the optimizer's state, the saved
   activations, and the largest transient (an op's output gradient and its input gradient,
   each as large as the largest tensor the forward made).
+
+This runs once per `--cost` trace over every call, so it reads each module once and builds
+each record without keyword arguments.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -28,10 +32,13 @@ from shapetrace.tracing.recorder import Call, Recorder
 OPTIMIZER_STATES = {Optimizer.ADAM: 2, Optimizer.SGD: 0}
 """Tensors of optimizer state per trainable parameter: Adam's two moments; plain SGD has none."""
 
+_Module = tuple[tuple[int, ...], int, int, bool]
+"""(kernel, own weight and bias entries, own other weight entries, a convolution?) of one module."""
+
 
 @dataclasses.dataclass(slots=True)
 class _Parameters:
-    """The model's parameters, each counted once, and what each layer's share needs."""
+    """The model's parameters, each counted once."""
 
     trainable: int
     frozen: int
@@ -51,84 +58,115 @@ def with_cost(
 ) -> Trace:
     """The trace with the cost of every layer and of the whole model."""
     calls = recorder.calls
+    count = len(calls)
     parameters = _parameters(meter)
+    # Column by column, each a list over the calls: list comprehensions, zip and map run in C.
+    flops = _column(meter.flops, count)
+    other = _column(meter.other_flops, count)
+    attention = _column(meter.attention_flops, count)
+    tokens = _column(meter.attention_tokens, count)
+    sizes = meter.serial_bytes
+    saved = _column(
+        {index: sum(map(sizes.__getitem__, serials)) for index, serials in meter.saved_by_call.items()}, count
+    )
+    modules: dict[int, _Module] = {}
+    described = [modules.get(id(call.module)) or _module(call.module, modules) for call in calls]
+    macs = [
+        torchinfo_macs(module, call.outputs) if call.leaf else 0 for module, call in zip(described, calls, strict=True)
+    ]
+    names: dict[torch.dtype | None, tuple[str, int]] = {None: ("", 0)}
+    dtypes = _output_dtypes(calls, meter)
+    for dtype in set(dtypes) - names.keys():
+        names[dtype] = (str(dtype).removeprefix("torch."), dtype.itemsize)  # type: ignore[union-attr]
+    output_bytes = [
+        sum(map(math.prod, call.outputs)) * names[dtype][1] for call, dtype in zip(calls, dtypes, strict=True)
+    ]
     # Each layer's parameter split from the counts the trace already has, unless some are frozen
     # or of another dtype: then one walk of the module tree.
-    shares = None if parameters.uniform_size else _shares(model)
-    module_costs: dict[int, tuple[tuple[int, ...], int, int, bool]] = {}
-    totals = _subtree_totals(calls, meter, module_costs)
-    names: dict[torch.dtype | None, tuple[str, int]] = {None: ("", 0)}
-    layers = []
-    for call, layer in zip(calls, trace.layers, strict=True):
-        dtype = meter.outputs.get(call.index)
-        if dtype not in names:
-            names[dtype] = (str(dtype).removeprefix("torch."), dtype.itemsize)  # type: ignore[union-attr]
-        name, size = names[dtype]
-        output_bytes = sum(math.prod(shape) for shape in call.outputs) * size
-        if shares is None:
-            trainable, frozen, nbytes = layer.params, 0, layer.params * parameters.uniform_size
-        else:
-            trainable, frozen, nbytes = shares.get(id(call.module), (0, 0, 0))
-        flops, other, macs, saved, attention, tokens = totals[call.index]
-        kernel = _module_cost(call.module, module_costs)[0]
-        # Positionally, in LayerCost's field order: keywords cost several times as much per layer.
-        layers.append(
-            LayerCost(
-                flops, other, macs, output_bytes, saved, trainable, frozen, nbytes, kernel, name, tokens, attention
-            )
+    if parameters.uniform_size:
+        trainable = [layer.params for layer in trace.layers]
+        frozen = [0] * count
+        nbytes = [params * parameters.uniform_size for params in trainable]
+    else:
+        shares = _shares(model)
+        trainable, frozen, nbytes = (
+            list(column) for column in zip(*(shares.get(id(call.module), (0, 0, 0)) for call in calls), strict=True)
         )
-    root = totals[0] if calls else [0] * 6
+    for index in range(count - 1, 0, -1):
+        parent = calls[index].parent
+        if parent is not None:
+            flops[parent] += flops[index]
+            other[parent] += other[index]
+            macs[parent] += macs[index]
+            saved[parent] += saved[index]
+            attention[parent] += attention[index]
+            if tokens[index] > tokens[parent]:  # noqa: PLR1730 - once per call: cheaper than max()
+                tokens[parent] = tokens[index]
+    kernels = [module[0] for module in described]
+    dtype_names = [names[dtype][0] for dtype in dtypes]
+    columns = (
+        flops,
+        other,
+        macs,
+        output_bytes,
+        saved,
+        trainable,
+        frozen,
+        nbytes,
+        kernels,
+        dtype_names,
+        tokens,
+        attention,
+    )
+    # tuple.__new__ skips the NamedTuple's Python-level __new__; the columns are in LayerCost's field order.
+    layers = tuple(map(tuple.__new__, itertools.repeat(LayerCost), zip(*columns, strict=True)))
     checkpointed = checkpointed_saved(calls, meter) if options.checkpointing else 0
+    root = (flops[0], other[0], macs[0]) if count else (0, 0, 0)
     summary = _summary(root, meter, parameters, inputs, options, checkpointed)
-    return dataclasses.replace(trace, cost=dataclasses.replace(summary, layers=tuple(layers)))
+    return dataclasses.replace(trace, cost=dataclasses.replace(summary, layers=layers))
 
 
-def _subtree_totals(
-    calls: Sequence[Call], meter: CostMeter, module_costs: dict[int, tuple[tuple[int, ...], int, int, bool]]
-) -> list[list[int]]:
-    """(flops, other, macs, saved bytes, attention flops, attention tokens) of each call and its children."""
-    totals = []
-    sizes = meter.serial_bytes
-    for call in calls:
-        own = meter.calls.get(call.index)
-        macs = torchinfo_macs(_module_cost(call.module, module_costs), call.outputs) if call.leaf else 0
-        if own is None:
-            totals.append([0, 0, macs, 0, 0, 0])
-            continue
-        saved = sum(sizes[serial] for serial in own.saved)
-        totals.append([own.flops, own.other_flops, macs, saved, own.attention_flops, own.attention_tokens])
+def _column(values: dict[int, int], count: int) -> list[int]:
+    """A per-call dict as a list over every call (0 where a call has no value)."""
+    column = [0] * count
+    for index, value in values.items():
+        if 0 <= index < count:
+            column[index] = value
+    return column
+
+
+def _output_dtypes(calls: Sequence[Call], meter: CostMeter) -> list[torch.dtype | None]:
+    """The dtype of each call's output: of the last tensor made in it, by its own ops or its children's.
+
+    A call that makes nothing (nn.Identity) takes the dtype of the tensor made just before it.
+    """
+    latest: list[tuple[int, torch.dtype | None]] = [meter.dtypes.get(call.index, (0, None)) for call in calls]
     for call in reversed(calls):
-        if call.parent is not None:
-            parent, child = totals[call.parent], totals[call.index]
-            parent[0] += child[0]
-            parent[1] += child[1]
-            parent[2] += child[2]
-            parent[3] += child[3]
-            parent[4] += child[4]
-            if child[5] > parent[5]:  # noqa: PLR1730 - once per call: cheaper than max()
-                parent[5] = child[5]
-    return totals
+        if call.parent is not None and latest[call.index][0] > latest[call.parent][0]:
+            latest[call.parent] = latest[call.index]
+    found: list[torch.dtype | None] = []
+    previous: torch.dtype | None = None
+    for number, dtype in latest:
+        found.append(dtype if number else previous)
+        previous = dtype if number else previous
+    return found
 
 
-def _module_cost(
-    module: nn.Module, found: dict[int, tuple[tuple[int, ...], int, int, bool]]
-) -> tuple[tuple[int, ...], int, int, bool]:
-    """(kernel, own weight and bias entries, own other weight entries, a convolution?), once per module."""
-    known = found.get(id(module))
-    if known is None:
-        per_position = per_row = 0
-        for name, parameter in module._parameters.items():
-            if parameter is None or is_lazy(parameter):
-                continue
-            if name in ("weight", "bias"):
-                per_position += parameter.numel()
-            elif "weight" in name or "bias" in name:
-                per_row += parameter.numel()  # an RNN's weight_ih_l0
-        known = found[id(module)] = (_kernel(module), per_position, per_row, "Conv" in type(module).__name__)
-    return known
+def _module(module: nn.Module, found: dict[int, _Module]) -> _Module:
+    """Its kernel and the entries torchinfo's MACs count, read once per module."""
+    per_position = per_row = 0
+    for name, parameter in module._parameters.items():
+        if parameter is None or is_lazy(parameter):
+            continue
+        if name in ("weight", "bias"):
+            per_position += parameter.numel()
+        elif "weight" in name or "bias" in name:
+            per_row += parameter.numel()  # an RNN's weight_ih_l0
+    found[id(module)] = (_kernel(module), per_position, per_row, "Conv" in type(module).__name__)
+    return found[id(module)]
 
 
-def torchinfo_macs(module: tuple[tuple[int, ...], int, int, bool], outputs: Sequence[tuple[int, ...]]) -> int:
+def torchinfo_macs(module: _Module, outputs: Sequence[tuple[int, ...]]) -> int:
     """torchinfo's mult-adds of a leaf call: each weight and bias entry once per output position.
 
     A convolution's output position is (batch, *spatial); any other layer's is the batch alone,
@@ -156,22 +194,22 @@ def _kernel(module: nn.Module) -> tuple[int, ...]:
 
 def _parameters(meter: CostMeter) -> _Parameters:
     """Totals over the model's parameters, each once (the meter collected them)."""
-    by_dtype: dict[str, int] = defaultdict(int)
+    by_dtype: dict[torch.dtype, int] = defaultdict(int)
     trainable = frozen = trainable_bytes = 0
-    sizes: set[int] = set()
-    for parameter in meter.unique_parameters.values():
-        if is_lazy(parameter):
+    for parameter in meter.parameters:
+        if type(parameter) is not nn.Parameter and is_lazy(parameter):
             continue
-        count, size = parameter.numel(), parameter.element_size()
-        sizes.add(size)
-        by_dtype[str(parameter.dtype).removeprefix("torch.")] += count * size
+        count, dtype = parameter.numel(), parameter.dtype
+        nbytes = count * dtype.itemsize
+        by_dtype[dtype] += nbytes
         if parameter.requires_grad:
             trainable += count
-            trainable_bytes += count * size
+            trainable_bytes += nbytes
         else:
             frozen += count
-    uniform = sizes.pop() if len(sizes) == 1 and len(by_dtype) == 1 and not frozen else 0
-    return _Parameters(trainable, frozen, trainable_bytes, dict(by_dtype), uniform)
+    uniform = next(iter(by_dtype)).itemsize if len(by_dtype) == 1 and not frozen else 0
+    named = {str(dtype).removeprefix("torch."): nbytes for dtype, nbytes in by_dtype.items()}
+    return _Parameters(trainable, frozen, trainable_bytes, named, uniform)
 
 
 def _shares(model: nn.Module) -> dict[int, tuple[int, int, int]]:
@@ -212,12 +250,12 @@ def checkpointed_saved(calls: Sequence[Call], meter: CostMeter) -> int:
     for serials in meter.inputs.values():
         kept.update(serials)
     by_block: dict[int, set[int]] = defaultdict(set)
-    for index, own in meter.calls.items():
+    for index, saved in meter.saved_by_call.items():
         block = _block_of(calls, index)
         if block is None:
-            kept.update(own.saved)
+            kept.update(saved)
         else:
-            by_block[block].update(own.saved)
+            by_block[block].update(saved)
     sizes = meter.serial_bytes
     largest = max((sum(sizes[serial] for serial in saved - kept) for saved in by_block.values()), default=0)
     return sum(sizes[serial] for serial in kept) + largest
@@ -233,7 +271,7 @@ def _block_of(calls: Sequence[Call], index: int) -> int | None:
 
 
 def _summary(
-    root: Sequence[int],
+    root: tuple[int, int, int],
     meter: CostMeter,
     parameters: _Parameters,
     inputs: Sequence[torch.Tensor],
@@ -247,10 +285,11 @@ def _summary(
     optimizer_bytes = OPTIMIZER_STATES[options.optimizer] * gradient_bytes
     transient = 2 * meter.largest
     state = param_bytes + buffer_bytes
+    flops, other, macs = root
     return CostSummary(
-        flops=root[0],
-        other_flops=root[1],
-        macs=root[2],
+        flops=flops,
+        other_flops=other,
+        macs=macs,
         params=parameters.trainable + parameters.frozen,
         trainable_params=parameters.trainable,
         frozen_params=parameters.frozen,
