@@ -20,10 +20,12 @@ from __future__ import annotations
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from shapetrace.tracing.cost.flops import ATTENTION, FLOP_FORMULAS, OTHER_FLOPS
 from shapetrace.tracing.cost.saving import SAVES
@@ -48,6 +50,18 @@ class _Reference(weakref.ref):  # type: ignore[type-arg]  # the referent is alwa
     """The tensor would require grad in training."""
     identity: int
     dtype: torch.dtype
+
+
+@dataclass(slots=True)
+class ModelState:
+    """The model's parameters, each counted once."""
+
+    trainable: int = 0
+    frozen: int = 0
+    trainable_bytes: int = 0
+    by_dtype: dict[torch.dtype, int] = field(default_factory=dict)
+    weights: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Each module's own (weight and bias entries, other weight entries), where it has any."""
 
 
 class CostMeter:
@@ -79,70 +93,140 @@ class CostMeter:
         self.largest = 0
         self.saving: list[int] = []
         """The saved serials of the call whose op runs its saving rule."""
-        self._released = self._release  # one bound method for every weak reference
-        self.parameters: list[nn.Parameter] = []
-        """Each parameter of the model once."""
+        self.dead: list[_Reference] = []
+        """References whose tensors were collected, not yet accounted (see _release_dead)."""
+        self._died = self.dead.append  # the weak references' callback: C, no Python frame per death
+        self.model = ModelState()
         self.state: dict[int, int] = {}
-        """Serials of the model's buffer storages (parameters and buffers are never live activations)."""
-        unique: dict[int, nn.Parameter] = {}
+        """Serials of the model's buffer storages, by key (parameters and buffers are never live activations)."""
+        self.buffers: set[int] = set()
+        """id() of each buffer: an op may hand one back as it is (`.float()` of a float)."""
+        self._collect(model)
+
+    def _collect(self, model: nn.Module) -> None:
+        """One walk of the model: its parameters' totals (each parameter once), each module's own
+        weight entries (torchinfo's MACs count them), and its buffers."""
+        seen: set[int] = set()
+        state = self.model
+        trainable: dict[torch.dtype, int] = {}
+        frozen: dict[torch.dtype, int] = {}
         for module in every_module(model):
-            unique.update(
-                (id(parameter), parameter) for parameter in module._parameters.values() if parameter is not None
-            )
+            per_position = per_row = 0
+            for name, parameter in module._parameters.items():
+                if parameter is None or (type(parameter) is not nn.Parameter and is_lazy(parameter)):
+                    continue
+                count = parameter.numel()
+                if name in ("weight", "bias"):
+                    per_position += count
+                elif "weight" in name or "bias" in name:
+                    per_row += count  # an RNN's weight_ih_l0
+                identity = id(parameter)
+                if identity not in seen:
+                    seen.add(identity)
+                    entries = trainable if parameter.requires_grad else frozen
+                    dtype = parameter.dtype
+                    entries[dtype] = entries.get(dtype, 0) + count
+            if per_position or per_row:
+                state.weights[id(module)] = (per_position, per_row)
             for buffer in module._buffers.values():
-                key = _storage_key(buffer) if buffer is not None else 0
-                if key and key not in self.state:
-                    self.state[key] = self._serial(buffer.untyped_storage().nbytes())  # type: ignore[union-attr]
-        self.parameters = list(unique.values())
-        self.parameter_keys = {parameter.untyped_storage()._cdata for parameter in self.parameters}
+                if buffer is not None and id(buffer) not in self.buffers:
+                    self.buffers.add(id(buffer))
+                    key = _storage_key(buffer)
+                    if key and key not in self.state:
+                        self.state[key] = self._serial(buffer.untyped_storage().nbytes())
+        state.trainable, state.frozen = sum(trainable.values()), sum(frozen.values())
+        state.trainable_bytes = sum(count * dtype.itemsize for dtype, count in trainable.items())
+        for dtype in {*trainable, *frozen}:
+            state.by_dtype[dtype] = (trainable.get(dtype, 0) + frozen.get(dtype, 0)) * dtype.itemsize
 
     # --- tensors --------------------------------------------------------------------------
 
     def requires_grad(self, tensor: torch.Tensor) -> bool:
+        """Whether `tensor` would require grad in training: as the op that made it, or as its base."""
         known = self.tensors.get(id(tensor))
         if known is not None and known() is tensor:
             return known.grad
+        base = tensor._base
+        if base is not None:  # a view follows its base
+            known = self.tensors.get(id(base))
+            if known is not None and known() is base:
+                return known.grad
+            return base.requires_grad
         return tensor.requires_grad  # a parameter, or one of the user's tensors
 
     def track(self, tensor: torch.Tensor, grad: bool) -> None:
-        """Follow `tensor` until it is collected; its storage is live while any such tensor is."""
+        """Follow `tensor` until it is collected; its storage is live while any such tensor is.
+
+        `grad`: an input of the op that made it requires grad (integer outputs never do).
+        """
         identity = id(tensor)
         known = self.tensors.get(identity)
         if known is not None and known() is tensor:
             known.grad = known.grad or grad  # returned again (in place, or `.float()` of a float)
+            return
+        base = tensor._base
+        if base is not None:
+            # A view needs no following of its own: torch keeps its base's Python object while it
+            # lives, and its grad is its base's. A base no op made (a kernel's own) is followed.
+            known = self.tensors.get(id(base))
+            if known is None or known() is not base:
+                self.track(base, grad)
             return
         try:
             storage_object = tensor.untyped_storage()
         except (RuntimeError, NotImplementedError):
             return  # no storage (a sparse or nested tensor): not counted
         key = storage_object._cdata
-        reference = _Reference(tensor, self._released)
-        reference.storage, reference.grad, reference.identity, reference.dtype = key, grad, identity, tensor.dtype
+        reference = _Reference(tensor, self._died)
+        dtype = tensor.dtype
+        reference.storage, reference.grad, reference.identity, reference.dtype = (
+            key,
+            grad and dtype.is_floating_point,
+            identity,
+            dtype,
+        )
         self.tensors[identity] = reference
-        if key in self.parameter_keys or key in self.state:
-            return  # model state: never a live activation here
+        if self.dead:
+            self._release_dead()  # before this storage counts: the peak is of tensors alive together
         holders = self.holders.get(key)
         if holders is None:
+            if key in self.state or self._is_model_state(tensor):
+                return  # a parameter or a buffer, or a view of one: never a live activation here
             nbytes = storage_object.nbytes()
             self.serials[key] = len(self.serial_bytes)
             self.serial_bytes.append(nbytes)
             self.live += nbytes
+            if self.live > self.peak:  # noqa: PLR1730 - cheaper than max() on every new storage
+                self.peak = self.live
             if nbytes > self.largest:  # noqa: PLR1730 - cheaper than max() on every new storage
                 self.largest = nbytes
             holders = 0
         self.holders[key] = holders + 1
 
-    def _release(self, reference: _Reference) -> None:
-        """A tracked tensor was collected: its storage is freed with the last one on it."""
-        if self.tensors.get(reference.identity) is reference:
-            del self.tensors[reference.identity]
-        key = reference.storage
-        holders = self.holders.get(key)
-        if holders == 1:
-            del self.holders[key]
-            self.live -= self.serial_bytes[self.serials.pop(key)]
-        elif holders is not None:
-            self.holders[key] = holders - 1
+    def _is_model_state(self, tensor: torch.Tensor) -> bool:
+        """A parameter or buffer handed back by an op, or a view of one."""
+        owner = tensor._base if tensor._base is not None else tensor
+        # issubclass, not isinstance: nn.Parameter's metaclass answers isinstance in Python.
+        return issubclass(type(owner), nn.Parameter) or id(owner) in self.buffers
+
+    def _release_dead(self) -> None:
+        """Account the tensors collected since the last op: a storage is freed with its last tensor.
+
+        Deaths are queued by the weak references' callback (a list's append) and settled here in
+        one loop, before the next storage is counted.
+        """
+        tensors, holders, dead = self.tensors, self.holders, self.dead
+        for reference in dead:
+            if tensors.get(reference.identity) is reference:
+                del tensors[reference.identity]
+            key = reference.storage
+            count = holders.get(key)
+            if count == 1:
+                del holders[key]
+                self.live -= self.serial_bytes[self.serials.pop(key)]
+            elif count is not None:
+                holders[key] = count - 1
+        dead.clear()
 
     def _serial(self, nbytes: int) -> int:
         self.serial_bytes.append(nbytes)
@@ -152,10 +236,12 @@ class CostMeter:
         """The serial of `tensor`'s storage, tracking a storage seen for the first time; None for parameters."""
         known = self.tensors.get(id(tensor))
         key = known.storage if known is not None and known() is tensor else _storage_key(tensor)
-        if not key or key in self.parameter_keys:
+        if not key:
             return None
         if key in self.state:
             return self.state[key]
+        if key not in self.serials and self._is_model_state(tensor):
+            return None  # a parameter, or a view of one: the model's, not a saved activation
         serial = self.serials.get(key)
         if serial is None:
             self.track(tensor, tensor.requires_grad)  # made outside the mode: a constant of the model
@@ -185,22 +271,31 @@ class CostMeter:
 
     # --- ops and calls ------------------------------------------------------------------
 
-    def op(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], output: Any, call: int) -> None:
+    def op(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], output: Any, call: int) -> None:  # noqa: PLR0912 - every op runs this: written out, not split into calls
         """Charge one op to `call`: its FLOPs, its outputs' bytes and what its backward keeps."""
         if isinstance(output, torch.Tensor):
-            grad = self._any_grad(args) or (bool(kwargs) and self._any_grad(kwargs.values()))
-            self.track(output, grad and output.is_floating_point())
+            # Whether an input requires grad, the loop of _any_grad written out: every op asks.
+            grad = False
+            tensors = self.tensors
+            for value in args:
+                if isinstance(value, torch.Tensor):
+                    known = tensors.get(id(value))
+                    if known.grad if known is not None and known() is value else self.requires_grad(value):
+                        grad = True
+                        break
+                elif isinstance(value, (list, tuple)) and self._any_grad(value):
+                    grad = True
+                    break
+            if kwargs and not grad:
+                grad = self._any_grad(kwargs.values())
+            self.track(output, grad)
             self.ops += 1
             self.dtypes[call] = (self.ops, output.dtype)
-        elif isinstance(output, (tuple, list)) and any(isinstance(item, torch.Tensor) for item in output):
-            grad = self._any_grad(args) or (bool(kwargs) and self._any_grad(kwargs.values()))
-            for tensor in output:
-                if isinstance(tensor, torch.Tensor):
-                    self.track(tensor, grad and tensor.is_floating_point())
         else:
-            return  # a size, a dtype, a bool: nothing was made
-        if self.live > self.peak:  # noqa: PLR1730 - cheaper than max() on every op
-            self.peak = self.live
+            made = self._track_all(args, kwargs, output)
+            if made is None:
+                return  # a size, a dtype, a bool: nothing was made
+            grad = made
         entry = _ENTRIES.get(func)
         if entry is None:
             return
@@ -212,10 +307,24 @@ class CostMeter:
                 self.attention_flops[call] += quadratic
                 self.attention_tokens[call] = max(self.attention_tokens[call], tokens)
         if estimate is not None:
-            self.other_flops[call] += estimate(args, kwargs, output)
+            if isinstance(estimate, int):  # FLOPs per output element, the common case
+                if isinstance(output, torch.Tensor):
+                    self.other_flops[call] += estimate * output.numel()
+            else:
+                self.other_flops[call] += estimate(args, kwargs, output)
         if grad and rule is not None:
             self.saving = self.saved_by_call[call]
             rule(self, args, kwargs, output)
+
+    def _track_all(self, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> bool | None:
+        """Track each tensor of a tuple or list output; whether an input requires grad, or None if none was made."""
+        if not isinstance(output, (tuple, list)) or not any(isinstance(item, torch.Tensor) for item in output):
+            return None
+        grad = self._any_grad(args) or (bool(kwargs) and self._any_grad(kwargs.values()))
+        for tensor in output:
+            if isinstance(tensor, torch.Tensor):
+                self.track(tensor, grad)
+        return grad
 
     def _any_grad(self, values: Any) -> bool:
         """Whether a tensor among `values` (or in a list among them) requires grad."""
@@ -223,7 +332,7 @@ class CostMeter:
         for value in values:
             if isinstance(value, torch.Tensor):
                 known = tensors.get(id(value))
-                if known.grad if known is not None and known() is value else value.requires_grad:
+                if known.grad if known is not None and known() is value else self.requires_grad(value):
                     return True
             elif isinstance(value, (list, tuple)) and self._any_grad(value):
                 return True

@@ -33,7 +33,7 @@ class CostObserver(Observer):
         self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
         kwargs = kwargs or {}
-        output = super().__torch_function__(func, types, args, kwargs)
+        output = Observer.__torch_function__(self, func, types, args, kwargs)
         stack = self.recorder.stack
         self.meter.op(func, args, kwargs, output, stack[-1] if stack else -1)
         return output

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from shapetrace.tracing.cost import batched
 from shapetrace.tracing.metashapes.arguments import bind, signature_of
@@ -46,7 +47,7 @@ def _bytes(tensor: torch.Tensor) -> int:
 
 
 def _input(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
-    saver.save(_first(args, kwargs))
+    saver.save(args[0] if args else _first(args, kwargs))
 
 
 def _output(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
@@ -91,8 +92,10 @@ def _power(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: An
 
 
 def _convolution(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
-    saver.save(_first(args, kwargs))
-    saver.save(args[1] if len(args) > 1 else kwargs.get("weight"))
+    saver.save(args[0] if args else _first(args, kwargs))
+    weight = args[1] if len(args) > 1 else kwargs.get("weight")
+    if type(weight) is not nn.Parameter:  # a layer's own weight is the model's, never kept as saved
+        saver.save(weight)
 
 
 def _linear(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:

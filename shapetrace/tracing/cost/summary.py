@@ -32,9 +32,6 @@ from shapetrace.tracing.recorder import Call, Recorder
 OPTIMIZER_STATES = {Optimizer.ADAM: 2, Optimizer.SGD: 0}
 """Tensors of optimizer state per trainable parameter: Adam's two moments; plain SGD has none."""
 
-_Module = tuple[tuple[int, ...], int, int, bool]
-"""(kernel, own weight and bias entries, own other weight entries, a convolution?) of one module."""
-
 
 @dataclasses.dataclass(slots=True)
 class _Parameters:
@@ -69,10 +66,10 @@ def with_cost(
     saved = _column(
         {index: sum(map(sizes.__getitem__, serials)) for index, serials in meter.saved_by_call.items()}, count
     )
-    modules: dict[int, _Module] = {}
-    described = [modules.get(id(call.module)) or _module(call.module, modules) for call in calls]
+    weights = meter.model.weights
     macs = [
-        torchinfo_macs(module, call.outputs) if call.leaf else 0 for module, call in zip(described, calls, strict=True)
+        torchinfo_macs(call.module, weights[id(call.module)], call.outputs) if id(call.module) in weights else 0
+        for call in calls
     ]
     names: dict[torch.dtype | None, tuple[str, int]] = {None: ("", 0)}
     dtypes = _output_dtypes(calls, meter)
@@ -102,7 +99,8 @@ def with_cost(
             attention[parent] += attention[index]
             if tokens[index] > tokens[parent]:  # noqa: PLR1730 - once per call: cheaper than max()
                 tokens[parent] = tokens[index]
-    kernels = [module[0] for module in described]
+    # Most modules have no kernel_size: only those that do are read further.
+    kernels = [() if (size := call.module.__dict__.get("kernel_size")) is None else _kernel(size) for call in calls]
     dtype_names = [names[dtype][0] for dtype in dtypes]
     columns = (
         flops,
@@ -152,39 +150,25 @@ def _output_dtypes(calls: Sequence[Call], meter: CostMeter) -> list[torch.dtype 
     return found
 
 
-def _module(module: nn.Module, found: dict[int, _Module]) -> _Module:
-    """Its kernel and the entries torchinfo's MACs count, read once per module."""
-    per_position = per_row = 0
-    for name, parameter in module._parameters.items():
-        if parameter is None or is_lazy(parameter):
-            continue
-        if name in ("weight", "bias"):
-            per_position += parameter.numel()
-        elif "weight" in name or "bias" in name:
-            per_row += parameter.numel()  # an RNN's weight_ih_l0
-    found[id(module)] = (_kernel(module), per_position, per_row, "Conv" in type(module).__name__)
-    return found[id(module)]
-
-
-def torchinfo_macs(module: _Module, outputs: Sequence[tuple[int, ...]]) -> int:
-    """torchinfo's mult-adds of a leaf call: each weight and bias entry once per output position.
+def torchinfo_macs(module: nn.Module, weights: tuple[int, int], outputs: Sequence[tuple[int, ...]]) -> int:
+    """torchinfo's mult-adds of a call: each weight and bias entry once per output position.
 
     A convolution's output position is (batch, *spatial); any other layer's is the batch alone,
     as torchinfo counts it (a Linear on (B, N, C) counts B, not B·N). Other weights (an RNN's)
-    count once per (batch, channel).
+    count once per (batch, channel). Containers count 0: their leaves are counted.
     """
-    _, per_position, per_row, convolution = module
-    if not outputs or not outputs[0] or not (per_position or per_row):
+    if not outputs or not outputs[0] or module._modules:
         return 0
+    per_position, per_row = weights
     output = outputs[0]
-    positions = math.prod(output[:1] + output[2:]) if convolution else output[0]
+    positions = math.prod(output[:1] + output[2:]) if "Conv" in type(module).__name__ else output[0]
     return per_position * positions + per_row * math.prod(output[:2])
 
 
-def _kernel(module: nn.Module) -> tuple[int, ...]:
-    """The module's kernel_size as a tuple of ints; () where it has none."""
-    # From the instance's own attributes: nn.Module.__getattr__ raises for every other module.
-    size = module.__dict__.get("kernel_size")
+def _kernel(size: object) -> tuple[int, ...]:
+    """A module's kernel_size as a tuple of ints; () where it is no int or sequence of ints."""
+    if type(size) is tuple:
+        return size  # as torch's layers keep it: a tuple of ints
     if isinstance(size, int):
         return (size,)
     if isinstance(size, (tuple, list)) and all(isinstance(extent, int) for extent in size):
@@ -194,22 +178,10 @@ def _kernel(module: nn.Module) -> tuple[int, ...]:
 
 def _parameters(meter: CostMeter) -> _Parameters:
     """Totals over the model's parameters, each once (the meter collected them)."""
-    by_dtype: dict[torch.dtype, int] = defaultdict(int)
-    trainable = frozen = trainable_bytes = 0
-    for parameter in meter.parameters:
-        if type(parameter) is not nn.Parameter and is_lazy(parameter):
-            continue
-        count, dtype = parameter.numel(), parameter.dtype
-        nbytes = count * dtype.itemsize
-        by_dtype[dtype] += nbytes
-        if parameter.requires_grad:
-            trainable += count
-            trainable_bytes += nbytes
-        else:
-            frozen += count
-    uniform = next(iter(by_dtype)).itemsize if len(by_dtype) == 1 and not frozen else 0
-    named = {str(dtype).removeprefix("torch."): nbytes for dtype, nbytes in by_dtype.items()}
-    return _Parameters(trainable, frozen, trainable_bytes, named, uniform)
+    state = meter.model
+    uniform = next(iter(state.by_dtype)).itemsize if len(state.by_dtype) == 1 and not state.frozen else 0
+    named = {str(dtype).removeprefix("torch."): nbytes for dtype, nbytes in state.by_dtype.items()}
+    return _Parameters(state.trainable, state.frozen, state.trainable_bytes, named, uniform)
 
 
 def _shares(model: nn.Module) -> dict[int, tuple[int, int, int]]:
@@ -279,8 +251,9 @@ def _summary(
     checkpointed: int,
 ) -> CostSummary:
     param_bytes = sum(parameters.by_dtype.values())
-    buffer_bytes = sum(meter.serial_bytes[serial] for serial in meter.state.values())
-    saved = checkpointed if options.checkpointing else sum(meter.serial_bytes[serial] for serial in meter.saved)
+    sizes = meter.serial_bytes
+    buffer_bytes = sum(map(sizes.__getitem__, meter.state.values()))
+    saved = checkpointed if options.checkpointing else sum(map(sizes.__getitem__, meter.saved))
     gradient_bytes = parameters.trainable_bytes
     optimizer_bytes = OPTIMIZER_STATES[options.optimizer] * gradient_bytes
     transient = 2 * meter.largest
