@@ -6,7 +6,8 @@ the tracer records what happened, the diagnosis says what it means.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -14,10 +15,13 @@ from torch import nn
 
 from shapetrace.analysis.cost import with_levels
 from shapetrace.analysis.diagnosis import explain
-from shapetrace.records import CostOptions, Trace
+from shapetrace.records import Break, BreakKind, CostOptions, SizeRule, Trace
+from shapetrace.size_search import Prober, ProbesUnavailable, size_rule_of, with_size_rule
 from shapetrace.tracing.inputs import SizedInputs, resolve_device
-from shapetrace.tracing.probes import with_size_rule
 from shapetrace.tracing.tracer import observe
+from shapetrace.verify import meta_copy, resized_arguments, verify_fixes
+
+__all__ = ["SizedInputs", "run_trace", "size_rule", "trace", "trace_inputs", "trace_sizes"]
 
 
 def trace(model: nn.Module, *args: Any, **kwargs: Any) -> Trace:
@@ -39,6 +43,7 @@ def run_trace(
     *,
     first_break: bool = False,
     config: Sequence[tuple[str, str]] = (),
+    verify: bool = True,
     cost: CostOptions | None = None,
 ) -> Trace:
     """`trace` with options.
@@ -48,6 +53,8 @@ def run_trace(
         args, kwargs: the forward's arguments.
         first_break: stop at the first break instead of reporting every independent one.
         config: key/value pairs kept in the Trace for titles.
+        verify: find the size rule and verify each fix by re-tracing on meta (a few more
+            traces); False explains the breaks only, every fix labelled unverified.
         cost: count FLOPs and bytes too (`Trace.cost`); a budget is searched when the
             arguments are on meta.
 
@@ -59,7 +66,34 @@ def run_trace(
         from shapetrace.tracing.cost.budget import with_budget
 
         trace = with_budget(trace, model, args, kwargs or {})
-    return with_levels(explain(trace))
+    if not verify:
+        return with_levels(explain(trace))
+    prober = Prober(lambda: meta_copy(model), resized_arguments(args, kwargs or {}))
+    return with_levels(diagnose(trace, prober, first_break=first_break))
+
+
+def size_rule(model: nn.Module, *args: Any, **kwargs: Any) -> SizeRule | None:
+    """The input sizes `model` accepts, per spatial axis, found from a call like `model(*args, **kwargs)`.
+
+    Traces a meta copy of the model (the model itself is not run), so it costs a few meta traces
+    whatever device the arguments are on. The first argument of three or more dims is the image
+    (1-D, 2-D or 3-D); every tensor of its spatial size is resized with it.
+
+    Returns:
+        The rule (`rule.accepts(size)`, `rule.axes`, `rule.nearest`), or None when no argument has
+        spatial axes or no size within reach runs.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C stopped a probe.
+    """
+    prober = Prober(lambda: meta_copy(model), resized_arguments(args, kwargs))
+    image = next((arg for arg in (*args, *kwargs.values()) if isinstance(arg, torch.Tensor) and arg.dim() >= 3), None)
+    if image is None:
+        return None
+    try:
+        return size_rule_of(prober.trace_at(tuple(image.shape[2:])), prober)
+    except ProbesUnavailable:
+        return None
 
 
 def trace_sizes(
@@ -118,12 +152,35 @@ def trace_inputs(
     if probe_model is None:
         return with_levels(explain(trace))
     meta = torch.device("meta")
-    arguments_at: Callable[[int, int], tuple[list[Any], dict[str, Any]]] = lambda h, w: inputs.make(meta, (h, w))  # noqa: E731
     if cost is not None and cost.budget is not None:
         from shapetrace.tracing.cost.budget import with_budget
 
         trace = with_budget(trace, probe_model, *inputs.make(meta))
-    return with_levels(explain(with_size_rule(trace, probe_model, arguments_at)))
+    prober = Prober(lambda: probe_model, lambda size: inputs.make(meta, size))
+    return with_levels(diagnose(trace, prober, first_break=first_break))
+
+
+def diagnose(trace: Trace, prober: Prober | None, *, first_break: bool = False) -> Trace:
+    """The analysis of a fresh trace: its size rule, its causes, and each fix verified by a re-trace.
+
+    Args:
+        trace: what `observe` recorded.
+        prober: re-traces a meta model at other sizes and with fixes applied; None explains only.
+        first_break: the trace stopped at its first break, so later breaks are unknown to it.
+    """
+    explained = explain(trace)
+    if prober is None or not (explained.causes or explained.warnings):
+        return explained  # nothing to probe or verify: no prober model is built
+    try:
+        explained = explain(with_size_rule(trace, prober))
+        return verify_fixes(explained, prober, first_break=first_break) if explained.causes else explained
+    except ProbesUnavailable:
+        return explain(trace)  # every fix stays labelled unverified
+    except KeyboardInterrupt:
+        # Ctrl-C while probing sizes or checking fixes: the trace itself is whole; say it stopped.
+        stopped = Break(0, 0, BreakKind.INTERRUPTED, "", "KeyboardInterrupt") if trace.layers else None
+        breaks = trace.breaks + ((stopped,) if stopped is not None else ())
+        return explain(dataclasses.replace(trace, breaks=breaks))
 
 
 def _wants_float_timestep(trace: Trace) -> bool:

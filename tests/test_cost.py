@@ -49,7 +49,7 @@ def _diffusers_cases() -> list[CostCase]:
         )
 
     def unet() -> nn.Module:
-        return diffusers.UNet2DConditionModel(
+        model: nn.Module = diffusers.UNet2DConditionModel(
             sample_size=16,
             in_channels=4,
             out_channels=4,
@@ -61,6 +61,7 @@ def _diffusers_cases() -> list[CostCase]:
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         )
+        return model
 
     def conditioned(device: torch.device) -> tuple[torch.Tensor, ...]:
         (x, t), (context,) = image_and_time(2, 4, 16, 16)(device), image(2, 7, 32)(device)
@@ -99,7 +100,8 @@ def test_flops_equal_flop_counter_modes(which: Any) -> None:
 def _counted(function: Callable[..., Any], *args: Any) -> int:
     with FlopCounterMode(display=False) as counter:
         function(*args)
-    return counter.get_total_flops()
+    total: int = counter.get_total_flops()
+    return total
 
 
 def _randn(*shape: int) -> torch.Tensor:

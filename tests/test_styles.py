@@ -3,7 +3,8 @@
 Expected pairs come from reading each model's forward, not from the tracer: a skip's source
 is the innermost call that returned the saved tensor (or the tensor it was cropped, padded or
 added from), its target the first call that receives the merged tensor (for `block(x) + skip`,
-the block). Each model counts the merges its up path performs; the skips must match that count.
+the call after the block, which consumes the sum). Each model counts the merges its up path
+performs; the skips must match that count.
 """
 
 from __future__ import annotations
@@ -108,9 +109,10 @@ CASES = {
         _image(2, 3, 32, 32),
         (
             # torchvision's BasicBlock ends `out += identity; relu(out)` in place: bn2 made the tensor.
-            ("encoder3.bn2", "decoder4", "add", (2, 32, 4, 4), (2, 32, 4, 4)),
-            ("encoder2.bn2", "decoder3", "add", (2, 16, 8, 8), (2, 16, 8, 8)),
-            ("encoder1.bn2", "decoder2", "add", (2, 8, 16, 16), (2, 8, 16, 16)),
+            # Each sum is consumed by the next decoder: `decoder3(decoder4(e4) + e3)`.
+            ("encoder3.bn2", "decoder3", "add", (2, 32, 4, 4), (2, 32, 4, 4)),
+            ("encoder2.bn2", "decoder2", "add", (2, 16, 8, 8), (2, 16, 8, 8)),
+            ("encoder1.bn2", "decoder1", "add", (2, 8, 16, 16), (2, 8, 16, 16)),
         ),
         (2, 3, 32, 32),
     ),
@@ -194,11 +196,12 @@ def test_additive_skips_join_after_the_block_at_its_resolution() -> None:
     for skip in traced.skips:
         assert skip.op == "add" and skip.dim == -1
         target = traced.layers[skip.target]
-        assert target.outputs == (skip.main_shape,) == (skip.shape,)
-        # The main input is made inside the block (its last BatchNorm), which returns it.
-        assert ancestor_at(traced.layers, skip.main_source, 1) == skip.target
+        assert target.inputs == (skip.main_shape,) == (skip.shape,)
+        # The main input is made inside the previous decoder (its last BatchNorm), which returns it.
+        main_block = traced.layers[ancestor_at(traced.layers, skip.main_source, 1)]
+        assert main_block.name.startswith("decoder") and main_block.index < skip.target
     # A ResBlock's residual add (`out += identity`) is not a skip: only the three decoder joins are.
-    assert {traced.layers[skip.target].name for skip in traced.skips} == {"decoder4", "decoder3", "decoder2"}
+    assert {traced.layers[skip.target].name for skip in traced.skips} == {"decoder3", "decoder2", "decoder1"}
 
 
 def test_a_shared_concat_module_gives_each_call_its_own_record_and_target() -> None:

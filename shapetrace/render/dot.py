@@ -38,12 +38,13 @@ NO_BREAK_SPACE = "\u00a0"
 Node = int | str  # a record index, or "input0", "output", "rail6"
 
 
-def trace_dot(trace: Trace, depth: int = analysis.BLOCK_DEPTH) -> str:
+def trace_dot(trace: Trace, depth: int = analysis.BLOCK_DEPTH, *, title: bool = True) -> str:
     """The trace as Graphviz DOT source: a U for models with skips, a chain otherwise.
 
     Args:
         trace: the trace to draw.
         depth: display depth; deeper calls are folded into their ancestor at this depth.
+        title: False leaves out the title, legend and unplaced breaks (the HTML report shows its own).
 
     Returns:
         DOT text, byte-identical for equal traces; `shapetrace.images.render_image` draws it.
@@ -55,7 +56,7 @@ def trace_dot(trace: Trace, depth: int = analysis.BLOCK_DEPTH) -> str:
         raise ValueError(f"depth must be at least 1: depth={depth}")
     layout = layout_of(trace, depth)
     messages, unplaced = _break_messages(trace, layout, depth)
-    lines = [*_header(trace, layout, messages, unplaced), *_input_nodes(trace, layout)]
+    lines = [*_header(trace, layout, messages, unplaced, title), *_input_nodes(trace, layout)]
     notes = level_notes(trace, layout, depth)
     lines += [
         f"  {row.index} [label={_node_label(trace, layout, row, messages.get(row.index, []), notes.get(row.index))}];"
@@ -91,10 +92,13 @@ def _break_messages(trace: Trace, layout: Layout, depth: int) -> tuple[dict[int,
 # --- text -------------------------------------------------------------------------------
 
 
-def _header(trace: Trace, layout: Layout, messages: dict[int, list[str]], unplaced: Sequence[str]) -> list[str]:
+def _header(
+    trace: Trace, layout: Layout, messages: dict[int, list[str]], unplaced: Sequence[str], title: bool
+) -> list[str]:
+    label = f"label={_title(trace, layout, messages, unplaced)}, labelloc=t, " if title else ""
     return [
         "digraph shapetrace {",
-        f'  graph [label={_title(trace, layout, messages, unplaced)}, labelloc=t, fontname="{FONT}",',
+        f'  graph [{label}fontname="{FONT}",',
         '         newrank=true, nodesep=0.25, ranksep=0.22, margin=0.15, bgcolor="white"];',
         f'  node [shape=plain, fontname="{FONT}", fontsize=10];',
         f'  edge [fontname="{FONT}", fontsize=9, arrowsize=0.6, color="#404040"];',

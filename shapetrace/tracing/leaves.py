@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shapetrace.tracing.merges import EXPECTATIONS
+from shapetrace.tracing._torch_compat import has_children, has_own_forward_hooks, own_parameters
+from shapetrace.tracing.merges import channel_mismatch, original
 
 Arguments = Callable[[nn.Module, torch.Tensor], tuple[Callable[..., Any], tuple[Any, ...]]]
 """The function a leaf's forward calls, and the arguments that fix its channel count."""
@@ -28,7 +29,7 @@ Arguments = Callable[[nn.Module, torch.Tensor], tuple[Callable[..., Any], tuple[
 def _weight(module: nn.Module) -> torch.Tensor:
     # The registry first: `module.weight` goes through nn.Module.__getattr__, slow on every
     # call. A parametrized weight (weight_norm) or a plain tensor attribute is not in it.
-    weight = module._parameters.get("weight")
+    weight = own_parameters(module).get("weight")
     return weight if weight is not None else module.weight  # type: ignore[return-value]
 
 
@@ -37,31 +38,37 @@ def _convolution(function: Callable[..., Any]) -> Arguments:
     return lambda module, x: (function, (x, _weight(module), None, 1, 0, 1, module.groups))
 
 
+# Bound once, as EXPECTATIONS keys them: another tool may replace F.linear by a wrapper later.
+_LINEAR, _GROUP_NORM, _BATCH_NORM, _LAYER_NORM = (
+    original(function) for function in (F.linear, F.group_norm, F.batch_norm, F.layer_norm)
+)
+
+
 def _linear(module: nn.Module, x: torch.Tensor) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-    return F.linear, (x, _weight(module))
+    return _LINEAR, (x, _weight(module))
 
 
 def _group_norm(module: nn.Module, x: torch.Tensor) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-    return F.group_norm, (x, module.num_groups, module.weight)
+    return _GROUP_NORM, (x, module.num_groups, module.weight)
 
 
 def _batch_norm(module: nn.Module, x: torch.Tensor) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-    return F.batch_norm, (x, module.running_mean, module.running_var, module.weight)
+    return _BATCH_NORM, (x, module.running_mean, module.running_var, module.weight)
 
 
 def _layer_norm(module: nn.Module, x: torch.Tensor) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-    return F.layer_norm, (x, module.normalized_shape)
+    return _LAYER_NORM, (x, module.normalized_shape)
 
 
-# The channel demand itself is the function mode's (`checks.EXPECTATIONS`): both routes read
+# The channel demand itself is the function mode's (`merges.channel_mismatch`): both routes read
 # the same tensors, so they agree even on a module whose weight was replaced after it was built.
 _ARGUMENTS: dict[Callable[..., Any], Arguments] = {
-    nn.Conv1d.forward: _convolution(torch.conv1d),
-    nn.Conv2d.forward: _convolution(torch.conv2d),
-    nn.Conv3d.forward: _convolution(torch.conv3d),
-    nn.ConvTranspose1d.forward: _convolution(torch.conv_transpose1d),
-    nn.ConvTranspose2d.forward: _convolution(torch.conv_transpose2d),
-    nn.ConvTranspose3d.forward: _convolution(torch.conv_transpose3d),
+    nn.Conv1d.forward: _convolution(original(torch.conv1d)),
+    nn.Conv2d.forward: _convolution(original(torch.conv2d)),
+    nn.Conv3d.forward: _convolution(original(torch.conv3d)),
+    nn.ConvTranspose1d.forward: _convolution(original(torch.conv_transpose1d)),
+    nn.ConvTranspose2d.forward: _convolution(original(torch.conv_transpose2d)),
+    nn.ConvTranspose3d.forward: _convolution(original(torch.conv_transpose3d)),
     nn.Linear.forward: _linear,
     nn.GroupNorm.forward: _group_norm,
     nn.BatchNorm2d.forward: _batch_norm,  # shared by BatchNorm1d/2d/3d
@@ -89,6 +96,8 @@ _ANY_INPUT = frozenset(
     )
 )
 """Leaves without a channel demand."""
+TORCH_LEAVES = frozenset(_ARGUMENTS) | _ANY_INPUT
+"""The forwards of torch's own leaves: they make no merges, so their inner ops need no provenance."""
 
 
 def runs_plainly(module: nn.Module, args: tuple[Any, ...]) -> bool:
@@ -100,7 +109,7 @@ def runs_plainly(module: nn.Module, args: tuple[Any, ...]) -> bool:
     """
     forward = type(module).forward
     known = forward in _ANY_INPUT or forward in _ARGUMENTS
-    if not known or not args or module._modules or module._forward_pre_hooks or module._forward_hooks:
+    if not known or not args or has_children(module) or has_own_forward_hooks(module):
         return False
     x = args[0]
     if not isinstance(x, torch.Tensor):
@@ -108,5 +117,4 @@ def runs_plainly(module: nn.Module, args: tuple[Any, ...]) -> bool:
     if forward in _ANY_INPUT:
         return True
     function, arguments = _ARGUMENTS[forward](module, x)
-    found = EXPECTATIONS[function](arguments, {})
-    return found is None or found.expected == found.got
+    return channel_mismatch(function, arguments, {}) is None  # keyed alike: _ARGUMENTS names the bound originals

@@ -18,20 +18,24 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from shapetrace.records import BreakSide
-from shapetrace.tracing import metashapes
+from shapetrace.records import BreakSide, SideRole
+from shapetrace.tracing import broadcasts, metashapes
+from shapetrace.tracing._torch_compat import NoFunctionMode, function_mode_depth, pop_function_mode, push_function_mode
+from shapetrace.tracing.failures import FailedOp, error_name, is_internal, noted, witnessed
+from shapetrace.tracing.geometry import RESAMPLING_FUNCTIONS, RESAMPLING_MODULES, function_resampling
+from shapetrace.tracing.joins import Joins, side_role
 from shapetrace.tracing.leaves import runs_plainly
-from shapetrace.tracing.merges import EXPECTATIONS, Expectation, meta_concatenate, resize, resize_like
-from shapetrace.tracing.recorder import MODEL_INPUT, Merge, Part, PendingBreak, Recorder, Tag
-
-_CONCATENATIONS: dict[Callable[..., Any], str] = {
-    torch.cat: "cat",
-    torch.concat: "cat",
-    torch.concatenate: "cat",
-    torch.stack: "stack",
-}
-_NO_FUNCTION_MODE = torch._C.DisableTorchFunction
-_ADDITIONS = {torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__iadd__}
+from shapetrace.tracing.merges import (
+    ADDITIONS,
+    CONCATENATIONS,
+    EXPECTATIONS,
+    Expectation,
+    channel_mismatch,
+    concatenation,
+    original,
+    resize,
+)
+from shapetrace.tracing.recorder import MODEL_INPUT, PendingBreak, Recorder, Tag
 
 
 class StopTracing(Exception):  # noqa: N818 - a signal to unwind the forward, not an error
@@ -62,7 +66,7 @@ def tensors_in(value: Any, depth: int = 0) -> list[torch.Tensor]:
     return found
 
 
-class Observer(TorchFunctionMode):
+class Observer(Joins, TorchFunctionMode):
     """The hooks and the function mode of one trace, sharing one Recorder."""
 
     def __init__(self, recorder: Recorder, first_break: bool, *, meta: bool = True) -> None:
@@ -76,11 +80,15 @@ class Observer(TorchFunctionMode):
         self.first_break = first_break
         self.stop_pending = False
         self.call: Callable[[Callable[..., Any], Sequence[Any], dict[str, Any]], Any] = (
-            metashapes.call if meta else _call_directly
+            metashapes.call if meta else metashapes.call_torch
         )
         self.leaves_plainly = not meta
         self.suspended_at = -1
         """The call during which the mode is off the stack, or -1."""
+        self.failure: FailedOp | None = None
+        """The last op seen raising: what `failures.failure_kind` classifies a failed forward by."""
+        self.bug: Exception | None = None
+        """shapetrace's own error in a post-hook while the forward failed, which torch would only warn about."""
 
     # --- module hooks -----------------------------------------------------------------
 
@@ -91,7 +99,7 @@ class Observer(TorchFunctionMode):
             return  # a module from outside the traced model
         # The hooks run inside the forward, under the mode: without this, each `.shape`
         # they read would be one more trip through __torch_function__.
-        with _NO_FUNCTION_MODE():
+        with NoFunctionMode():
             recorder.begin(module, tensors_in(args))
             if self.stop_pending:
                 raise StopTracing  # the broken merge's consumer is known now: stop here
@@ -101,38 +109,61 @@ class Observer(TorchFunctionMode):
     def after(self, module: nn.Module, args: tuple[Any, ...], *rest: Any) -> None:
         # (kwargs, output) normally; torch's exception path calls global always-call hooks
         # without kwargs, as (module, args, output).
+        kwargs, output = rest if len(rest) == 2 else ({}, rest[-1])
+        # always_call hooks also run when the forward raised; then there is no output.
+        if output is not None or sys.exc_info()[0] is None:
+            self._after(module, args, kwargs, output, raised=False)
+            return
+        # The forward is failing. torch would turn an exception raised here into a warning, so
+        # a bug of shapetrace's own is kept for the tracer to raise, and nothing more is recorded.
+        unwinding = sys.exc_info()[1]
+        if self.bug is not None or (unwinding is not None and is_internal(unwinding)):
+            return
+        try:
+            self._after(module, args, kwargs, output, raised=True)
+        except Exception as bug:  # noqa: BLE001 - raised by our own bookkeeping: kept, not lost
+            self.bug = bug
+
+    def _after(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any, raised: bool
+    ) -> None:
         recorder = self.recorder
         if id(module) not in recorder.names:
             return
-        kwargs, output = rest if len(rest) == 2 else ({}, rest[-1])
-        # always_call hooks also run when the forward raised; then there is no output.
-        raised = output is None and sys.exc_info()[0] is not None
         if self.suspended_at >= 0 and self.suspended_at == recorder.current:
             # A leaf that ran without the mode: recorded before the mode returns to the stack.
             try:
+                if raised:
+                    self._witness(module, args, kwargs)
                 if kwargs:
                     recorder.add_inputs(tensors_in(kwargs))
                 recorder.end(tensors_in(output), raised)
             finally:
                 self._resume()
             return
-        with _NO_FUNCTION_MODE():
+        with NoFunctionMode():
             if kwargs:
                 recorder.add_inputs(tensors_in(kwargs))
             recorder.end(tensors_in(output), raised)
 
+    def _witness(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """The op that raised in a leaf that ran without the mode, as the mode would have seen it."""
+        error = sys.exc_info()[1]
+        if error is not None and (self.failure is None or self.failure.error is not error):
+            self.failure = witnessed(module.forward, args, kwargs, error)
+
     def _suspend(self, call: int) -> None:
         """Take the mode off the stack while `call` runs (only where it is on top)."""
-        if torch._C._len_torch_function_stack() == 0:
+        if function_mode_depth() == 0:
             return
-        top = torch._C._pop_torch_function_stack()
+        top = pop_function_mode()
         if top is not self:  # the forward entered a mode of its own: leave the stack alone
-            torch._C._push_on_torch_function_stack(top)
+            push_function_mode(top)
             return
         self.suspended_at = call
 
     def _resume(self) -> None:
-        torch._C._push_on_torch_function_stack(self)
+        push_function_mode(self)
         self.suspended_at = -1
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -153,26 +184,41 @@ class Observer(TorchFunctionMode):
         if leaf >= 0:
             call = recorder.calls[leaf]
             sides = tuple(
-                BreakSide("input", shape, producer) for shape, producer in zip(call.inputs, call.producers, strict=True)
+                BreakSide(SideRole.INPUT, shape, producer)
+                for shape, producer in zip(call.inputs, call.producers, strict=True)
             )
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        recorder.breaks.append(PendingBreak(leaf, kind, type(error).__name__, -1, sides, detail=detail))
+        recorder.breaks.append(PendingBreak(leaf, kind, error_name(error), -1, sides, detail=detail))
 
     # --- function mode ----------------------------------------------------------------
 
     def __torch_function__(
         self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
-        kwargs = kwargs or {}
-        if func in _CONCATENATIONS:
-            return self._concatenate(func, _CONCATENATIONS[func], args, kwargs)
-        if func in _ADDITIONS:
+        try:
+            return self._dispatch(func, types, args, kwargs or {})
+        except Exception as error:
+            self.failure = noted(self.failure, func, args, kwargs or {}, error)
+            raise
+
+    def _dispatch(self, func: Callable[..., Any], types: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        try:
+            joins = func in CONCATENATIONS
+            addition = func in ADDITIONS
+            checked = func in EXPECTATIONS
+        except TypeError:  # an unhashable stand-in another tool put in torch's place
+            joins, addition, checked = False, False, False
+        if joins:
+            merge = concatenation(func, args, kwargs)
+            return self._plain(func, args, kwargs) if merge is None else self._concatenate(func, merge)
+        if addition:
             return self._add(func, args, kwargs)
-        expectation = EXPECTATIONS.get(func)
-        if expectation is not None:
-            return self._checked(func, expectation, args, kwargs)
+        if checked:
+            return self._checked(func, args, kwargs)
         if func is torch.arange and _wants_meta(kwargs) and not any(isinstance(a, torch.Tensor) for a in args):
             return _meta_arange(args, kwargs)
+        if getattr(func, "__wrapped__", None) is not None and (unwrapped := _known_original(func)) is not func:
+            return self.__torch_function__(unwrapped, types, args, kwargs)  # a functional another tool wrapped
         return self._plain(func, args, kwargs)
 
     def _derive(self, output: torch.Tensor, args: Sequence[Any]) -> None:
@@ -191,106 +237,16 @@ class Observer(TorchFunctionMode):
         if best is not None:
             recorder.inherit(output, best)
 
-    def _concatenate(self, func: Callable[..., Any], op: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-        tensors = list(args[0] if args else kwargs.get("tensors", ()))
-        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
-        if len(tensors) < 2 or not all(isinstance(t, torch.Tensor) for t in tensors) or not isinstance(dim, int):
+    def _checked(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        found = channel_mismatch(func, args, kwargs)
+        if found is None or len(args) <= found.argument:
             return self._plain(func, args, kwargs)
-        ndim = tensors[0].dim()
-        if ndim == 0 or any(t.dim() != ndim for t in tensors):
-            return self._plain(func, args, kwargs)
-        dim = dim % (ndim + 1 if op == "stack" else ndim)
-        parts, main = self._parts(tensors)
-        keep = dim if op == "cat" else None
-        mismatched = [i for i, t in enumerate(tensors) if _differs(t.shape, tensors[main].shape, keep)]
-        merge_id = len(self.recorder.merges)
-        self.recorder.merges.append(Merge(op, dim, self.recorder.current, parts))
-        if mismatched:
-            self._size_break(op, dim, parts, tensors[main].shape, merge_id)
-            tensors = [resize_like(t, tensors[main].shape, keep) for t in tensors]
-        if all(t.device.type == "meta" for t in tensors):
-            output = meta_concatenate(tensors, dim, stack=op == "stack")
-        else:
-            output = func(tensors, dim)
-        downstream = bool(mismatched) or any(
-            (tag := self.recorder.tag_of(t)) is not None and (tag.downstream or tag.bad >= 0) for t in tensors
-        )
-        self.recorder.set_tag(output, parts[main].producer, merge=merge_id, downstream=downstream)
-        return output
+        return self._stand_in(func, found, args, kwargs)
 
-    def _parts(self, tensors: Sequence[torch.Tensor]) -> tuple[tuple[Part, ...], int]:
-        """Each input's producer and role; the main input is the one from the latest call."""
-        producers = [self.recorder.producer_of(t) for t in tensors]
-        main = producers.index(max(producers))
-        parts = []
-        for i, (tensor, producer) in enumerate(zip(tensors, producers, strict=True)):
-            if i == main:
-                role = "main"
-            elif self.recorder.ancestry(producer, producers[main]) is not None:
-                role = "skip"
-            else:
-                role = "input"
-            parts.append(Part(producer, tuple(tensor.shape), role))
-        return tuple(parts), main
-
-    def _size_break(self, op: str, dim: int, parts: Sequence[Part], expected: Any, merge_id: int) -> None:
-        roles = {"main": "up path", "skip": "skip", "input": "input"}
-        sides = tuple(BreakSide(roles[part.role], part.shape, part.producer) for part in parts)
-        brk = PendingBreak(self.recorder.current, "size", op, dim, sides, tuple(expected), merge=merge_id)
-        self.recorder.breaks.append(brk)
-        # With --first-break, stop once the call that consumes the merge has begun.
-        self.stop_pending = self.first_break
-
-    def _add(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-        left = args[0] if args else kwargs.get("input")
-        right = args[1] if len(args) > 1 else kwargs.get("other")
-        if not (isinstance(left, torch.Tensor) and isinstance(right, torch.Tensor)):
-            return self._plain(func, args, kwargs)
-        if left.dim() < 3 or left.dim() != right.dim():
-            return self._plain(func, args, kwargs)
-        if left.shape != right.shape and _broadcastable(left.shape, right.shape):
-            # A bias or an embedding broadcast over the map (`h + t[:, :, None, None]`), not a
-            # skip: decided before tracing the data flow, which walks every call in between.
-            return self._plain(func, args, kwargs)
-        recorder = self.recorder
-        parts, main = self._parts((left, right))
-        skip = parts[1 - main]
-        if skip.role != "skip":
-            return self._plain(func, args, kwargs)
-        if left.shape == right.shape:
-            main_tag = recorder.tag_of((left, right)[main])
-            visited = recorder.ancestry(skip.producer, parts[main].producer) or set()
-            if recorder.crosses_resolution(visited, skip.shape):
-                merge = Merge("add", -1, recorder.current, parts)
-                if main_tag is not None and main_tag.returned_by >= 0:
-                    merge.target = main_tag.returned_by  # the block whose output the skip joins
-                recorder.merges.append(merge)
-            output = self.call(func, args, kwargs)
-            # A residual sum continues the main path, whichever side of the + it was written on
-            # (`x + attn(x)` and `attn(x) + x` alike, in place too).
-            if isinstance(output, torch.Tensor) and main_tag is not None and output is not (left, right)[main]:
-                recorder.inherit(output, main_tag)
-            return output
-        merge_id = len(recorder.merges)
-        recorder.merges.append(Merge("add", -1, recorder.current, parts))
-        main_shape = (left, right)[main].shape
-        self._size_break("add", -1, parts, main_shape, merge_id)
-        operands = [resize_like(t, main_shape, None) for t in (left, right)]
-        rest = {key: value for key, value in kwargs.items() if key not in ("input", "other")}
-        output = self.call(func, (*operands, *args[2:]), rest)
-        recorder.set_tag(output, parts[main].producer, merge=merge_id, downstream=True)
-        return output
-
-    def _checked(
-        self,
-        func: Callable[..., Any],
-        expectation: Callable[..., Expectation | None],
-        args: Sequence[Any],
-        kwargs: dict[str, Any],
+    def _stand_in(
+        self, func: Callable[..., Any], found: Expectation, args: Sequence[Any], kwargs: dict[str, Any]
     ) -> Any:
-        found = expectation(args, kwargs)
-        if found is None or found.expected == found.got or len(args) <= found.argument:
-            return self._plain(func, args, kwargs)
+        """Report a channel break (once per tensor) and run `func` on a stand-in of the expected size."""
         recorder = self.recorder
         received = args[found.argument]
         tag = recorder.tag_of(received)
@@ -303,6 +259,8 @@ class Observer(TorchFunctionMode):
         arguments = list(args)
         arguments[found.argument] = stand_in
         output = self.call(func, arguments, kwargs)
+        if func in RESAMPLING_FUNCTIONS:
+            self._record_resampling(func, arguments, kwargs, output)
         if isinstance(output, torch.Tensor):
             recorder.inherit(output, tag, bad=-1, merge=-1, downstream=True)
         return output
@@ -310,14 +268,14 @@ class Observer(TorchFunctionMode):
     def _channel_break(self, func: Callable[..., Any], found: Expectation, received: torch.Tensor, tag: Tag) -> None:
         recorder = self.recorder
         merge = recorder.merges[tag.merge] if tag.merge >= 0 else None
-        roles = {"main": "up path", "skip": "skip", "input": "input"}
         if merge is not None and merge.dim == found.dim and sum(p.shape[found.dim] for p in merge.parts) == found.got:
-            sides = tuple(BreakSide(roles[p.role], p.shape, p.producer, p.shape[found.dim]) for p in merge.parts)
+            parts = merge.parts
+            sides = tuple(BreakSide(side_role(p, parts), p.shape, p.producer, p.shape[found.dim]) for p in parts)
             layer = merge.target
         else:
-            sides = (BreakSide("input", tuple(received.shape), tag.producer, found.got),)
+            sides = (BreakSide(SideRole.INPUT, tuple(received.shape), tag.producer, found.got),)
             layer = -1
-        name = getattr(func, "__name__", "function")
+        name = broadcasts.operation_name(func)
         brk = PendingBreak(recorder.current, "channels", name, found.dim, sides, (found.expected,), layer=layer)
         recorder.breaks.append(brk)
         if self.first_break:
@@ -325,9 +283,18 @@ class Observer(TorchFunctionMode):
 
     def _plain(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         """Any other op: torch (or a meta shape function), its outputs keeping their producer."""
-        output = self.call(func, args, kwargs)
-        if self.recorder.in_leaf:
-            return output  # per-op Python work inside leaves is what slows real-device traces
+        try:
+            output = self.call(func, args, kwargs)
+        except RuntimeError as error:
+            mismatch = broadcasts.mismatch(func, args)
+            output = None if mismatch is None else self._broadcast_break(func, args, kwargs, mismatch, error)
+            if output is None:
+                raise
+            return output
+        if _resamples(func):
+            self._record_resampling(func, args, kwargs, output)
+        if self.recorder.in_opaque_leaf:
+            return output  # per-op Python work inside torch's leaves is what slows real-device traces
         if isinstance(output, torch.Tensor):
             self._derive(output, args)
         elif isinstance(output, (tuple, list)):
@@ -336,18 +303,87 @@ class Observer(TorchFunctionMode):
                     self._derive(item, args)
         return output
 
+    def _record_resampling(
+        self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], output: Any
+    ) -> None:
+        """The geometry of a pool, strided conv or interpolation, unless a resampling module records it."""
+        recorder = self.recorder
+        if recorder.stack and isinstance(recorder.calls[recorder.stack[-1]].module, RESAMPLING_MODULES):
+            return  # read from the module's attributes once the forward is over
+        with NoFunctionMode():
+            record = function_resampling(func, args, kwargs, output, recorder.current, len(recorder.calls))
+        if record is not None:
+            recorder.resamplings.append(record)
 
-def _differs(shape: torch.Size, reference: torch.Size, keep: int | None) -> bool:
-    return any(size != reference[d] for d, size in enumerate(shape) if d != keep)
+    def _broadcast_break(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        mismatch: broadcasts.Mismatch,
+        error: RuntimeError,
+    ) -> Any:
+        """An elementwise op whose operands do not broadcast, e.g. a custom norm's per-channel weight.
+
+        The tagged operand (a feature map) is what the layer received; the other (a weight, or a
+        map of fixed size) says what it expected. Returns the op's result on a stand-in, or None
+        when neither operand is a tensor the trace knows.
+        """
+        recorder = self.recorder
+        tags = [recorder.tag_of(args[mismatch.first]), recorder.tag_of(args[mismatch.second])]
+        position, other = (
+            (mismatch.first, mismatch.second) if tags[0] is not None else (mismatch.second, mismatch.first)
+        )
+        received, reference = args[position], args[other]
+        tag = recorder.tag_of(received)
+        if tag is None or received.dim() != mismatch.rank:
+            return None
+        if mismatch.channels:
+            expected = broadcasts.reference_size(reference, received, 1)
+            return self._stand_in(func, Expectation(position, 1, expected, received.shape[1]), args, kwargs)
+        if tag.bad < 0:
+            tag.bad = len(recorder.breaks)
+            sides = tuple(
+                BreakSide(SideRole.INPUT, tuple(t.shape), recorder.producer_of(t)) for t in (received, reference)
+            )
+            detail = str(error).strip().splitlines()[0]
+            brk = PendingBreak(recorder.current, "size", error_name(error), -1, sides, detail=detail)
+            recorder.breaks.append(brk)
+            self.stop_pending = self.first_break
+        stand_in = received
+        for dim in mismatch.dims:
+            stand_in = resize(stand_in, dim, broadcasts.reference_size(reference, received, dim))
+        arguments = list(args)
+        arguments[position] = stand_in
+        output = self.call(func, arguments, kwargs)
+        if isinstance(output, torch.Tensor):
+            recorder.inherit(output, tag, bad=-1, merge=-1, downstream=True)
+        return output
 
 
-def _broadcastable(left: torch.Size, right: torch.Size) -> bool:
-    return all(a == b or 1 in (a, b) for a, b in zip(reversed(left), reversed(right), strict=False))
+def _known_original(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The function a wrapper wraps, where the mode or the shape functions know it; else `func`."""
+    unwrapped = original(func)
+    known = unwrapped in CONCATENATIONS or unwrapped in ADDITIONS or unwrapped in EXPECTATIONS
+    return unwrapped if known or unwrapped in metashapes.META_SHAPES else func
+
+
+def _resamples(func: Callable[..., Any]) -> bool:
+    """Whether `func` is a pool, strided conv or interpolation whose geometry the trace records."""
+    try:
+        return func in RESAMPLING_FUNCTIONS
+    except TypeError:  # an unhashable stand-in another tool put in torch's place
+        return False
 
 
 def _wants_meta(kwargs: dict[str, Any]) -> bool:
     device = kwargs.get("device")
-    return device is not None and torch.device(device).type == "meta"
+    if device is None:
+        return False
+    try:
+        return torch.device(device).type == "meta"
+    except (RuntimeError, TypeError):
+        return False  # not a device: torch.arange says so itself
 
 
 def _meta_arange(args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
@@ -362,7 +398,3 @@ def _meta_arange(args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
     integral = all(isinstance(n, int) for n in (start, end, step))
     dtype = kwargs.get("dtype") or (torch.int64 if integral else torch.get_default_dtype())
     return torch.empty(length, dtype=dtype, device="meta")
-
-
-def _call_directly(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-    return func(*args, **kwargs)

@@ -19,13 +19,21 @@ from shapetrace.records import (
     FAILED,
     OK,
     Break,
+    BreakKind,
     BreakSide,
     LayerRecord,
+    LayerStatus,
+    MergeOp,
+    Resampling,
     Shape,
     ShapeWarning,
     SkipPair,
     WarningKind,
 )
+from shapetrace.tracing._torch_compat import has_children
+from shapetrace.tracing.geometry import RESAMPLING_MODULES, module_resampling
+from shapetrace.tracing.leaves import TORCH_LEAVES
+from shapetrace.tracing.merges import ancestry
 
 MODEL_INPUT = -1  # producer of the tensors handed to the model
 
@@ -42,11 +50,15 @@ class Tag:
     returned_by: int = -1
     """The outermost call that returned this very object (the block of an additive merge)."""
     merge: int = -1
-    """The merge that made it (or its source), until a call consumes it."""
+    """The last merge that made it (or its source): a channel break on it splits into the merge's parts."""
     bad: int = -1
     """The break reported on this tensor; further uses are the same break, not a new one."""
     downstream: bool = False
     """Computed from a stand-in that replaced a broken tensor."""
+    pending: tuple[int, ...] = ()
+    """Merges it was made by (or from) whose target is not known yet: the first call that receives it."""
+    input_index: int = -1
+    """For a model input, or a tensor made from one by functions: the input's position."""
 
 
 @dataclass(slots=True)
@@ -61,11 +73,14 @@ class Call:
     inputs: tuple[Shape, ...]
     producers: tuple[int, ...]
     """Producers of the tensor arguments: the call-level data flow into this call."""
-    status: str = OK
-    leaf: bool = False
-    """The module has no submodules: what its functions make stays inside it."""
+    status: LayerStatus = OK
+    opaque: bool = False
+    """One of torch's own leaves (Conv2d, GroupNorm): its functions make no merges, so they go untagged."""
     outputs: tuple[Shape, ...] = ()
     children: int = 0
+    inner: int = -2
+    """For an output made inside the call by functions: the producer of the tensor it was made from
+    (a child, or an input's producer); -2 when unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +137,14 @@ class Recorder:
         self.merges: list[Merge] = []
         self.breaks: list[PendingBreak] = []
         self.events = 0
+        self.resamplings: list[Resampling] = []
+        """The resampling functions seen outside resampling modules, as they ran (see `geometry`)."""
+        self.received_inputs: set[int] = set()
+        """Model inputs some call below the model received (an unreceived one feeds nothing yet)."""
+        self.arrivals: dict[int, tuple[int, int]] = {}
+        """pairing.call_arrival's cache."""
+        self.preparations: set[int] = set()
+        """Calls that prepared a skip for its merge (a gate, a norm): merges inside them are no skips."""
 
     def name_of(self, call: Call) -> str:
         """The module's dotted name in the model, looked up once the forward is over."""
@@ -145,11 +168,24 @@ class Recorder:
         self.tags[id(tensor)] = tag
         return tag
 
-    def inherit(self, tensor: torch.Tensor, source: Tag, **overrides: Any) -> None:
+    def inherit(self, tensor: torch.Tensor, source: Tag, **overrides: Any) -> Tag:
         """Tag a tensor derived by plain functions from `source`'s tensor: same producer."""
-        fields = {"merge": source.merge, "bad": source.bad, "downstream": source.downstream}
-        fields.update(overrides)
-        self.set_tag(tensor, source.producer, **fields)
+        self.events += 1
+        tag = Tag(
+            weakref.ref(tensor),
+            source.producer,
+            self.events,
+            -1,
+            source.merge,
+            source.bad,
+            source.downstream,
+            source.pending,
+            source.input_index,
+        )
+        for field, value in overrides.items():
+            setattr(tag, field, value)
+        self.tags[id(tensor)] = tag
+        return tag
 
     # --- calls ------------------------------------------------------------------------
 
@@ -158,9 +194,12 @@ class Recorder:
         return self.stack[-1] if self.stack else MODEL_INPUT
 
     @property
-    def in_leaf(self) -> bool:
-        """A leaf module is running: its intermediate tensors need no tags (its output gets one)."""
-        return bool(self.stack) and self.calls[self.stack[-1]].leaf
+    def in_opaque_leaf(self) -> bool:
+        """One of torch's own leaves is running: its intermediate tensors need no tags (its output gets one).
+
+        A custom leaf's do: a merge module's `cat([a * 0.5, b * 0.5])` must know where a and b came from.
+        """
+        return bool(self.stack) and self.calls[self.stack[-1]].opaque
 
     def begin(self, module: torch.nn.Module, tensors: list[torch.Tensor]) -> None:
         # Runs before every module call: plain loops and positional fields, since on a real
@@ -182,8 +221,10 @@ class Recorder:
                 continue
             producers.append(tag.producer)
             downstream = downstream or tag.downstream or tag.bad >= 0
-            if tag.merge >= 0 and self.merges[tag.merge].target < 0:
-                self.merges[tag.merge].target = index
+            if tag.pending:
+                self._receive(tag, index)
+            if tag.producer < 0 and parent is not None:
+                self.received_inputs.add(tag.input_index)
         status = DOWNSTREAM if downstream else OK
         calls.append(
             Call(
@@ -195,10 +236,17 @@ class Recorder:
                 tuple(shapes),
                 tuple(producers),
                 status,
-                not module._modules,
+                type(module).forward in TORCH_LEAVES and not has_children(module),
             )
         )
         stack.append(index)
+
+    def _receive(self, tag: Tag, index: int) -> None:
+        """Call `index` receives a merged tensor: the first such call is each pending merge's target."""
+        for merge in tag.pending:
+            if self.merges[merge].target < 0:
+                self.merges[merge].target = index
+        tag.pending = ()
 
     def add_inputs(self, tensors: list[torch.Tensor]) -> None:
         """Keyword tensors of the running call, known only when it ends."""
@@ -222,6 +270,8 @@ class Recorder:
                 if tag.returned_by < 0:
                     # Made inside this call by functions, not returned by a child: this
                     # call is the innermost one that returned it.
+                    if call.inner == -2:
+                        call.inner = tag.producer
                     tag.producer = index
                 tag.returned_by = index
             # Otherwise the call passed its input through (nn.Identity): the tag stays.
@@ -262,38 +312,43 @@ class Recorder:
                     return ShapeWarning(call.index, kind, "", before[2:], after[2:], stride)
         return None
 
+    def all_resamplings(self) -> tuple[Resampling, ...]:
+        """The functions' records and the resampling modules', in the order they ran."""
+        found = [(record.position, 1, order, record) for order, record in enumerate(self.resamplings)]
+        for call in self.calls:
+            if call.status == FAILED or not call.inputs or not call.outputs:
+                continue
+            if not isinstance(call.module, RESAMPLING_MODULES):
+                continue
+            position = self._end_position(call.index)
+            record = module_resampling(call.module, call.index, position, call.inputs[0], call.outputs[0])
+            if record is not None:
+                found.append((position, 0, call.index, record))
+        return tuple(record for *_, record in sorted(found, key=lambda item: item[:3]))
+
+    def _end_position(self, index: int) -> int:
+        """How many calls had begun when call `index` returned: the end of its subtree."""
+        depth = self.calls[index].depth
+        end = index + 1
+        while end < len(self.calls) and self.calls[end].depth > depth:
+            end += 1
+        return end
+
     # --- data flow --------------------------------------------------------------------
 
+    def inputs_of(self, call: int) -> tuple[int, ...]:
+        """The calls a call's output comes from: its inputs' producers, and the child it made its output from."""
+        found = self.calls[call]
+        inner = found.inner
+        return (*found.producers, inner) if inner > call else found.producers
+
     def ancestry(self, source: int, main: int) -> set[int] | None:
-        """Calls on paths from `source` to `main` (exclusive), or None if `source` does not feed it."""
-        if source < 0 or source >= main:
-            return None
-        seen: set[int] = set()
-        frontier = [main]
-        found = False
-        while frontier:
-            node = frontier.pop()
-            for producer in self.calls[node].producers:
-                if producer == source:
-                    found = True
-                elif producer > source and producer not in seen:
-                    seen.add(producer)
-                    frontier.append(producer)
-        return seen if found else None
+        """Calls on paths from `source` to `main` (exclusive), or None if `source` does not feed it.
 
-    def crosses_resolution(self, visited: set[int], shape: Shape) -> bool:
-        """True when some call between a skip's source and its merge works at another size.
-
-        Only (B, C, *spatial) activations with two or more spatial dims count: in a token layout
-        (B, N, C) the last dim is channels, and an MLP widening it is no change of resolution.
+        A call's predecessors are the producers of its inputs and, for an output it made from a
+        child's output by functions, that child (`inputs_of`).
         """
-        if len(shape) < 4:
-            return False
-        for index in visited:
-            outputs = self.calls[index].outputs
-            if outputs and len(outputs[0]) == len(shape) and outputs[0][2:] != shape[2:]:
-                return True
-        return False
+        return ancestry(source, main, self.inputs_of)
 
     # --- freezing ---------------------------------------------------------------------
 
@@ -317,14 +372,28 @@ class Recorder:
     def skips(self) -> tuple[SkipPair, ...]:
         pairs = []
         for merge in self.merges:
+            if self._prepares_a_skip(merge.origin):
+                continue  # inside a gate or another skip's preparation: part of that skip
             target = merge.target if merge.target >= 0 else max(merge.origin, 0)
             main = merge.main
             for part in merge.parts:
                 if part.role == "skip":
                     pairs.append(
-                        SkipPair(part.producer, target, merge.op, merge.dim, part.shape, main.producer, main.shape)
+                        SkipPair(
+                            part.producer, target, MergeOp(merge.op), merge.dim, part.shape, main.producer, main.shape
+                        )
                     )
         return tuple(pairs)
+
+    def _prepares_a_skip(self, index: int) -> bool:
+        """Whether call `index` ran inside (or is) a call that prepared a skip for its merge."""
+        preparations = self.preparations
+        while index >= 0 and preparations:
+            if index in preparations:
+                return True
+            parent = self.calls[index].parent
+            index = -1 if parent is None else parent
+        return False
 
     def _break_layer(self, brk: PendingBreak) -> int:
         if brk.layer >= 0:
@@ -338,7 +407,7 @@ class Recorder:
             Break(
                 layer=self._break_layer(brk),
                 leaf=max(brk.leaf, 0) if self.calls else MODEL_INPUT,  # stopped before any call
-                kind=brk.kind,
+                kind=BreakKind(brk.kind),
                 message=brk.detail,
                 op=brk.op,
                 dim=brk.dim,

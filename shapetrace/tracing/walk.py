@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.parameter import is_lazy
+
+from shapetrace.tracing._torch_compat import child_modules, is_lazy, own_parameters
 
 
 def module_names(model: nn.Module) -> dict[int, str]:
-    """Each module's dotted name by id, as `named_modules(remove_duplicate=False)` gives them.
+    """Each module's canonical dotted name by id: the first path `named_modules()` yields.
 
-    A module registered twice keeps its last name.
+    A module registered twice (a decoder keeping a reference to the encoder, a block shared
+    by two containers) keeps its first name, and its children are named under that path only.
+    A `torch.compile` wrapper gets no name of its own: the module it wraps takes the wrapper's
+    name, so no name holds `_orig_mod`.
     """
     names: dict[int, str] = {}
 
     def visit(module: nn.Module, name: str) -> None:
+        module = compiled_original(module)
+        if id(module) in names:
+            return
         names[id(module)] = name
-        for child_name, child in module._modules.items():
+        for child_name, child in child_modules(module).items():
             if child is not None:
                 visit(child, f"{name}.{child_name}" if name else child_name)
 
@@ -28,12 +35,18 @@ def module_names(model: nn.Module) -> dict[int, str]:
     return names
 
 
+def compiled_original(module: nn.Module) -> nn.Module:
+    """The module a `torch.compile` wrapper (OptimizedModule) wraps; any other module itself."""
+    original = child_modules(module).get("_orig_mod") if type(module).__name__ == "OptimizedModule" else None
+    return original if original is not None else module
+
+
 def every_module(model: nn.Module) -> list[nn.Module]:
     """`list(model.modules())`: each module once, breadth first."""
     seen = {id(model)}
     found = [model]
     for module in found:  # grows while it is read
-        for child in module._modules.values():
+        for child in child_modules(module).values():
             if child is not None and id(child) not in seen:
                 seen.add(id(child))
                 found.append(child)
@@ -45,7 +58,7 @@ def parameter_total(model: nn.Module) -> int:
     unique = {
         id(parameter): parameter_size(parameter)
         for module in every_module(model)
-        for parameter in module._parameters.values()
+        for parameter in own_parameters(module).values()
         if parameter is not None
     }
     return sum(unique.values())

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from shapetrace.tracing._torch_compat import C_LINEAR, C_SCALED_DOT_PRODUCT_ATTENTION
 from shapetrace.tracing.cost import products
 from shapetrace.tracing.metashapes.arguments import bind, signature_of
 
@@ -135,10 +136,10 @@ def _multi_head(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[int, int, 
 
 
 FLOP_FORMULAS: dict[Callable[..., Any], Formula] = {
-    torch._C._nn.linear: _linear,
+    C_LINEAR: _linear,
     torch.functional.einsum: _einsum,
     torch.tensordot: _tensordot,
-    torch._C._nn.scaled_dot_product_attention: _scaled_dot_product,
+    C_SCALED_DOT_PRODUCT_ATTENTION: _scaled_dot_product,
     F.multi_head_attention_forward: lambda args, kwargs, output: _multi_head(args, kwargs)[0],
     torch.Tensor.__rmatmul__: _reflected_matmul,
 }
@@ -154,7 +155,7 @@ for _owner in (torch, torch.Tensor):
 FLOP_FORMULAS[torch.Tensor.__matmul__] = _product(0, 1, "input", "other")
 
 ATTENTION: dict[Callable[..., Any], AttentionFormula] = {
-    torch._C._nn.scaled_dot_product_attention: _scaled_dot_product_attention,
+    C_SCALED_DOT_PRODUCT_ATTENTION: _scaled_dot_product_attention,
     F.multi_head_attention_forward: lambda args, kwargs: _multi_head(args, kwargs)[1:],
 }
 

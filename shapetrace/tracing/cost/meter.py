@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parameter import is_lazy
 
+from shapetrace.tracing._torch_compat import is_lazy, own_buffers, own_parameters
 from shapetrace.tracing.cost.flops import ATTENTION, FLOP_FORMULAS, OTHER_FLOPS
 from shapetrace.tracing.cost.saving import SAVES
 from shapetrace.tracing.walk import every_module
@@ -112,7 +112,7 @@ class CostMeter:
         frozen: dict[torch.dtype, int] = {}
         for module in every_module(model):
             per_position = per_row = 0
-            for name, parameter in module._parameters.items():
+            for name, parameter in own_parameters(module).items():
                 if parameter is None or (type(parameter) is not nn.Parameter and is_lazy(parameter)):
                     continue
                 count = parameter.numel()
@@ -128,7 +128,7 @@ class CostMeter:
                     entries[dtype] = entries.get(dtype, 0) + count
             if per_position or per_row:
                 state.weights[id(module)] = (per_position, per_row)
-            for buffer in module._buffers.values():
+            for buffer in own_buffers(module).values():
                 if buffer is not None and id(buffer) not in self.buffers:
                     self.buffers.add(id(buffer))
                     key = _storage_key(buffer)

@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
+from shapetrace.tracing._torch_compat import NoFunctionMode
 from shapetrace.tracing.cost.meter import CostMeter
 from shapetrace.tracing.observer import Observer, tensors_in
 from shapetrace.tracing.recorder import Recorder
 
-_NO_FUNCTION_MODE = torch._C.DisableTorchFunction
+_NO_FUNCTION_MODE = NoFunctionMode
 BLOCK_DEPTH = 1
 """Calls of the model's own forward: the blocks checkpointing would wrap."""
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shapetrace.tracing._torch_compat import C_LINEAR, C_SCALED_DOT_PRODUCT_ATTENTION
 from shapetrace.tracing.cost import batched
 from shapetrace.tracing.metashapes.arguments import bind, signature_of
 
@@ -240,7 +241,7 @@ def _multi_head(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], outpu
 
 
 SAVES: dict[Callable[..., Any], Rule] = {
-    torch._C._nn.linear: _linear,
+    C_LINEAR: _linear,
     F.group_norm: _group_norm,
     F.layer_norm: _layer_norm,
     F.batch_norm: _batch_norm,
@@ -248,7 +249,7 @@ SAVES: dict[Callable[..., Any], Rule] = {
     F.pad: _padding,
     F.embedding: _embedding,
     F.adaptive_avg_pool2d: _adaptive_average,
-    torch._C._nn.scaled_dot_product_attention: _scaled_dot_product,
+    C_SCALED_DOT_PRODUCT_ATTENTION: _scaled_dot_product,
     F.multi_head_attention_forward: _multi_head,
     torch.where: _where,
     torch.matmul: batched.matmul,

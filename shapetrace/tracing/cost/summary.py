@@ -23,9 +23,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn.parameter import is_lazy
 
 from shapetrace.records import CostOptions, CostSummary, LayerCost, Optimizer, Trace
+from shapetrace.tracing._torch_compat import child_modules, has_children, is_lazy, own_parameters
 from shapetrace.tracing.cost.meter import CostMeter
 from shapetrace.tracing.recorder import Call, Recorder
 
@@ -157,7 +157,7 @@ def torchinfo_macs(module: nn.Module, weights: tuple[int, int], outputs: Sequenc
     as torchinfo counts it (a Linear on (B, N, C) counts B, not B·N). Other weights (an RNN's)
     count once per (batch, channel). Containers count 0: their leaves are counted.
     """
-    if not outputs or not outputs[0] or module._modules:
+    if not outputs or not outputs[0] or has_children(module):
         return 0
     per_position, per_row = weights
     output = outputs[0]
@@ -192,7 +192,7 @@ def _shares(model: nn.Module) -> dict[int, tuple[int, int, int]]:
         if id(module) in found:
             return found[id(module)]
         trainable = frozen = nbytes = 0
-        for parameter in module._parameters.values():
+        for parameter in own_parameters(module).values():
             if parameter is None or is_lazy(parameter):
                 continue
             count = parameter.numel()
@@ -201,7 +201,7 @@ def _shares(model: nn.Module) -> dict[int, tuple[int, int, int]]:
                 trainable += count
             else:
                 frozen += count
-        for child in module._modules.values():
+        for child in child_modules(module).values():
             if child is not None:
                 part = visit(child)
                 trainable, frozen, nbytes = trainable + part[0], frozen + part[1], nbytes + part[2]

@@ -1,0 +1,257 @@
+"""Which inputs of a merge are skips, and where each skip comes from: provenance, not call order.
+
+The rule (ARCHITECTURE.md, "The pairing rule", says it in words):
+
+- Every tensor carries a producer: the innermost call that returned it, or, for a tensor made
+  by functions (`x * 0.5`, slicing, a reshape), the producer of its largest tagged input.
+- A tensor's *arrival* is how it reached its resolution, read backwards along that chain:
+  from a coarser level (UP: the last size change on the way was an upsampling), from a finer
+  one (DOWN), or neither (NONE, since the model's input). The call where that last change
+  happened is its *entry*.
+- In a merge, the main input is the one that arrived UP most recently (the up path). A cat's
+  other inputs are skips when they entered their level elsewhere; an add's other input is a
+  skip only when it did not arrive UP (two sides from different levels of the U). Without an
+  UP input the old call-order rule applies to cats (the latest producer is the main input,
+  and inputs that feed it are skips); an add then joins a skip only when one side came into
+  the merging call from outside, independently of the other (a residual from another network).
+- A skip's source is where it left the main path's history: preparations applied to it inside
+  the merging call (a gate, a norm, a projection, a crop) are walked back over.
+
+Everything here reads the Recorder after the calls involved have finished; results per call
+are cached, so a whole trace costs one walk of its calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from shapetrace.records import Shape
+from shapetrace.tracing.recorder import MODEL_INPUT, Recorder
+
+UP, DOWN, NONE = 1, -1, 0
+LEVEL_RATIO = 1.5
+"""A size change by less than this factor (a crop, a pad, rounding) is no change of level."""
+MAIN, SKIP, INPUT = "main", "skip", "input"
+
+
+@dataclass(frozen=True, slots=True)
+class Operand:
+    """One input of a merge, as the observer saw it."""
+
+    producer: int
+    shape: Shape
+    tagged: bool
+    """False for tensors the trace never saw made: parameters, buffers, constants."""
+    input_index: int = -1
+    """For a model input (or a tensor made from one by functions): its position among them."""
+
+
+def direction(before: Shape, after: Shape) -> int:
+    """UP when `after` is a finer map than `before` (it came up from a coarser level), DOWN the reverse."""
+    if before == after or len(before) != len(after) or len(before) < 3 or before[0] != after[0]:
+        return NONE
+    finer = coarser = False
+    ratio = 1.0
+    for b, a in zip(before[2:], after[2:], strict=True):
+        if a > b:
+            finer = True
+            ratio = max(ratio, a / max(b, 1))
+        elif a < b:
+            coarser = True
+            ratio = max(ratio, b / max(a, 1))
+    if finer == coarser or ratio < LEVEL_RATIO:  # unchanged, mixed (a reshape), or a crop or pad
+        return NONE
+    return UP if finer else DOWN
+
+
+def arrival(recorder: Recorder, shape: Shape, producer: int) -> tuple[int, int]:
+    """(direction, entry call) of a tensor of `shape` made from `producer`'s output by functions."""
+    if producer < 0:
+        return NONE, MODEL_INPUT
+    found = _between(recorder, producer, shape)
+    return (found, producer) if found != NONE else call_arrival(recorder, producer)
+
+
+def call_arrival(recorder: Recorder, index: int) -> tuple[int, int]:
+    """How the output of call `index` reached its resolution; cached per call."""
+    cache = recorder.arrivals
+    path: list[int] = []
+    result = (NONE, MODEL_INPUT)
+    while index >= 0:
+        if index in cache:
+            result = cache[index]
+            break
+        path.append(index)
+        output = _first_map(recorder.calls[index].outputs)
+        source, source_shape = primary_input(recorder, index)
+        linear = _is_linear(recorder, index)
+        if source_shape is not None and not linear and (found := direction(source_shape, output)) != NONE:
+            result = (found, index)
+            break
+        if source >= 0 and (found := _between(recorder, source, source_shape or output)) != NONE:
+            result = (found, source)
+            break
+        index = source
+    for visited in path:
+        cache[visited] = result
+    return result
+
+
+def _between(recorder: Recorder, source: int, shape: Shape) -> int:
+    """A level change made by functions between call `source`'s output and a tensor of `shape`.
+
+    Not after a Linear, nor in 3-D tensors: there the last dim may be channels, (B, N, C) tokens
+    split or joined (GEGLU's chunk), not a length; 1-D models resample in calls of their own.
+    """
+    if len(shape) < 4 or _is_linear(recorder, source):
+        return NONE
+    return direction(_output_like(recorder, source, shape), shape)
+
+
+def primary_input(recorder: Recorder, index: int) -> tuple[int, Shape | None]:
+    """The call whose output this call's output was made from, and that input's shape here.
+
+    A child when the output was made inside from a child's output (shape unknown here: the
+    child's own output is compared next); else the producer of the input it was made from, the
+    largest such input (or the largest input at all, when the output's origin is unknown).
+    """
+    call = recorder.calls[index]
+    inner = call.inner
+    if inner > index:
+        return inner, None
+    best, best_size = -1, -1
+    for matching in (True, False):
+        for position, producer in enumerate(call.producers):
+            if matching and producer != inner:
+                continue
+            size = _numel(call.inputs[position])
+            if size > best_size:
+                best, best_size = position, size
+        if best >= 0:
+            return call.producers[best], call.inputs[best]
+    return MODEL_INPUT, None
+
+
+def classify(recorder: Recorder, operands: Sequence[Operand], op: str) -> tuple[list[str], int]:
+    """Each operand's role (MAIN, SKIP or INPUT) in a merge, and the index of the main one."""
+    arrivals = [arrival(recorder, o.shape, o.producer) if o.tagged else (NONE, MODEL_INPUT) for o in operands]
+    ups = [i for i, (found, _) in enumerate(arrivals) if found == UP]
+    if ups:
+        main = max(ups, key=lambda i: (arrivals[i][1], operands[i].producer))
+        roles = [_role_beside_up_path(recorder, operands, arrivals, i, main, op) for i in range(len(operands))]
+        return roles, main
+    main = max(range(len(operands)), key=lambda i: operands[i].producer)
+    if op == "add":
+        roles = [MAIN if i == main else _residual_from_outside(recorder, operands[i], operands[main]) for i in (0, 1)]
+        return roles, main
+    roles = [
+        MAIN if i == main else (SKIP if recorder.ancestry(o.producer, operands[main].producer) is not None else INPUT)
+        for i, o in enumerate(operands)
+    ]
+    return roles, main
+
+
+def _role_beside_up_path(
+    recorder: Recorder, operands: Sequence[Operand], arrivals: list[tuple[int, int]], i: int, main: int, op: str
+) -> str:
+    if i == main:
+        return MAIN
+    operand = operands[i]
+    if not operand.tagged:
+        return INPUT
+    found, entry = arrivals[i]
+    if op == "add":
+        return SKIP if found != UP else INPUT  # both came up: two up paths, or a residual after an upsampling
+    if entry != arrivals[main][1]:
+        return SKIP
+    # Both at the level the up path entered: a dense connection when one feeds the other.
+    return SKIP if recorder.ancestry(operand.producer, operands[main].producer) is not None else INPUT
+
+
+def _residual_from_outside(recorder: Recorder, side: Operand, main: Operand) -> str:
+    """SKIP for a tensor from outside the merging call added to one made inside it, independently.
+
+    ControlNet's residuals handed to a UNet, an adapter's features: they come into the call
+    that adds them (as its arguments, or from a network that ran before), while the tensor
+    they join was made inside it from other inputs.
+    """
+    current = recorder.current
+    if current < 0 or not side.tagged or not _inside(recorder, main.producer, current):
+        return INPUT
+    if side.producer < 0:
+        independent = side.input_index >= 0 and side.input_index not in recorder.received_inputs
+    else:
+        independent = not _inside(recorder, side.producer, current)
+        independent = independent and recorder.ancestry(side.producer, main.producer) is None
+    return SKIP if independent else INPUT
+
+
+def skip_source(recorder: Recorder, producer: int, main_producer: int) -> tuple[int, tuple[int, ...]]:
+    """Where a skip left the main path, and the preparation calls walked over to get there.
+
+    Walks back from the skip's producer through calls made inside the merging call that the
+    main input does not descend from. If the walk leaves the merging call, the skip came in
+    from outside and everything walked was preparation. If it meets the main input's history
+    inside the call (the U's own forward merging), only calls made after the main input are
+    preparation (a gate called after the upsampler): a branch computed before it is the source.
+    """
+    current = recorder.current
+    chain: list[int] = []
+    index = producer
+    while (
+        index >= 0
+        and _inside(recorder, index, current)
+        and index != main_producer
+        and recorder.ancestry(index, main_producer) is None
+    ):
+        chain.append(index)
+        index = primary_input(recorder, index)[0]
+    if not chain:
+        return producer, ()
+    if index < 0 or not _inside(recorder, index, current):
+        return index, tuple(chain)
+    for position, call in enumerate(chain):
+        if call < main_producer:
+            return call, tuple(chain[:position])
+    return index, tuple(chain)
+
+
+def _inside(recorder: Recorder, index: int, ancestor: int) -> bool:
+    """Whether call `index` ran inside call `ancestor` (strictly); every call runs inside "no call"."""
+    if index < 0:
+        return False
+    if ancestor < 0:
+        return True
+    if index <= ancestor:
+        return False
+    parent = recorder.calls[index].parent
+    while parent is not None and parent > ancestor:
+        parent = recorder.calls[parent].parent
+    return parent == ancestor
+
+
+def _is_linear(recorder: Recorder, index: int) -> bool:
+    """A Linear changes the last dim, which in a token or channels-last layout is channels, not size."""
+    return isinstance(recorder.calls[index].module, nn.Linear)
+
+
+def _output_like(recorder: Recorder, index: int, shape: Shape) -> Shape:
+    """The output of call `index` that `shape` was made from: an equal one, else the first of its rank."""
+    outputs = recorder.calls[index].outputs
+    if shape in outputs:
+        return shape
+    return next((output for output in outputs if len(output) == len(shape)), ())
+
+
+def _first_map(outputs: tuple[Shape, ...]) -> Shape:
+    return next((output for output in outputs if len(output) >= 3), outputs[0] if outputs else ())
+
+
+def _numel(shape: Shape) -> int:
+    total = 1
+    for extent in shape:
+        total *= extent
+    return total
