@@ -24,13 +24,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cost import cost
-from overhead import overhead
-from peers import peer_comparison
-from render import render
-from report import Row, text_table, write_results
-from scale import scale
-from startup import cold_start, sweep
+# The checkout this file is in is the one measured, in this process and in the children, even
+# where another checkout is installed (an editable install points at one checkout only).
+CHECKOUT = Path(__file__).resolve().parent.parent
+sys.path.insert(1, str(CHECKOUT))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(CHECKOUT), os.environ.get("PYTHONPATH"))))
+
+from cost import cost  # noqa: E402 - after the path above
+from overhead import overhead  # noqa: E402
+from peers import peer_comparison  # noqa: E402
+from render import render  # noqa: E402
+from report import Row, text_table, write_results  # noqa: E402
+from scale import scale  # noqa: E402
+from startup import cold_start, sweep  # noqa: E402
 
 BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "B1": cold_start,

@@ -256,8 +256,15 @@ class CostMeter:
         # Python-level __instancecheck__; the type itself is quicker to ask.)
         if kind is not torch.Tensor and (not issubclass(kind, torch.Tensor) or issubclass(kind, nn.Parameter)):
             return
-        known = self.tensors.get(id(tensor))
-        serial = self.serials.get(known.storage) if known is not None and known() is tensor else None
+        tensors = self.tensors
+        known = tensors.get(id(tensor))
+        if known is None or known() is not tensor:
+            # A view (a transpose, a reshape) is not followed itself: its base usually is.
+            base = tensor._base
+            known = tensors.get(id(base)) if base is not None else None
+            if known is not None and known() is not base:
+                known = None
+        serial = self.serials.get(known.storage) if known is not None else None
         if serial is None:
             serial = self.serial_of(tensor)
         if serial is not None and serial not in self.saved:
