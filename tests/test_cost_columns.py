@@ -114,3 +114,23 @@ def test_trace_columns_choose_the_table(runner: CliRunner, tmp_path: Path) -> No
     assert f"{2 * 4 * 6 * 6 * 3 * 3 * 3 / 1000:.2f} k" in row and "4×6×6" in row
     bad = runner.invoke(main, ["trace", f"{target}:model", "--input", "1,3,8,8", "--columns", "speed"])
     assert bad.exit_code == 2 and len(error_lines(bad.output)) == 1 and "'speed'" in bad.output
+
+
+# --- show --cost: the cost a trace was saved with -------------------------------------------------
+
+
+def test_show_cost_prints_the_saved_cost(runner: CliRunner, saved_cost: Path) -> None:
+    result = runner.invoke(main, ["show", str(saved_cost), "--cost"])
+    assert result.exit_code == 0, result.output
+    assert "FLOPs" in result.output and "cost per level of the U" in result.output
+    assert "inference peak" in result.output and "train peak" in result.output
+
+
+def test_show_cost_of_a_trace_without_cost_is_a_usage_error(runner: CliRunner, tmp_path: Path) -> None:
+    plain = tmp_path / "plain.json"
+    assert runner.invoke(main, [*SMALL, "-o", str(plain)]).exit_code == 0
+    result = runner.invoke(main, ["show", str(plain), "--cost"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "plain.json" in lines[0] and "--cost" in lines[0], result.output
+    assert "┃" not in result.output and "Traceback" not in result.output
