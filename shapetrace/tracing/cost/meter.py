@@ -190,8 +190,10 @@ class CostMeter:
             self._release_dead()  # before this storage counts: the peak is of tensors alive together
         holders = self.holders.get(key)
         if holders is None:
-            if key in self.state or self._is_model_state(tensor):
-                return  # a parameter or a buffer, or a view of one: never a live activation here
+            # No view here (views follow their base above): a parameter or buffer is the tensor itself.
+            # issubclass, not isinstance: nn.Parameter's metaclass answers isinstance in Python.
+            if key in self.state or issubclass(type(tensor), nn.Parameter) or identity in self.buffers:
+                return  # a parameter or a buffer, handed back as it is: never a live activation here
             nbytes = storage_object.nbytes()
             self.serials[key] = len(self.serial_bytes)
             self.serial_bytes.append(nbytes)
