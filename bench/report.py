@@ -22,7 +22,8 @@ TITLES = {
     "B4": "B4 scale",
     "B5": "B5 sweep",
     "B6": "B6 render",
-    "B7": "B7 sweep TARGET (issue 15)",
+    "B7": "B7 cost (--cost over a meta trace)",
+    "B8": "B8 sweep TARGET (issue 15)",
 }
 NOTES_MARKER = "<!-- notes -->"
 PREAMBLE = """# shapetrace benchmark results

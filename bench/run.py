@@ -1,4 +1,4 @@
-"""Benchmarks B1–B6 of issue 6 (start-up, overhead, peers, scale, sweep, rendering) and B7 of issue 15 (sweep TARGET).
+"""Benchmarks B1–B6 of issue 6 (start-up, overhead, peers, scale, sweep, rendering), B7 (cost, issue 14) and B8 (sweep TARGET, issue 15).
 
     python bench/run.py                  every benchmark, 5 alternated rounds (about 10 minutes)
     python bench/run.py --quick          3 rounds
@@ -24,13 +24,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from overhead import overhead
-from peers import peer_comparison
-from render import render
-from report import Row, text_table, write_results
-from scale import scale
-from startup import cold_start, sweep
-from sweep_target import sweep_target
+# The checkout this file is in is the one measured, in this process and in the children, even
+# where another checkout is installed (an editable install points at one checkout only).
+CHECKOUT = Path(__file__).resolve().parent.parent
+sys.path.insert(1, str(CHECKOUT))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(CHECKOUT), os.environ.get("PYTHONPATH"))))
+
+from cost import cost  # noqa: E402 - after the path above
+from overhead import overhead  # noqa: E402
+from peers import peer_comparison  # noqa: E402
+from render import render  # noqa: E402
+from report import Row, text_table, write_results  # noqa: E402
+from scale import scale  # noqa: E402
+from startup import cold_start, sweep  # noqa: E402
+from sweep_target import sweep_target  # noqa: E402
 
 BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "B1": cold_start,
@@ -39,14 +46,15 @@ BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "B4": scale,
     "B5": sweep,
     "B6": render,
-    "B7": sweep_target,
+    "B7": cost,
+    "B8": sweep_target,
 }
 FULL_ROUNDS, QUICK_ROUNDS = 5, 3
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Benchmarks B1–B6 of issue 6.")
+    parser = argparse.ArgumentParser(description="Benchmarks B1–B8.")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROUNDS} rounds instead of {FULL_ROUNDS}.")
     parser.add_argument("--only", type=_selection, default=list(BENCHMARKS), help="Comma-separated, e.g. B1,B5.")
     parser.add_argument("--write", action="store_true", help=f"Write the figures to {RESULTS.name}.")

@@ -1,11 +1,11 @@
-"""B7 sweep TARGET (issue 15): 993 sizes of a diffusers UNet2DModel and of the reference UNet, on 2 cores.
+"""B8 sweep TARGET (issue 15): 993 sizes of a diffusers UNet2DModel and of the reference UNet, on 2 cores.
 
 Whole processes, pinned to two cores with `taskset -c 0,1` where it exists, beside their floors:
 `import torch` (every torch tool pays it) and `import torch; from diffusers import UNet2DModel`
 (what any script using the model pays). The sweep's own seconds, in-process after the imports,
 show what shapetrace adds.
 
-    python bench/run.py --only B7 [--write]
+    python bench/run.py --only B8 [--write]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def diffusers_sweep_command() -> list[str]:
 
 
 def sweep_target(rounds: int) -> list[Row]:
-    """B7: both sweeps as whole processes against their import floors, then the sweeps in-process."""
+    """B8: both sweeps as whole processes against their import floors, then the sweeps in-process."""
     diffusers, reference = "sweep diffusers UNet2DModel", "sweep reference UNet --chs 1,2,4,8"
     torch_floor, diffusers_floor = 'python -c "import torch"', "import torch + diffusers.UNet2DModel"
     commands = {
@@ -54,12 +54,12 @@ def sweep_target(rounds: int) -> list[Row]:
     samples = compare_processes(commands, rounds, TIMEOUT_SECONDS, (0, BREAK_EXIT_CODE))
     in_process = _in_process(rounds)
     return [
-        seconds_row("B7", f"{diffusers} ({SIZES}, 993 sizes), whole process", samples[diffusers], "< 10 s", 10.0),
-        seconds_row("B7", diffusers_floor, samples[diffusers_floor]),
-        ratio_row("B7", "diffusers sweep / its imports", samples[diffusers], samples[diffusers_floor], None),
-        seconds_row("B7", f"{reference} ({SIZES}), whole process", samples[reference], "< 2 s", 2.0),
-        seconds_row("B7", torch_floor, samples[torch_floor]),
-        ratio_row("B7", "reference sweep / import torch", samples[reference], samples[torch_floor], None),
+        seconds_row("B8", f"{diffusers} ({SIZES}, 993 sizes), whole process", samples[diffusers], "< 10 s", 10.0),
+        seconds_row("B8", diffusers_floor, samples[diffusers_floor]),
+        ratio_row("B8", "diffusers sweep / its imports", samples[diffusers], samples[diffusers_floor], None),
+        seconds_row("B8", f"{reference} ({SIZES}), whole process", samples[reference], "< 2 s", 2.0),
+        seconds_row("B8", torch_floor, samples[torch_floor]),
+        ratio_row("B8", "reference sweep / import torch", samples[reference], samples[torch_floor], None),
         *in_process,
     ]
 
@@ -91,8 +91,8 @@ def _in_process(rounds: int) -> list[Row]:
         sweep_reference(squares, (1, 2, 4, 8))
         timings["reference"].values.append(time.perf_counter() - started)
     return [
-        seconds_row("B7", "in-process sweep_model, diffusers UNet2DModel (993 sizes)", timings["diffusers"]),
-        seconds_row("B7", "in-process sweep_reference --chs 1,2,4,8 (993 sizes)", timings["reference"], "< 2 s", 2.0),
+        seconds_row("B8", "in-process sweep_model, diffusers UNet2DModel (993 sizes)", timings["diffusers"]),
+        seconds_row("B8", "in-process sweep_reference --chs 1,2,4,8 (993 sizes)", timings["reference"], "< 2 s", 2.0),
     ]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 Shape = tuple[int, ...]
 
@@ -145,9 +145,12 @@ class CostOptions:
     """Bytes available (GB = 10**9); None for no verdict."""
 
 
-@dataclass(frozen=True, slots=True)
-class LayerCost:
-    """The cost of one call. Values are per call; a container's include its children's."""
+class LayerCost(NamedTuple):
+    """The cost of one call. Values are per call; a container's include its children's.
+
+    A NamedTuple rather than a frozen dataclass: a trace makes one per call, and a frozen
+    dataclass costs five times as much to build, which a `--cost` trace would pay per layer.
+    """
 
     flops: int
     """Forward FLOPs, as torch.utils.flop_counter.FlopCounterMode counts them (a multiply-add is 2)."""

@@ -356,6 +356,25 @@ def test_without_cost_nothing_is_counted() -> None:
     assert '"flops"' not in text and '"cost"' not in text
 
 
+def test_a_trace_without_cost_never_loads_the_meter() -> None:
+    """Without --cost, cost adds nothing: the plain Observer runs, and the meter is not even imported."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch, shapetrace\n"
+        "from shapetrace.models.unet import UNet\n"
+        "with torch.device('meta'):\n"
+        "    model = UNet(3, 8, (1, 2))\n"
+        "x, t = torch.empty(2, 3, 32, 32, device='meta'), torch.zeros(2, dtype=torch.long, device='meta')\n"
+        "assert shapetrace.trace(model, x, t).cost is None\n"
+        "print(sorted(name for name in sys.modules if name.startswith('shapetrace.tracing.cost')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 # --- the training estimate --------------------------------------------------------------------
 
 

@@ -59,38 +59,57 @@ def cost_levels(trace: Trace) -> tuple[LevelCost, ...]:
     rows = display_rows(trace, BLOCK_DEPTH)
     where = placements(trace, rows)
     activations = _leaf_outputs_by_block(trace, costs)
-    levels: dict[tuple[str, int], LevelCost] = {}
+    # Summed per level first, each LevelCost made once: flops, activations, saved, params, tokens, attention.
+    sums: dict[tuple[str, int], list[int]] = {}
+    sizes: dict[tuple[str, int], tuple[int, ...]] = {}
     for row in rows:
         place = where[row.index]
         if place.side not in SIDES or place.level < 0:
             continue
         cost = costs[row.index]
         key = (place.side, place.level)
-        level = levels.get(key) or LevelCost(place.level, place.side, spatial(main_input(row)), 0, 0, 0, 0)
-        levels[key] = dataclasses.replace(
+        if key not in sums:
+            sums[key], sizes[key] = [0] * 6, spatial(main_input(row))
+        total = sums[key]
+        total[0] += cost.flops
+        total[1] += activations.get(row.index, 0)
+        total[2] += cost.saved_bytes
+        total[3] += cost.trainable_params + cost.frozen_params
+        total[4] = max(total[4], cost.attention_tokens)
+        total[5] += cost.attention_flops
+    held = _held_skips(trace, where, costs)
+    return tuple(
+        LevelCost(
             level,
-            flops=level.flops + cost.flops,
-            activation_bytes=level.activation_bytes + activations.get(row.index, 0),
-            saved_bytes=level.saved_bytes + cost.saved_bytes,
-            params=level.params + cost.trainable_params + cost.frozen_params,
-            attention_tokens=max(level.attention_tokens, cost.attention_tokens),
-            attention_flops=level.attention_flops + cost.attention_flops,
+            side,
+            sizes[side, level],
+            flops,
+            activation,
+            saved,
+            params,
+            held.get((side, level), 0),
+            tokens,
+            attention,
         )
-    for (side, level_index), skip_bytes in _held_skips(trace, where, costs).items():
-        if (side, level_index) in levels:
-            level = levels[side, level_index]
-            levels[side, level_index] = dataclasses.replace(level, skip_bytes=level.skip_bytes + skip_bytes)
-    return tuple(levels.values())
+        for (side, level), (flops, activation, saved, params, tokens, attention) in sums.items()
+    )
 
 
 def _leaf_outputs_by_block(trace: Trace, costs: Sequence[LayerCost]) -> dict[int, int]:
     """Bytes of the outputs of the leaf calls (calls without children) inside each block."""
-    parents = {layer.parent for layer in trace.layers}
+    layers = trace.layers
+    has_children = [False] * len(layers)
+    for layer in layers:
+        if layer.parent is not None:
+            has_children[layer.parent] = True
+    blocks: list[int] = []  # each call's enclosing block (a parent comes before its children)
     found: dict[int, int] = {}
-    for layer in trace.layers:
-        if layer.index not in parents and layer.depth >= BLOCK_DEPTH:
-            block = ancestor_at(trace.layers, layer.index, BLOCK_DEPTH)
-            found[block] = found.get(block, 0) + costs[layer.index].output_bytes
+    for layer, cost, parent in zip(layers, costs, has_children, strict=True):
+        depth = layer.depth
+        block = layer.index if depth <= BLOCK_DEPTH or layer.parent is None else blocks[layer.parent]
+        blocks.append(block)
+        if not parent and depth >= BLOCK_DEPTH:
+            found[block] = found.get(block, 0) + cost.output_bytes
     return found
 
 

@@ -69,13 +69,13 @@ class ColumnList(click.ParamType):  # type: ignore[type-arg]  # generic only in 
         from shapetrace.render.columns import COLUMNS
 
         names = tuple(part.strip() for part in str(value).split(",") if part.strip())
-        unknown = [name for name in names if name not in COLUMNS]
-        if unknown or not names:
-            self.fail(
-                f"{value!r} names no column {unknown[0] if unknown else ''!r}: expected some of {', '.join(COLUMNS)}",
-                param,
-                ctx,
-            )
+        unknown = list(dict.fromkeys(name for name in names if name not in COLUMNS))
+        expected = f"expected a comma-separated list of {', '.join(COLUMNS)}"
+        if not names:
+            self.fail(f"{value!r} names no column: {expected}", param, ctx)
+        if unknown:
+            verb = "is not a column" if len(unknown) == 1 else "are not columns"
+            self.fail(f"{', '.join(map(repr, unknown))} {verb}: {expected}", param, ctx)
         return names
 
 

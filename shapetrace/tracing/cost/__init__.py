@@ -18,7 +18,7 @@ from torch import nn
 from shapetrace.records import CostOptions, Trace
 from shapetrace.tracing import tracer
 from shapetrace.tracing.cost.meter import CostMeter
-from shapetrace.tracing.cost.observer import CostObserver
+from shapetrace.tracing.cost.observer import CheckpointingObserver, CostObserver
 from shapetrace.tracing.cost.summary import with_cost
 from shapetrace.tracing.observer import tensors_in
 from shapetrace.tracing.recorder import Recorder
@@ -43,7 +43,8 @@ def observe_cost(
 
     meter = CostMeter(model)
     meter.track_inputs(inputs)
-    observer = CostObserver(recorder, first_break, meter, meta=meta)
+    kind = CheckpointingObserver if options.checkpointing else CostObserver
+    observer = kind(recorder, first_break, meter, meta=meta)
     output = tracer._observed_forward(model, args, kwargs, observer)
     outputs = tensors_in(output)
     trace = freeze(recorder, model, inputs, outputs, device=tracer._device_of(inputs), config=config)

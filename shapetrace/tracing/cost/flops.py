@@ -31,8 +31,8 @@ _ATTENTION = signature_of(
 )
 
 
-def _shape(value: Any) -> tuple[int, ...]:
-    return tuple(value.shape) if isinstance(value, torch.Tensor) else ()
+def _shape(value: Any) -> Sequence[int]:
+    return value.shape if isinstance(value, torch.Tensor) else ()
 
 
 def _argument(args: Sequence[Any], kwargs: dict[str, Any], position: int, name: str) -> Any:
@@ -98,7 +98,7 @@ def _tensordot(args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> int:
     return products.mm_flops(rows, inner, columns)
 
 
-def _attention_shapes(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[tuple[int, ...], ...] | None:
+def _attention_shapes(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[Sequence[int], ...] | None:
     bound = bind(_ATTENTION, args, kwargs)
     if bound is None:
         return None
@@ -163,8 +163,8 @@ ATTENTION: dict[Callable[..., Any], AttentionFormula] = {
 # --- estimates of the rest --------------------------------------------------------------
 
 
-def _per_element(factor: int) -> Formula:
-    return lambda args, kwargs, output: factor * output.numel() if isinstance(output, torch.Tensor) else 0
+Estimate = Formula | int
+"""An estimate of other FLOPs: a function of the call, or FLOPs per output element."""
 
 
 def _per_input_element(args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> int:
@@ -241,7 +241,7 @@ _OPERATORS = (
 _ACTIVATIONS = (F.silu, F.gelu, F.mish, F.relu, F.leaky_relu, F.elu, F.softplus, F.hardswish, F.sigmoid, F.tanh)
 _NORMS = (F.group_norm, F.layer_norm, F.batch_norm, F.instance_norm)
 
-OTHER_FLOPS: dict[Callable[..., Any], Formula] = {function: _per_element(1) for function in _ACTIVATIONS}
+OTHER_FLOPS: dict[Callable[..., Any], Estimate] = dict.fromkeys(_ACTIVATIONS, 1)
 for _name in _ELEMENTWISE:
     for _function in (
         getattr(torch, _name, None),
@@ -249,11 +249,11 @@ for _name in _ELEMENTWISE:
         getattr(torch.Tensor, _name + "_", None),
     ):
         if _function is not None:
-            OTHER_FLOPS[_function] = _per_element(1)
+            OTHER_FLOPS[_function] = 1
 for _name in _OPERATORS:
-    OTHER_FLOPS[getattr(torch.Tensor, f"__{_name}__")] = _per_element(1)
+    OTHER_FLOPS[getattr(torch.Tensor, f"__{_name}__")] = 1
 for _function in (*_NORMS, F.softmax, F.log_softmax, torch.softmax, torch.Tensor.softmax, torch.log_softmax):
-    OTHER_FLOPS[_function] = _per_element(5)
+    OTHER_FLOPS[_function] = 5
 for _function in (torch.mean, torch.Tensor.mean, torch.sum, torch.Tensor.sum, F.adaptive_avg_pool2d):
     OTHER_FLOPS[_function] = _per_input_element
 for _spatial in (1, 2, 3):

@@ -18,6 +18,7 @@ op, one weak reference object per tensor that carries the tensor's state itself.
 from __future__ import annotations
 
 import weakref
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shapetrace.tracing._torch_compat import own_buffers, own_parameters
+from shapetrace.tracing._torch_compat import is_lazy, own_buffers, own_parameters
 from shapetrace.tracing.cost.flops import ATTENTION, FLOP_FORMULAS, OTHER_FLOPS
 from shapetrace.tracing.cost.saving import SAVES
 from shapetrace.tracing.walk import every_module
@@ -42,44 +43,47 @@ _ENTRIES = {
 class _Reference(weakref.ref):  # type: ignore[type-arg]  # the referent is always a tensor
     """A weak reference to a tracked tensor that holds what is known of it."""
 
-    __slots__ = ("grad", "identity", "storage")
+    __slots__ = ("dtype", "grad", "identity", "storage")
     storage: int
     """The storage's key: its StorageImpl's address, which its views share."""
     grad: bool
     """The tensor would require grad in training."""
     identity: int
+    dtype: torch.dtype
 
 
 @dataclass(slots=True)
-class _Storage:
-    serial: int
-    nbytes: int
-    holders: int = 0
-    """Tracked tensor objects on this storage; it is freed when the last one is."""
+class ModelState:
+    """The model's parameters, each counted once."""
 
-
-@dataclass(slots=True)
-class CallCost:
-    """What one call's own ops cost, before children are added."""
-
-    flops: int = 0
-    other_flops: int = 0
-    saved: list[int] = field(default_factory=list)
-    """Serials of the storages first saved by this call's own ops."""
-    attention_flops: int = 0
-    attention_tokens: int = 0
+    trainable: int = 0
+    frozen: int = 0
+    trainable_bytes: int = 0
+    by_dtype: dict[torch.dtype, int] = field(default_factory=dict)
+    weights: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Each module's own (weight and bias entries, other weight entries), where it has any."""
 
 
 class CostMeter:
     """Per-call FLOPs and saved bytes, the live-bytes peak, and the largest tensor made."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.calls: dict[int, CallCost] = {}
-        self.outputs: dict[int, tuple[int, torch.dtype | None]] = {}
-        """Bytes of each call's outputs and the dtype of its first."""
+        # Per call, by call index: the call's own ops only (the summary adds the children).
+        self.flops: defaultdict[int, int] = defaultdict(int)
+        self.other_flops: defaultdict[int, int] = defaultdict(int)
+        self.saved_by_call: defaultdict[int, list[int]] = defaultdict(list)
+        """Serials of the storages first saved by each call's own ops."""
+        self.attention_flops: defaultdict[int, int] = defaultdict(int)
+        self.attention_tokens: defaultdict[int, int] = defaultdict(int)
+        self.dtypes: dict[int, tuple[int, torch.dtype]] = {}
+        """(op number, dtype) of the last tensor each call's own ops made: its output's, usually."""
+        self.ops = 0
         self.inputs: dict[int, list[int]] = {}
         """Serials of each block's input storages (checkpointing keeps them)."""
-        self.storages: dict[int, _Storage] = {}
+        self.serials: dict[int, int] = {}
+        """The serial of each live storage, by its key."""
+        self.holders: dict[int, int] = {}
+        """Tracked tensor objects on each live storage: it is freed when the last one is."""
         self.tensors: dict[int, _Reference] = {}
         self.serial_bytes: list[int] = []
         """Bytes of each storage ever seen, by serial."""
@@ -87,64 +91,144 @@ class CostMeter:
         self.live = 0
         self.peak = 0
         self.largest = 0
-        self.parameters: set[int] = set()
+        self.saving: list[int] = []
+        """The saved serials of the call whose op runs its saving rule."""
+        self.dead: list[_Reference] = []
+        """References whose tensors were collected, not yet accounted (see _release_dead)."""
+        self._died = self.dead.append  # the weak references' callback: C, no Python frame per death
+        self.model = ModelState()
         self.state: dict[int, int] = {}
-        """Serials of the model's buffer storages (parameters and buffers are never live activations)."""
-        self.call = MODEL_INPUT
+        """Serials of the model's buffer storages, by key (parameters and buffers are never live activations)."""
+        self.buffers: set[int] = set()
+        """id() of each buffer: an op may hand one back as it is (`.float()` of a float)."""
+        self._collect(model)
+
+    def _collect(self, model: nn.Module) -> None:
+        """One walk of the model: its parameters' totals (each parameter once), each module's own
+        weight entries (torchinfo's MACs count them), and its buffers."""
+        seen: set[int] = set()
+        state = self.model
+        trainable: dict[torch.dtype, int] = {}
+        frozen: dict[torch.dtype, int] = {}
         for module in every_module(model):
-            for parameter in own_parameters(module).values():
-                if parameter is not None:
-                    self.parameters.add(_storage_key(parameter))
+            per_position = per_row = 0
+            for name, parameter in own_parameters(module).items():
+                if parameter is None or (type(parameter) is not nn.Parameter and is_lazy(parameter)):
+                    continue
+                count = parameter.numel()
+                if name in ("weight", "bias"):
+                    per_position += count
+                elif "weight" in name or "bias" in name:
+                    per_row += count  # an RNN's weight_ih_l0
+                identity = id(parameter)
+                if identity not in seen:
+                    seen.add(identity)
+                    entries = trainable if parameter.requires_grad else frozen
+                    dtype = parameter.dtype
+                    entries[dtype] = entries.get(dtype, 0) + count
+            if per_position or per_row:
+                state.weights[id(module)] = (per_position, per_row)
             for buffer in own_buffers(module).values():
-                key = _storage_key(buffer) if buffer is not None else 0
-                if key and key not in self.state:
-                    self.state[key] = self._serial(buffer.untyped_storage().nbytes())  # type: ignore[union-attr]
+                if buffer is not None and id(buffer) not in self.buffers:
+                    self.buffers.add(id(buffer))
+                    key = _storage_key(buffer)
+                    if key and key not in self.state:
+                        self.state[key] = self._serial(buffer.untyped_storage().nbytes())
+        state.trainable, state.frozen = sum(trainable.values()), sum(frozen.values())
+        state.trainable_bytes = sum(count * dtype.itemsize for dtype, count in trainable.items())
+        for dtype in {*trainable, *frozen}:
+            state.by_dtype[dtype] = (trainable.get(dtype, 0) + frozen.get(dtype, 0)) * dtype.itemsize
 
     # --- tensors --------------------------------------------------------------------------
 
     def requires_grad(self, tensor: torch.Tensor) -> bool:
+        """Whether `tensor` would require grad in training: as the op that made it, or as its base."""
         known = self.tensors.get(id(tensor))
         if known is not None and known() is tensor:
             return known.grad
+        base = tensor._base
+        if base is not None:  # a view follows its base
+            known = self.tensors.get(id(base))
+            if known is not None and known() is base:
+                return known.grad
+            return base.requires_grad
         return tensor.requires_grad  # a parameter, or one of the user's tensors
 
     def track(self, tensor: torch.Tensor, grad: bool) -> None:
-        """Follow `tensor` until it is collected; its storage is live while any such tensor is."""
+        """Follow `tensor` until it is collected; its storage is live while any such tensor is.
+
+        `grad`: an input of the op that made it requires grad (integer outputs never do).
+        """
         identity = id(tensor)
         known = self.tensors.get(identity)
         if known is not None and known() is tensor:
             known.grad = known.grad or grad  # returned again (in place, or `.float()` of a float)
+            return
+        base = tensor._base
+        if base is not None:
+            # A view needs no following of its own: torch keeps its base's Python object while it
+            # lives, and its grad is its base's. A base no op made (a kernel's own) is followed.
+            known = self.tensors.get(id(base))
+            if known is None or known() is not base:
+                self.track(base, grad)
             return
         try:
             storage_object = tensor.untyped_storage()
         except (RuntimeError, NotImplementedError):
             return  # no storage (a sparse or nested tensor): not counted
         key = storage_object._cdata
-        reference = _Reference(tensor, self._release)
-        reference.storage, reference.grad, reference.identity = key, grad, identity
+        reference = _Reference(tensor, self._died)
+        dtype = tensor.dtype
+        reference.storage, reference.grad, reference.identity, reference.dtype = (
+            key,
+            grad and dtype.is_floating_point,
+            identity,
+            dtype,
+        )
         self.tensors[identity] = reference
-        if key in self.parameters or key in self.state:
-            return  # model state: never a live activation here
-        storage = self.storages.get(key)
-        if storage is None:
+        if self.dead:
+            self._release_dead()  # before this storage counts: the peak is of tensors alive together
+        holders = self.holders.get(key)
+        if holders is None:
+            # No view here (views follow their base above): a parameter or buffer is the tensor itself.
+            # issubclass, not isinstance: nn.Parameter's metaclass answers isinstance in Python.
+            if key in self.state or issubclass(type(tensor), nn.Parameter) or identity in self.buffers:
+                return  # a parameter or a buffer, handed back as it is: never a live activation here
             nbytes = storage_object.nbytes()
+            self.serials[key] = len(self.serial_bytes)
             self.serial_bytes.append(nbytes)
-            storage = self.storages[key] = _Storage(len(self.serial_bytes) - 1, nbytes)
             self.live += nbytes
+            if self.live > self.peak:  # noqa: PLR1730 - cheaper than max() on every new storage
+                self.peak = self.live
             if nbytes > self.largest:  # noqa: PLR1730 - cheaper than max() on every new storage
                 self.largest = nbytes
-        storage.holders += 1
+            holders = 0
+        self.holders[key] = holders + 1
 
-    def _release(self, reference: _Reference) -> None:
-        """A tracked tensor was collected: its storage is freed with the last one on it."""
-        if self.tensors.get(reference.identity) is reference:
-            del self.tensors[reference.identity]
-        storage = self.storages.get(reference.storage)
-        if storage is not None:
-            storage.holders -= 1
-            if storage.holders == 0:
-                self.live -= storage.nbytes
-                del self.storages[reference.storage]
+    def _is_model_state(self, tensor: torch.Tensor) -> bool:
+        """A parameter or buffer handed back by an op, or a view of one."""
+        owner = tensor._base if tensor._base is not None else tensor
+        # issubclass, not isinstance: nn.Parameter's metaclass answers isinstance in Python.
+        return issubclass(type(owner), nn.Parameter) or id(owner) in self.buffers
+
+    def _release_dead(self) -> None:
+        """Account the tensors collected since the last op: a storage is freed with its last tensor.
+
+        Deaths are queued by the weak references' callback (a list's append) and settled here in
+        one loop, before the next storage is counted.
+        """
+        tensors, holders, dead = self.tensors, self.holders, self.dead
+        for reference in dead:
+            if tensors.get(reference.identity) is reference:
+                del tensors[reference.identity]
+            key = reference.storage
+            count = holders.get(key)
+            if count == 1:
+                del holders[key]
+                self.live -= self.serial_bytes[self.serials.pop(key)]
+            elif count is not None:
+                holders[key] = count - 1
+        dead.clear()
 
     def _serial(self, nbytes: int) -> int:
         self.serial_bytes.append(nbytes)
@@ -154,69 +238,102 @@ class CostMeter:
         """The serial of `tensor`'s storage, tracking a storage seen for the first time; None for parameters."""
         known = self.tensors.get(id(tensor))
         key = known.storage if known is not None and known() is tensor else _storage_key(tensor)
-        if not key or key in self.parameters:
+        if not key:
             return None
         if key in self.state:
             return self.state[key]
-        storage = self.storages.get(key)
-        if storage is None:
+        if key not in self.serials and self._is_model_state(tensor):
+            return None  # a parameter, or a view of one: the model's, not a saved activation
+        serial = self.serials.get(key)
+        if serial is None:
             self.track(tensor, tensor.requires_grad)  # made outside the mode: a constant of the model
-            storage = self.storages.get(key)
-        return None if storage is None else storage.serial
+            serial = self.serials.get(key)
+        return serial
 
     # --- saving (the Saver of `saving`) -----------------------------------------------------
 
     def save(self, tensor: Any) -> None:
-        if not isinstance(tensor, torch.Tensor):
+        kind = type(tensor)
+        # Parameters are the model's, not saved activations. (isinstance(x, nn.Parameter) runs a
+        # Python-level __instancecheck__; the type itself is quicker to ask.)
+        if kind is not torch.Tensor and (not issubclass(kind, torch.Tensor) or issubclass(kind, nn.Parameter)):
             return
-        serial = self.serial_of(tensor)
+        tensors = self.tensors
+        known = tensors.get(id(tensor))
+        if known is None or known() is not tensor:
+            # A view (a transpose, a reshape) is not followed itself: its base usually is.
+            base = tensor._base
+            known = tensors.get(id(base)) if base is not None else None
+            if known is not None and known() is not base:
+                known = None
+        serial = self.serials.get(known.storage) if known is not None else None
+        if serial is None:
+            serial = self.serial_of(tensor)
         if serial is not None and serial not in self.saved:
             self.saved.add(serial)
-            self._cost(self.call).saved.append(serial)
+            self.saving.append(serial)
 
     def save_new(self, nbytes: int) -> None:
         serial = self._serial(nbytes)
         self.saved.add(serial)
-        self._cost(self.call).saved.append(serial)
+        self.saving.append(serial)
 
     # --- ops and calls ------------------------------------------------------------------
 
-    def _cost(self, call: int) -> CallCost:
-        cost = self.calls.get(call)
-        if cost is None:
-            cost = self.calls[call] = CallCost()
-        return cost
-
-    def op(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], output: Any, call: int) -> None:
+    def op(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], output: Any, call: int) -> None:  # noqa: PLR0912 - every op runs this: written out, not split into calls
         """Charge one op to `call`: its FLOPs, its outputs' bytes and what its backward keeps."""
         if isinstance(output, torch.Tensor):
-            grad = self._any_grad(args) or (bool(kwargs) and self._any_grad(kwargs.values()))
-            self.track(output, grad and output.is_floating_point())
-        elif isinstance(output, (tuple, list)) and any(isinstance(item, torch.Tensor) for item in output):
-            grad = self._any_grad(args) or (bool(kwargs) and self._any_grad(kwargs.values()))
-            for tensor in output:
-                if isinstance(tensor, torch.Tensor):
-                    self.track(tensor, grad and tensor.is_floating_point())
+            # Whether an input requires grad, the loop of _any_grad written out: every op asks.
+            grad = False
+            tensors = self.tensors
+            for value in args:
+                if isinstance(value, torch.Tensor):
+                    known = tensors.get(id(value))
+                    if known.grad if known is not None and known() is value else self.requires_grad(value):
+                        grad = True
+                        break
+                elif isinstance(value, (list, tuple)) and self._any_grad(value):
+                    grad = True
+                    break
+            if kwargs and not grad:
+                grad = self._any_grad(kwargs.values())
+            self.track(output, grad)
+            self.ops += 1
+            self.dtypes[call] = (self.ops, output.dtype)
         else:
-            return  # a size, a dtype, a bool: nothing was made
-        if self.live > self.peak:  # noqa: PLR1730 - cheaper than max() on every op
-            self.peak = self.live
+            made = self._track_all(args, kwargs, output)
+            if made is None:
+                return  # a size, a dtype, a bool: nothing was made
+            grad = made
         entry = _ENTRIES.get(func)
         if entry is None:
             return
         formula, estimate, attention, rule = entry
-        cost = self.calls.get(call) or self._cost(call)
         if formula is not None:
-            cost.flops += formula(args, kwargs, output)
+            self.flops[call] += formula(args, kwargs, output)
             if attention is not None:
                 quadratic, tokens = attention(args, kwargs)
-                cost.attention_flops += quadratic
-                cost.attention_tokens = max(cost.attention_tokens, tokens)
+                self.attention_flops[call] += quadratic
+                self.attention_tokens[call] = max(self.attention_tokens[call], tokens)
         if estimate is not None:
-            cost.other_flops += estimate(args, kwargs, output)
+            if isinstance(estimate, int):  # FLOPs per output element, the common case
+                if isinstance(output, torch.Tensor):
+                    self.other_flops[call] += estimate * output.numel()
+            else:
+                self.other_flops[call] += estimate(args, kwargs, output)
         if grad and rule is not None:
-            self.call = call
+            self.saving = self.saved_by_call[call]
             rule(self, args, kwargs, output)
+
+    def _track_all(self, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> bool | None:
+        """Track each tensor of a tuple or list output; whether an input requires grad, or None if none was made."""
+        if not isinstance(output, (tuple, list)) or not any(isinstance(item, torch.Tensor) for item in output):
+            return None
+        grad = self._any_grad(args) or (bool(kwargs) and self._any_grad(kwargs.values()))
+        for tensor in output:
+            if isinstance(tensor, torch.Tensor):
+                self.track(tensor, grad)
+        return grad
 
     def _any_grad(self, values: Any) -> bool:
         """Whether a tensor among `values` (or in a list among them) requires grad."""
@@ -224,7 +341,7 @@ class CostMeter:
         for value in values:
             if isinstance(value, torch.Tensor):
                 known = tensors.get(id(value))
-                if known.grad if known is not None and known() is value else value.requires_grad:
+                if known.grad if known is not None and known() is value else self.requires_grad(value):
                     return True
             elif isinstance(value, (list, tuple)) and self._any_grad(value):
                 return True
@@ -240,14 +357,6 @@ class CostMeter:
         """Remember the storages a block receives (checkpointing keeps them)."""
         serials = self.inputs.setdefault(call, [])
         serials.extend(serial for serial in map(self.serial_of, tensors) if serial is not None)
-
-    def end_call(self, call: int, output: Any, outputs: Callable[[Any], list[torch.Tensor]]) -> None:
-        """The bytes of a call's outputs (`outputs` finds the tensors in a structured output)."""
-        if isinstance(output, torch.Tensor):
-            self.outputs[call] = (output.nbytes, output.dtype)
-            return
-        tensors = outputs(output)
-        self.outputs[call] = (sum(tensor.nbytes for tensor in tensors), tensors[0].dtype if tensors else None)
 
 
 def _storage_key(tensor: torch.Tensor) -> int:

@@ -29,6 +29,22 @@ class CostObserver(Observer):
         self.meter = meter
         self.leaves_plainly = False
 
+    def __torch_function__(
+        self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        output = Observer.__torch_function__(self, func, types, args, kwargs)
+        stack = self.recorder.stack
+        self.meter.op(func, args, kwargs, output, stack[-1] if stack else -1)
+        return output
+
+
+class CheckpointingObserver(CostObserver):
+    """A CostObserver that also notes each block's inputs, which checkpointing keeps.
+
+    Only a `--checkpointing` trace needs them: the hooks of the others stay the plain Observer's.
+    """
+
     def before(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         super().before(module, args)
         recorder = self.recorder
@@ -43,17 +59,8 @@ class CostObserver(Observer):
         call = stack[-1] if stack and recorder.calls[stack[-1]].module is module else None
         super().after(module, args, *rest)
         if call is None:
-            return
-        kwargs, output = rest if len(rest) == 2 else ({}, rest[-1])
-        with _NO_FUNCTION_MODE():
-            if kwargs and len(stack) == BLOCK_DEPTH:
+            return  # keyword tensors: known only now
+        kwargs = rest[0] if len(rest) == 2 else {}
+        if kwargs and len(stack) == BLOCK_DEPTH:
+            with _NO_FUNCTION_MODE():
                 self.meter.begin_call(call, tensors_in(kwargs))
-            self.meter.end_call(call, output, tensors_in)
-
-    def __torch_function__(
-        self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
-    ) -> Any:
-        kwargs = kwargs or {}
-        output = super().__torch_function__(func, types, args, kwargs)
-        self.meter.op(func, args, kwargs, output, self.recorder.current)
-        return output

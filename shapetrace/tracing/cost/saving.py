@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from shapetrace.tracing._torch_compat import C_LINEAR, C_SCALED_DOT_PRODUCT_ATTENTION
 from shapetrace.tracing.cost import batched
@@ -47,7 +48,7 @@ def _bytes(tensor: torch.Tensor) -> int:
 
 
 def _input(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
-    saver.save(_first(args, kwargs))
+    saver.save(args[0] if args else _first(args, kwargs))
 
 
 def _output(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
@@ -92,8 +93,10 @@ def _power(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: An
 
 
 def _convolution(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
-    saver.save(_first(args, kwargs))
-    saver.save(args[1] if len(args) > 1 else kwargs.get("weight"))
+    saver.save(args[0] if args else _first(args, kwargs))
+    weight = args[1] if len(args) > 1 else kwargs.get("weight")
+    if type(weight) is not nn.Parameter:  # a layer's own weight is the model's, never kept as saved
+        saver.save(weight)
 
 
 def _linear(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
@@ -121,13 +124,18 @@ def _statistics(saver: Saver, source: torch.Tensor, rows: int) -> None:
 
 
 def _group_norm(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
-    bound = bind(_GROUP_NORM, args, kwargs)
-    if bound is None or not isinstance(bound["input"], torch.Tensor):
+    if len(args) == 2:  # nn.GroupNorm's call, as F.group_norm hands it on: (input, num_groups), weight=...
+        source, groups, weight = args[0], args[1], kwargs.get("weight")
+    else:
+        bound = bind(_GROUP_NORM, args, kwargs)
+        if bound is None:
+            return
+        source, groups, weight = bound["input"], bound["num_groups"], bound["weight"]
+    if not isinstance(source, torch.Tensor) or not isinstance(groups, int):
         return
-    source = bound["input"]
     saver.save(source)
-    saver.save(bound["weight"])
-    _statistics(saver, source, (source.shape[0] if source.dim() else 1) * bound["num_groups"])
+    saver.save(weight)
+    _statistics(saver, source, (source.shape[0] if source.dim() else 1) * groups)
 
 
 def _layer_norm(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:

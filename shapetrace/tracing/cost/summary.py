@@ -8,11 +8,15 @@ estimates add the model's state to what the meter saw:
 - train: parameters and buffers, their gradients, the optimizer's state, the saved
   activations, and the largest transient (an op's output gradient and its input gradient,
   each as large as the largest tensor the forward made).
+
+This runs once per `--cost` trace over every call, so it reads each module once and builds
+each record without keyword arguments.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -30,21 +34,15 @@ OPTIMIZER_STATES = {Optimizer.ADAM: 2, Optimizer.SGD: 0}
 
 
 @dataclasses.dataclass(slots=True)
-class _Module:
-    """One module's parameters with its children's, and what torchinfo's MACs need of its own."""
+class _Parameters:
+    """The model's parameters, each counted once."""
 
-    trainable: int = 0
-    frozen: int = 0
-    nbytes: int = 0
-    kernel: tuple[int, ...] = ()
-    per_position: int = 0
-    """Its own weight and bias entries, counted once per output position."""
-    per_row: int = 0
-    """Its own other weights (an RNN's weight_ih_l0), counted once per (batch, channel) row."""
-    convolution: bool = False
-
-
-_NO_MODULE = _Module()
+    trainable: int
+    frozen: int
+    trainable_bytes: int
+    by_dtype: dict[str, int]
+    uniform_size: int
+    """Bytes per entry when every parameter has one dtype and requires grad (the common case); else 0."""
 
 
 def with_cost(
@@ -57,80 +55,120 @@ def with_cost(
 ) -> Trace:
     """The trace with the cost of every layer and of the whole model."""
     calls = recorder.calls
-    modules, unique = _modules(model)
-    totals = _subtree_totals(calls, meter, modules)
-    names: dict[torch.dtype | None, str] = {None: ""}
-    layers = []
-    for call in calls:
-        module = modules.get(id(call.module), _NO_MODULE)
-        output_bytes, dtype = meter.outputs.get(call.index, (0, None))
-        if dtype not in names:
-            names[dtype] = str(dtype).removeprefix("torch.")
-        flops, other, macs, saved, attention, tokens = totals[call.index]
-        # Positionally, in LayerCost's field order: keywords cost several times as much per layer.
-        layers.append(
-            LayerCost(
-                flops,
-                other,
-                macs,
-                output_bytes,
-                saved,
-                module.trainable,
-                module.frozen,
-                module.nbytes,
-                module.kernel,
-                names[dtype],
-                tokens,
-                attention,
-            )
-        )
-    root = totals[0] if calls else [0] * 6
-    summary = _summary(root, meter, unique, inputs, options, checkpointed_saved(calls, meter))
-    return dataclasses.replace(trace, cost=dataclasses.replace(summary, layers=tuple(layers)))
-
-
-def _subtree_totals(calls: Sequence[Call], meter: CostMeter, modules: dict[int, _Module]) -> list[list[int]]:
-    """(flops, other, macs, saved bytes, attention flops, attention tokens) of each call and its children."""
-    totals = []
+    count = len(calls)
+    parameters = _parameters(meter)
+    # Column by column, each a list over the calls: list comprehensions, zip and map run in C.
+    flops = _column(meter.flops, count)
+    other = _column(meter.other_flops, count)
+    attention = _column(meter.attention_flops, count)
+    tokens = _column(meter.attention_tokens, count)
     sizes = meter.serial_bytes
-    for call in calls:
-        own = meter.calls.get(call.index)
-        macs = (
-            torchinfo_macs(modules.get(id(call.module), _NO_MODULE), call.outputs)
-            if not has_children(call.module)
-            else 0
+    saved = _column(
+        {index: sum(map(sizes.__getitem__, serials)) for index, serials in meter.saved_by_call.items()}, count
+    )
+    weights = meter.model.weights
+    macs = [
+        torchinfo_macs(call.module, weights[id(call.module)], call.outputs) if id(call.module) in weights else 0
+        for call in calls
+    ]
+    names: dict[torch.dtype | None, tuple[str, int]] = {None: ("", 0)}
+    dtypes = _output_dtypes(calls, meter)
+    for dtype in set(dtypes) - names.keys():
+        names[dtype] = (str(dtype).removeprefix("torch."), dtype.itemsize)  # type: ignore[union-attr]
+    output_bytes = [
+        sum(map(math.prod, call.outputs)) * names[dtype][1] for call, dtype in zip(calls, dtypes, strict=True)
+    ]
+    # Each layer's parameter split from the counts the trace already has, unless some are frozen
+    # or of another dtype: then one walk of the module tree.
+    if parameters.uniform_size:
+        trainable = [layer.params for layer in trace.layers]
+        frozen = [0] * count
+        nbytes = [params * parameters.uniform_size for params in trainable]
+    else:
+        shares = _shares(model)
+        trainable, frozen, nbytes = (
+            list(column) for column in zip(*(shares.get(id(call.module), (0, 0, 0)) for call in calls), strict=True)
         )
-        if own is None:
-            totals.append([0, 0, macs, 0, 0, 0])
-            continue
-        saved = sum(sizes[serial] for serial in own.saved)
-        totals.append([own.flops, own.other_flops, macs, saved, own.attention_flops, own.attention_tokens])
+    for index in range(count - 1, 0, -1):
+        parent = calls[index].parent
+        if parent is not None:
+            flops[parent] += flops[index]
+            other[parent] += other[index]
+            macs[parent] += macs[index]
+            saved[parent] += saved[index]
+            attention[parent] += attention[index]
+            if tokens[index] > tokens[parent]:  # noqa: PLR1730 - once per call: cheaper than max()
+                tokens[parent] = tokens[index]
+    # Most modules have no kernel_size: only those that do are read further.
+    kernels = [() if (size := call.module.__dict__.get("kernel_size")) is None else _kernel(size) for call in calls]
+    dtype_names = [names[dtype][0] for dtype in dtypes]
+    columns = (
+        flops,
+        other,
+        macs,
+        output_bytes,
+        saved,
+        trainable,
+        frozen,
+        nbytes,
+        kernels,
+        dtype_names,
+        tokens,
+        attention,
+    )
+    # tuple.__new__ skips the NamedTuple's Python-level __new__; the columns are in LayerCost's field order.
+    layers = tuple(map(tuple.__new__, itertools.repeat(LayerCost), zip(*columns, strict=True)))
+    checkpointed = checkpointed_saved(calls, meter) if options.checkpointing else 0
+    root = (flops[0], other[0], macs[0]) if count else (0, 0, 0)
+    summary = _summary(root, meter, parameters, inputs, options, checkpointed)
+    return dataclasses.replace(trace, cost=dataclasses.replace(summary, layers=layers))
+
+
+def _column(values: dict[int, int], count: int) -> list[int]:
+    """A per-call dict as a list over every call (0 where a call has no value)."""
+    column = [0] * count
+    for index, value in values.items():
+        if 0 <= index < count:
+            column[index] = value
+    return column
+
+
+def _output_dtypes(calls: Sequence[Call], meter: CostMeter) -> list[torch.dtype | None]:
+    """The dtype of each call's output: of the last tensor made in it, by its own ops or its children's.
+
+    A call that makes nothing (nn.Identity) takes the dtype of the tensor made just before it.
+    """
+    latest: list[tuple[int, torch.dtype | None]] = [meter.dtypes.get(call.index, (0, None)) for call in calls]
     for call in reversed(calls):
-        if call.parent is not None:
-            parent, child = totals[call.parent], totals[call.index]
-            for position in range(5):
-                parent[position] += child[position]
-            parent[5] = max(parent[5], child[5])
-    return totals
+        if call.parent is not None and latest[call.index][0] > latest[call.parent][0]:
+            latest[call.parent] = latest[call.index]
+    found: list[torch.dtype | None] = []
+    previous: torch.dtype | None = None
+    for number, dtype in latest:
+        found.append(dtype if number else previous)
+        previous = dtype if number else previous
+    return found
 
 
-def torchinfo_macs(module: _Module, outputs: Sequence[tuple[int, ...]]) -> int:
-    """torchinfo's mult-adds of a leaf call: each weight and bias entry once per output position.
+def torchinfo_macs(module: nn.Module, weights: tuple[int, int], outputs: Sequence[tuple[int, ...]]) -> int:
+    """torchinfo's mult-adds of a call: each weight and bias entry once per output position.
 
     A convolution's output position is (batch, *spatial); any other layer's is the batch alone,
-    as torchinfo counts it (a Linear on (B, N, C) counts B, not B·N).
+    as torchinfo counts it (a Linear on (B, N, C) counts B, not B·N). Other weights (an RNN's)
+    count once per (batch, channel). Containers count 0: their leaves are counted.
     """
-    if not outputs or not outputs[0] or not (module.per_position or module.per_row):
+    if not outputs or not outputs[0] or has_children(module):
         return 0
+    per_position, per_row = weights
     output = outputs[0]
-    positions = math.prod(output[:1] + output[2:]) if module.convolution else output[0]
-    return module.per_position * positions + module.per_row * math.prod(output[:2])
+    positions = math.prod(output[:1] + output[2:]) if "Conv" in type(module).__name__ else output[0]
+    return per_position * positions + per_row * math.prod(output[:2])
 
 
-def _kernel(module: nn.Module) -> tuple[int, ...]:
-    """The module's kernel_size as a tuple of ints; () where it has none."""
-    # From the instance's own attributes: nn.Module.__getattr__ raises for every other module.
-    size = module.__dict__.get("kernel_size")
+def _kernel(size: object) -> tuple[int, ...]:
+    """A module's kernel_size as a tuple of ints; () where it is no int or sequence of ints."""
+    if type(size) is tuple:
+        return size  # as torch's layers keep it: a tuple of ints
     if isinstance(size, int):
         return (size,)
     if isinstance(size, (tuple, list)) and all(isinstance(extent, int) for extent in size):
@@ -138,40 +176,40 @@ def _kernel(module: nn.Module) -> tuple[int, ...]:
     return ()
 
 
-def _modules(model: nn.Module) -> tuple[dict[int, _Module], dict[int, nn.Parameter]]:
-    """Each module's parameter counts (with its children's) and own MAC weights; every parameter once."""
-    found: dict[int, _Module] = {}
-    unique: dict[int, nn.Parameter] = {}
+def _parameters(meter: CostMeter) -> _Parameters:
+    """Totals over the model's parameters, each once (the meter collected them)."""
+    state = meter.model
+    uniform = next(iter(state.by_dtype)).itemsize if len(state.by_dtype) == 1 and not state.frozen else 0
+    named = {str(dtype).removeprefix("torch."): nbytes for dtype, nbytes in state.by_dtype.items()}
+    return _Parameters(state.trainable, state.frozen, state.trainable_bytes, named, uniform)
 
-    def visit(module: nn.Module) -> _Module:
-        info = found.get(id(module))
-        if info is not None:
-            return info
-        info = found[id(module)] = _Module(kernel=_kernel(module), convolution="Conv" in type(module).__name__)
-        for name, parameter in own_parameters(module).items():
+
+def _shares(model: nn.Module) -> dict[int, tuple[int, int, int]]:
+    """(trainable, frozen, bytes) of each module with its children, in one walk of the tree."""
+    found: dict[int, tuple[int, int, int]] = {}
+
+    def visit(module: nn.Module) -> tuple[int, int, int]:
+        if id(module) in found:
+            return found[id(module)]
+        trainable = frozen = nbytes = 0
+        for parameter in own_parameters(module).values():
             if parameter is None or is_lazy(parameter):
                 continue
-            unique[id(parameter)] = parameter
             count = parameter.numel()
-            info.nbytes += count * parameter.element_size()
+            nbytes += count * parameter.element_size()
             if parameter.requires_grad:
-                info.trainable += count
+                trainable += count
             else:
-                info.frozen += count
-            if name in ("weight", "bias"):
-                info.per_position += count
-            elif "weight" in name or "bias" in name:
-                info.per_row += count
+                frozen += count
         for child in child_modules(module).values():
             if child is not None:
                 part = visit(child)
-                info.trainable += part.trainable
-                info.frozen += part.frozen
-                info.nbytes += part.nbytes
-        return info
+                trainable, frozen, nbytes = trainable + part[0], frozen + part[1], nbytes + part[2]
+        found[id(module)] = (trainable, frozen, nbytes)
+        return found[id(module)]
 
     visit(model)
-    return found, unique
+    return found
 
 
 def checkpointed_saved(calls: Sequence[Call], meter: CostMeter) -> int:
@@ -184,12 +222,12 @@ def checkpointed_saved(calls: Sequence[Call], meter: CostMeter) -> int:
     for serials in meter.inputs.values():
         kept.update(serials)
     by_block: dict[int, set[int]] = defaultdict(set)
-    for index, own in meter.calls.items():
+    for index, saved in meter.saved_by_call.items():
         block = _block_of(calls, index)
         if block is None:
-            kept.update(own.saved)
+            kept.update(saved)
         else:
-            by_block[block].update(own.saved)
+            by_block[block].update(saved)
     sizes = meter.serial_bytes
     largest = max((sum(sizes[serial] for serial in saved - kept) for saved in by_block.values()), default=0)
     return sum(sizes[serial] for serial in kept) + largest
@@ -205,47 +243,39 @@ def _block_of(calls: Sequence[Call], index: int) -> int | None:
 
 
 def _summary(
-    root: Sequence[int],
+    root: tuple[int, int, int],
     meter: CostMeter,
-    unique: dict[int, nn.Parameter],
+    parameters: _Parameters,
     inputs: Sequence[torch.Tensor],
     options: CostOptions,
     checkpointed: int,
 ) -> CostSummary:
-    by_dtype: dict[str, int] = defaultdict(int)
-    trainable = frozen = trainable_bytes = 0
-    for parameter in unique.values():
-        count = parameter.numel()
-        nbytes = count * parameter.element_size()
-        by_dtype[str(parameter.dtype).removeprefix("torch.")] += nbytes
-        if parameter.requires_grad:
-            trainable += count
-            trainable_bytes += nbytes
-        else:
-            frozen += count
-    param_bytes = sum(by_dtype.values())
-    buffer_bytes = sum(meter.serial_bytes[serial] for serial in meter.state.values())
-    saved = checkpointed if options.checkpointing else sum(meter.serial_bytes[serial] for serial in meter.saved)
-    optimizer_bytes = OPTIMIZER_STATES[options.optimizer] * trainable_bytes
+    param_bytes = sum(parameters.by_dtype.values())
+    sizes = meter.serial_bytes
+    buffer_bytes = sum(map(sizes.__getitem__, meter.state.values()))
+    saved = checkpointed if options.checkpointing else sum(map(sizes.__getitem__, meter.saved))
+    gradient_bytes = parameters.trainable_bytes
+    optimizer_bytes = OPTIMIZER_STATES[options.optimizer] * gradient_bytes
     transient = 2 * meter.largest
     state = param_bytes + buffer_bytes
+    flops, other, macs = root
     return CostSummary(
-        flops=root[0],
-        other_flops=root[1],
-        macs=root[2],
-        params=trainable + frozen,
-        trainable_params=trainable,
-        frozen_params=frozen,
+        flops=flops,
+        other_flops=other,
+        macs=macs,
+        params=parameters.trainable + parameters.frozen,
+        trainable_params=parameters.trainable,
+        frozen_params=parameters.frozen,
         param_bytes=param_bytes,
-        param_bytes_by_dtype=tuple(sorted(by_dtype.items(), key=lambda item: (-item[1], item[0]))),
+        param_bytes_by_dtype=tuple(sorted(parameters.by_dtype.items(), key=lambda item: (-item[1], item[0]))),
         buffer_bytes=buffer_bytes,
         input_bytes=sum(tensor.numel() * tensor.element_size() for tensor in inputs),
         activation_peak_bytes=meter.peak,
         inference_peak_bytes=state + meter.peak,
         saved_bytes=saved,
-        gradient_bytes=trainable_bytes,
+        gradient_bytes=gradient_bytes,
         optimizer_bytes=optimizer_bytes,
         transient_bytes=transient,
-        train_peak_bytes=state + trainable_bytes + optimizer_bytes + saved + transient,
+        train_peak_bytes=state + gradient_bytes + optimizer_bytes + saved + transient,
         options=options,
     )
