@@ -167,7 +167,7 @@ def _pending(recorder: Recorder, tensors: Sequence[torch.Tensor]) -> tuple[int, 
 def _residual(recorder: Recorder, parts: Sequence[Part], main: int) -> bool:
     """Whether the other input of an add feeds the main one (`x + f(x)`)."""
     other = parts[1 - main]
-    return recorder.ancestry(other.producer, parts[main].producer) is not None
+    return pairing.ancestry(recorder, other.producer, parts[main].producer) is not None
 
 
 def side_role(part: Part, parts: Sequence[Part]) -> SideRole:

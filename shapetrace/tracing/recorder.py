@@ -303,31 +303,6 @@ class Recorder:
                     return ShapeWarning(call.index, kind, "", before[2:], after[2:], stride)
         return None
 
-    # --- data flow --------------------------------------------------------------------
-
-    def ancestry(self, source: int, main: int) -> set[int] | None:
-        """Calls on paths from `source` to `main` (exclusive), or None if `source` does not feed it.
-
-        A call's predecessors are the producers of its inputs and, for an output it made from a
-        child's output by functions, that child.
-        """
-        if source < 0 or source >= main:
-            return None
-        seen: set[int] = set()
-        frontier = [main]
-        found = False
-        while frontier:
-            node = frontier.pop()
-            call = self.calls[node]
-            inner = call.inner
-            for producer in (*call.producers, inner) if inner > node else call.producers:
-                if producer == source:
-                    found = True
-                elif producer > source and producer not in seen:
-                    seen.add(producer)
-                    frontier.append(producer)
-        return seen if found else None
-
     # --- freezing ---------------------------------------------------------------------
 
     def layers(self, params: dict[int, int]) -> tuple[LayerRecord, ...]:
