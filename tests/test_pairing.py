@@ -98,8 +98,8 @@ def test_2_diffusers_skip_blocks_pair_all_six_concatenations() -> None:
 def test_3_residuals_around_rank_changing_layers_are_not_skips() -> None:
     traced = _traced(patterns.RankResidualUNet, _meta(4, 3, 16, 16))  # 2 clips of 2 frames
     assert traced.ok
-    # `h + temporal(h)` continues the main path: the saved sum's data came from temporal.
-    assert _pairs(traced) == sorted([("temporal", "dec1", "cat"), ("stem", "dec0", "cat")])
+    # `h + temporal(h)` continues the main path: the saved sum's data came from temporal.unfold.
+    assert _pairs(traced) == sorted([("temporal.unfold", "dec1", "cat"), ("stem", "dec0", "cat")])
 
 
 # --- 4. attention-gated skips ----------------------------------------------------------------------
