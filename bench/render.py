@@ -1,4 +1,4 @@
-"""B6 render: the table, the DOT text and the SVG of a trace of about 500 calls."""
+"""B6 render: the table, the DOT text and the SVG of a trace of about 500 calls; SD-1.5's HTML report."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from html_report import html_report
 from measure import compare_calls
 from report import Row, seconds_row, unavailable
 
@@ -44,12 +45,17 @@ def render(rounds: int) -> list[Row]:
         seconds_row("B6", f"DOT, every call a node ({where})", samples["dot"], "< 0.3 s", TEXT_LIMIT_SECONDS),
     ]
     if "svg" not in samples:
-        return [*rows, unavailable("B6", "SVG through dot", "graphviz dot not installed", "< 2 s")]
+        return [
+            *rows,
+            unavailable("B6", "SVG through dot", "graphviz dot not installed", "< 2 s"),
+            *html_report(rounds),
+        ]
     return [
         *rows,
         seconds_row("B6", f"SVG through dot, every call a node ({where})", samples["svg"], "< 2 s", SVG_LIMIT_SECONDS),
         seconds_row("B6", f"table at the default depth {BLOCK_DEPTH} ({where})", samples["table default"]),
         seconds_row("B6", f"SVG at the default depth {BLOCK_DEPTH} ({where})", samples["svg default"]),
+        *html_report(rounds),
     ]
 
 

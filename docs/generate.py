@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console, RenderableType
 
 from shapetrace.models.reference import sweep_reference, trace_reference
-from shapetrace.records import Trace
+from shapetrace.records import CostMode, CostOptions, Trace
 from shapetrace.render.dot import trace_dot
 from shapetrace.render.images import GraphvizMissingError, render_image
 from shapetrace.render.sweep_grid import sweep_grid
@@ -31,6 +31,9 @@ def traces() -> dict[str, Trace]:
         "default-unet": trace_reference(size=(224, 224), chs=(1, 2, 4, 8)),
         "size-break-225": trace_reference(size=(225, 225), chs=(1, 2, 4, 8)),
         "as-written": trace_reference(size=(224, 224), chs=(1, 2, 4, 8), variant="as-written"),
+        "cost-unet": trace_reference(
+            size=(256, 256), chs=(1, 2, 4, 8), batch=8, cost=CostOptions(mode=CostMode.TRAIN, budget=24 * 10**9)
+        ),
     }
 
 

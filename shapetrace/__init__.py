@@ -12,10 +12,21 @@ from typing import TYPE_CHECKING, Any
 from shapetrace import records as _records
 
 if TYPE_CHECKING:
-    from shapetrace.api import run_trace, trace, trace_sizes
+    from shapetrace.api import run_trace, size_rule, trace, trace_sizes
     from shapetrace.errors import ShapetraceError
     from shapetrace.models.unet import UNet
-    from shapetrace.records import Break, BreakSide, LayerRecord, ShapeWarning, SizeRule, SkipPair, Trace
+    from shapetrace.records import (
+        Break,
+        BreakSide,
+        CostMode,
+        CostOptions,
+        LayerRecord,
+        Optimizer,
+        ShapeWarning,
+        SizeRule,
+        SkipPair,
+        Trace,
+    )
 
 __version__ = "0.1.0"
 
@@ -23,6 +34,7 @@ _EXPORTS = {
     "trace": "shapetrace.api",
     "run_trace": "shapetrace.api",
     "trace_sizes": "shapetrace.api",
+    "size_rule": "shapetrace.api",
     "UNet": "shapetrace.models.unet",
     "ShapetraceError": "shapetrace.errors",
     "Break": "shapetrace.records",
@@ -32,11 +44,17 @@ _EXPORTS = {
     "SizeRule": "shapetrace.records",
     "SkipPair": "shapetrace.records",
     "Trace": "shapetrace.records",
+    "CostMode": "shapetrace.records",
+    "CostOptions": "shapetrace.records",
+    "Optimizer": "shapetrace.records",
 }
 __all__ = [
     "Break",
     "BreakSide",
+    "CostMode",
+    "CostOptions",
     "LayerRecord",
+    "Optimizer",
     "ShapeWarning",
     "ShapetraceError",
     "SizeRule",
@@ -45,6 +63,7 @@ __all__ = [
     "UNet",
     "__version__",
     "run_trace",
+    "size_rule",
     "trace",
     "trace_sizes",
 ]
@@ -88,6 +107,12 @@ def _svg_view(trace: _records.Trace) -> str | None:
         return None
 
 
+def _html_view(trace: _records.Trace) -> str:
+    from shapetrace.render.html import notebook_html
+
+    return notebook_html(trace)
+
+
 def _json_view(trace: _records.Trace, *, indent: int | None = 2) -> str:
     from shapetrace import jsonio
 
@@ -104,6 +129,7 @@ for _name, _view in (
     ("text", _text_view),
     ("rich", _rich_view),
     ("svg", _svg_view),
+    ("html", _html_view),
     ("json", _json_view),
     ("from_json", _json_reader),
 ):

@@ -6,17 +6,22 @@ the tracer records what happened, the diagnosis says what it means.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from shapetrace.analysis.cost import with_levels
 from shapetrace.analysis.diagnosis import explain
-from shapetrace.records import Trace
+from shapetrace.records import Break, BreakKind, CostOptions, SizeRule, Trace
+from shapetrace.size_search import Prober, ProbesUnavailable, size_rule_of, with_size_rule
 from shapetrace.tracing.inputs import SizedInputs, resolve_device
-from shapetrace.tracing.probes import with_size_rule
 from shapetrace.tracing.tracer import observe
+from shapetrace.verify import meta_copy, resized_arguments, verify_fixes
+
+__all__ = ["SizedInputs", "run_trace", "size_rule", "trace", "trace_inputs", "trace_sizes"]
 
 
 def trace(model: nn.Module, *args: Any, **kwargs: Any) -> Trace:
@@ -38,6 +43,8 @@ def run_trace(
     *,
     first_break: bool = False,
     config: Sequence[tuple[str, str]] = (),
+    verify: bool = True,
+    cost: CostOptions | None = None,
 ) -> Trace:
     """`trace` with options.
 
@@ -46,11 +53,47 @@ def run_trace(
         args, kwargs: the forward's arguments.
         first_break: stop at the first break instead of reporting every independent one.
         config: key/value pairs kept in the Trace for titles.
+        verify: find the size rule and verify each fix by re-tracing on meta (a few more
+            traces); False explains the breaks only, every fix labelled unverified.
+        cost: count FLOPs and bytes too (`Trace.cost`); a budget is searched when the
+            arguments are on meta.
 
     Returns:
         The explained Trace. A forward that raises gives a Trace whose last break names the layer.
     """
-    return explain(observe(model, args, kwargs, first_break=first_break, config=config))
+    trace = observe(model, args, kwargs, first_break=first_break, config=config, cost=cost)
+    if cost is not None and cost.budget is not None and trace.device == "meta":
+        from shapetrace.tracing.cost.budget import with_budget
+
+        trace = with_budget(trace, model, args, kwargs or {})
+    if not verify:
+        return with_levels(explain(trace))
+    prober = Prober(lambda: meta_copy(model), resized_arguments(args, kwargs or {}))
+    return with_levels(diagnose(trace, prober, first_break=first_break))
+
+
+def size_rule(model: nn.Module, *args: Any, **kwargs: Any) -> SizeRule | None:
+    """The input sizes `model` accepts, per spatial axis, found from a call like `model(*args, **kwargs)`.
+
+    Traces a meta copy of the model (the model itself is not run), so it costs a few meta traces
+    whatever device the arguments are on. The first argument of three or more dims is the image
+    (1-D, 2-D or 3-D); every tensor of its spatial size is resized with it.
+
+    Returns:
+        The rule (`rule.accepts(size)`, `rule.axes`, `rule.nearest`), or None when no argument has
+        spatial axes or no size within reach runs.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C stopped a probe.
+    """
+    prober = Prober(lambda: meta_copy(model), resized_arguments(args, kwargs))
+    image = next((arg for arg in (*args, *kwargs.values()) if isinstance(arg, torch.Tensor) and arg.dim() >= 3), None)
+    if image is None:
+        return None
+    try:
+        return size_rule_of(prober.trace_at(tuple(image.shape[2:])), prober)
+    except ProbesUnavailable:
+        return None
 
 
 def trace_sizes(
@@ -61,6 +104,7 @@ def trace_sizes(
     kwargs: dict[str, Sequence[int]] | None = None,
     device: str = "meta",
     dtypes: Sequence[torch.dtype] | None = None,
+    cost: CostOptions | None = None,
 ) -> Trace:
     """Make tensors of the given sizes on `device` and trace `model` on them.
 
@@ -72,6 +116,7 @@ def trace_sizes(
         kwargs: keyword tensors by shape, e.g. `{"encoder_hidden_states": (1, 77, 768)}`.
         device: "meta" (default), "cpu" or "cuda".
         dtypes: one dtype per positional tensor (default float32).
+        cost: count FLOPs and bytes too (`Trace.cost`), and search a budget on meta.
 
     Returns:
         The Trace, with the size rule attached when a size broke.
@@ -83,7 +128,8 @@ def trace_sizes(
         timestep_value=None if isinstance(timestep, bool) else timestep,
         keywords={name: (tuple(shape), torch.float32) for name, shape in (kwargs or {}).items()},
     )
-    return trace_inputs(model, inputs, resolve_device(device), probe_model=model if device == "meta" else None)
+    probe_model = model if device == "meta" else None
+    return trace_inputs(model, inputs, resolve_device(device), probe_model=probe_model, cost=cost)
 
 
 def trace_inputs(
@@ -94,19 +140,47 @@ def trace_inputs(
     probe_model: nn.Module | None = None,
     first_break: bool = False,
     config: Sequence[tuple[str, str]] = (),
+    cost: CostOptions | None = None,
 ) -> Trace:
-    """Trace on tensors made from `inputs`; probe sizes on `probe_model` (a meta copy) if given."""
+    """Trace on tensors made from `inputs`; probe sizes (and a budget) on `probe_model`, a meta copy, if given."""
     args, kwargs = inputs.make(device)
-    trace = observe(model, args, kwargs, first_break=first_break, config=config)
+    trace = observe(model, args, kwargs, first_break=first_break, config=config, cost=cost)
     if inputs.timestep and _wants_float_timestep(trace):
         inputs = SizedInputs(inputs.positional, True, inputs.timestep_value, inputs.keywords, torch.float32)
         args, kwargs = inputs.make(device)
-        trace = observe(model, args, kwargs, first_break=first_break, config=config)
+        trace = observe(model, args, kwargs, first_break=first_break, config=config, cost=cost)
     if probe_model is None:
-        return explain(trace)
+        return with_levels(explain(trace))
     meta = torch.device("meta")
-    arguments_at: Callable[[int, int], tuple[list[Any], dict[str, Any]]] = lambda h, w: inputs.make(meta, (h, w))  # noqa: E731
-    return explain(with_size_rule(trace, probe_model, arguments_at))
+    if cost is not None and cost.budget is not None:
+        from shapetrace.tracing.cost.budget import with_budget
+
+        trace = with_budget(trace, probe_model, *inputs.make(meta))
+    prober = Prober(lambda: probe_model, lambda size: inputs.make(meta, size))
+    return with_levels(diagnose(trace, prober, first_break=first_break))
+
+
+def diagnose(trace: Trace, prober: Prober | None, *, first_break: bool = False) -> Trace:
+    """The analysis of a fresh trace: its size rule, its causes, and each fix verified by a re-trace.
+
+    Args:
+        trace: what `observe` recorded.
+        prober: re-traces a meta model at other sizes and with fixes applied; None explains only.
+        first_break: the trace stopped at its first break, so later breaks are unknown to it.
+    """
+    explained = explain(trace)
+    if prober is None or not (explained.causes or explained.warnings):
+        return explained  # nothing to probe or verify: no prober model is built
+    try:
+        explained = explain(with_size_rule(trace, prober))
+        return verify_fixes(explained, prober, first_break=first_break) if explained.causes else explained
+    except ProbesUnavailable:
+        return explain(trace)  # every fix stays labelled unverified
+    except KeyboardInterrupt:
+        # Ctrl-C while probing sizes or checking fixes: the trace itself is whole; say it stopped.
+        stopped = Break(0, 0, BreakKind.INTERRUPTED, "", "KeyboardInterrupt") if trace.layers else None
+        breaks = trace.breaks + ((stopped,) if stopped is not None else ())
+        return explain(dataclasses.replace(trace, breaks=breaks))
 
 
 def _wants_float_timestep(trace: Trace) -> bool:

@@ -51,3 +51,27 @@ def describe_change(inputs: Sequence[int], outputs: Sequence[int]) -> str:
     if tuple(inputs[2:]) != tuple(outputs[2:]) and len(inputs) == len(outputs):
         changes.append(f"size {format_size(inputs[2:])}→{format_size(outputs[2:])}")
     return ", ".join(changes)
+
+
+_SI_PREFIXES = ("", "k", "M", "G", "T", "P", "E")
+
+
+def format_count(count: int) -> str:
+    """ "1.09 G": a count of FLOPs, MACs or parameters with an SI prefix, three significant digits."""
+    return _si(count, "")
+
+
+def format_bytes(count: int) -> str:
+    """ "27.8 MB": bytes with an SI prefix (1 MB = 10**6 bytes, as `--budget 24GB` reads it)."""
+    return _si(count, "B")
+
+
+def _si(count: int, unit: str) -> str:
+    if count < 1000:
+        return f"{count} {unit}".rstrip()
+    value, prefix = float(count), 0
+    while value >= 999.5 and prefix < len(_SI_PREFIXES) - 1:
+        value /= 1000
+        prefix += 1
+    digits = 2 if value < 9.995 else 1 if value < 99.95 else 0
+    return f"{value:.{digits}f} {_SI_PREFIXES[prefix]}{unit}"

@@ -1,4 +1,8 @@
-"""Trace <-> JSON, schema 1: the public contract of `--format json` and `shapetrace diff`.
+"""Trace <-> JSON, schema 2: the public contract of `--format json` and `shapetrace diff`.
+
+Schema 2 adds `causes` (each root cause once, with its fixes and the breaks it explains),
+`resamplings` (the geometry of every op that changed a spatial size), a per-axis
+`size_rule` and the cost of a `--cost` trace (`jsoncost`); files of schema 1 are still read.
 
 Reading validates every field and raises TraceFileError naming the bad value, so a
 truncated, foreign or hostile file gives one clear line, never a traceback.
@@ -6,18 +10,26 @@ truncated, foreign or hostile file gives one clear line, never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from enum import StrEnum
 from typing import Any
 
+from shapetrace import jsoncost
 from shapetrace.errors import TraceFileError
 from shapetrace.records import (
+    AxisRule,
     Break,
     BreakKind,
     BreakSide,
+    Cause,
+    CauseKind,
+    Fix,
     LayerRecord,
     LayerStatus,
     MergeOp,
+    Resampling,
+    ResamplingKind,
     Shape,
     ShapeWarning,
     SideRole,
@@ -27,14 +39,18 @@ from shapetrace.records import (
     WarningKind,
 )
 
-SCHEMA = 1
+SCHEMA = 2
+READABLE_SCHEMAS = (1, 2)
 _MAX_INT = 2**62  # larger than any real extent or parameter count; rejects hostile numbers
 _MAX_FILE = 50_000_000  # characters: a 10,000-layer trace is a few MB
 _MAX_STRING = 10_000  # characters in one name or message
 
 
 def dumps(trace: Trace, indent: int | None = 2) -> str:
-    return json.dumps(to_dict(trace), indent=indent)
+    data = to_dict(trace)
+    if trace.cost is not None:
+        jsoncost.add_cost(data, trace.cost)
+    return json.dumps(data, indent=indent)
 
 
 def to_dict(trace: Trace) -> dict[str, Any]:
@@ -116,14 +132,9 @@ def to_dict(trace: Trace) -> dict[str, Any]:
             }
             for warning in trace.warnings
         ],
-        "size_rule": None
-        if trace.size_rule is None
-        else {
-            "multiple": trace.size_rule.multiple,
-            "minimum": trace.size_rule.minimum,
-            "nearest": list(trace.size_rule.nearest),
-            "exact": trace.size_rule.exact,
-        },
+        "size_rule": _size_rule_dict(trace.size_rule),
+        "causes": [_cause_dict(cause, name) for cause in trace.causes],
+        "resamplings": [_resampling_dict(record, name) for record in trace.resamplings],
     }
 
 
@@ -144,8 +155,9 @@ def loads(text: str) -> Trace:
 def from_dict(data: Any) -> Trace:
     reader = _Reader(data, "trace")
     schema = reader.get("schema", int)
-    if schema != SCHEMA:
-        raise TraceFileError(f"trace file has schema {schema}, expected {SCHEMA}")
+    if schema not in READABLE_SCHEMAS:
+        expected = " or ".join(str(number) for number in READABLE_SCHEMAS)
+        raise TraceFileError(f"trace file has schema {schema}, expected {expected}")
     layers = tuple(_layer(item) for item in reader.items("layers"))
     count = len(layers)
     trace = Trace(
@@ -156,9 +168,14 @@ def from_dict(data: Any) -> Trace:
         skips=tuple(_skip(item, count) for item in reader.items("skips")),
         breaks=tuple(_break(item, count) for item in reader.items("breaks")),
         warnings=tuple(_warning(item, count) for item in reader.items("warnings", required=False)),
-        size_rule=_size_rule(data.get("size_rule")),
+        size_rule=_size_rule(data.get("size_rule"), reader.shapes("inputs")),
         device=reader.get("device", str, default="meta"),
         config=_config(reader.get("config", list, default=[])),
+        resamplings=tuple(_resampling(item, count) for item in reader.items("resamplings", required=False)),
+        cost=jsoncost.read_cost(data, _Reader),
+    )
+    trace = dataclasses.replace(
+        trace, causes=tuple(_cause(item, count, len(trace.breaks)) for item in reader.items("causes", required=False))
     )
     _check_tree(layers)
     return trace
@@ -268,15 +285,131 @@ def _config(pairs: list[Any]) -> tuple[tuple[str, str], ...]:
     return tuple((key, value) for key, value in pairs)
 
 
-def _size_rule(item: Any) -> SizeRule | None:
+def _size_rule_dict(rule: SizeRule | None) -> dict[str, Any] | None:
+    if rule is None:
+        return None
+    return {
+        "axes": [
+            {"axis": axis.axis, "modulus": axis.modulus, "residues": list(axis.residues), "minimum": axis.minimum}
+            for axis in rule.axes
+        ],
+        # One int where every axis has the same extent, else one extent per axis.
+        "nearest": [size[0] if len(set(size)) == 1 else list(size) for size in rule.nearest],
+        "exact": rule.exact,
+    }
+
+
+def _size_rule(item: Any, inputs: tuple[Shape, ...]) -> SizeRule | None:
     if item is None:
         return None
     reader = _Reader(item, "size_rule")
-    return SizeRule(
-        multiple=reader.get("multiple", int),
-        minimum=reader.get("minimum", int),
-        nearest=reader.shape("nearest", default=()),
-        exact=reader.get("exact", bool, default=True),
+    if "axes" not in item:
+        return _size_rule_of_schema_1(reader, inputs)
+    axes = []
+    for axis_item in reader.items("axes"):
+        axis = _Reader(axis_item, "size_rule axis")
+        modulus = axis.get("modulus", int)
+        if modulus < 1:
+            raise TraceFileError(f"size_rule axis field 'modulus' is {modulus}, expected at least 1")
+        rule = AxisRule(axis.get("axis", int), modulus, axis.shape("residues"), axis.get("minimum", int))
+        axes.append(rule)
+    nearest = tuple(_extents(size, len(axes)) for size in reader.items("nearest", required=False))
+    return SizeRule(axes=tuple(axes), nearest=nearest, exact=reader.get("exact", bool, default=True))
+
+
+def _size_rule_of_schema_1(reader: _Reader, inputs: tuple[Shape, ...]) -> SizeRule:
+    """`{multiple, minimum, nearest}`: the same multiple on every spatial axis of the first image input."""
+    multiple, minimum = reader.get("multiple", int), reader.get("minimum", int)
+    if multiple < 1:
+        raise TraceFileError(f"size_rule field 'multiple' is {multiple}, expected at least 1")
+    image = next((shape for shape in inputs if len(shape) >= 3), (0, 0, 0, 0))
+    axes = tuple(AxisRule(axis, multiple, (0,), minimum) for axis in range(2, len(image)))
+    nearest = tuple((size,) * len(axes) for size in reader.shape("nearest", default=()))
+    return SizeRule(axes=axes, nearest=nearest, exact=reader.get("exact", bool, default=True))
+
+
+def _extents(value: Any, count: int) -> Shape:
+    """A nearest size: an int for every axis alike, or one extent per axis."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _shape([value] * count, "size_rule field 'nearest'")
+    size = _shape(value, "size_rule field 'nearest'")
+    if len(size) != count:
+        raise TraceFileError(f"size_rule field 'nearest' has {list(size)}, expected {count} extents (one per axis)")
+    return size
+
+
+def _cause_dict(cause: Cause, name: Any) -> dict[str, Any]:
+    return {
+        "kind": cause.kind,
+        "layer": name(cause.layer),
+        "layer_index": cause.layer,
+        "text": cause.text,
+        "fixes": [{"text": fix.text, "verified": fix.verified, "action": list(fix.action)} for fix in cause.fixes],
+        "breaks": list(cause.breaks),
+    }
+
+
+def _cause(item: Any, count: int, breaks: int) -> Cause:
+    reader = _Reader(item, "cause")
+    fixes = []
+    for fix in reader.items("fixes", required=False):
+        fix_reader = _Reader(fix, "fix")
+        action = fix_reader.get("action", list, default=[])
+        if not all(isinstance(word, str) and len(word) <= _MAX_STRING for word in action):
+            raise TraceFileError(f"fix field 'action' is {action!r:.40}, expected a list of strings")
+        fixes.append(Fix(fix_reader.get("text", str), fix_reader.get("verified", bool, default=False), tuple(action)))
+    explained = reader.shape("breaks", default=())
+    for index in explained:
+        if index >= breaks:
+            raise TraceFileError(f"cause field 'breaks' has {index}, expected a break index below {breaks}")
+    return Cause(
+        kind=reader.choice("kind", CauseKind),
+        layer=reader.index("layer_index", count),
+        text=reader.get("text", str),
+        fixes=tuple(fixes),
+        breaks=explained,
+    )
+
+
+def _resampling_dict(record: Resampling, name: Any) -> dict[str, Any]:
+    return {
+        "layer": name(record.layer),
+        "layer_index": record.layer,
+        "kind": record.kind,
+        "op": record.op,
+        "input_size": list(record.input_size),
+        "output_size": list(record.output_size),
+        "position": record.position,
+        "kernel": list(record.kernel),
+        "stride": list(record.stride),
+        "padding": list(record.padding),
+        "dilation": list(record.dilation),
+        "output_padding": list(record.output_padding),
+        "ceil_mode": record.ceil_mode,
+        "scale": [list(ratio) for ratio in record.scale],
+    }
+
+
+def _resampling(item: Any, count: int) -> Resampling:
+    reader = _Reader(item, "resampling")
+    scale = reader.items("scale", required=False)
+    ratios = tuple(_shape(ratio, "resampling field 'scale'") for ratio in scale)
+    if not all(len(ratio) == 2 and ratio[1] > 0 for ratio in ratios):
+        raise TraceFileError(f"resampling field 'scale' is {scale!r:.40}, expected [numerator, denominator] pairs")
+    return Resampling(
+        layer=reader.index("layer_index", count),
+        kind=reader.choice("kind", ResamplingKind),
+        op=reader.get("op", str),
+        input_size=reader.shape("input_size"),
+        output_size=reader.shape("output_size"),
+        position=reader.get("position", int, default=0),
+        kernel=reader.shape("kernel", default=()),
+        stride=reader.shape("stride", default=()),
+        padding=reader.shape("padding", default=()),
+        dilation=reader.shape("dilation", default=()),
+        output_padding=reader.shape("output_padding", default=()),
+        ceil_mode=reader.get("ceil_mode", bool, default=False),
+        scale=tuple((ratio[0], ratio[1]) for ratio in ratios),
     )
 
 

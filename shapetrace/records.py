@@ -45,6 +45,8 @@ class BreakKind(StrEnum):
     """The forward read tensor values (.item(), .tolist(), `if tensor:`), which meta tensors lack."""
     INTERRUPTED = "interrupted"
     """Ctrl-C stopped the forward; the trace holds what ran before."""
+    ORDER = "order"
+    """Skips paired against mirror order (first in, first out; a level fed by another resolution)."""
 
 
 class SideRole(StrEnum):
@@ -75,6 +77,169 @@ class WarningKind(StrEnum):
     """A padded strided leaf rounded an odd size up (65 → 33)."""
     CROPPED_OUTPUT = "cropped output"
     """The model's output is smaller than its input (unpadded convolutions)."""
+    OUTPUT_RESOLUTION = "output resolution"
+    """The model's output is at another resolution than its input, and nothing crops or pads on purpose."""
+
+
+class ResamplingKind(StrEnum):
+    """Which kind of op changed a spatial size."""
+
+    POOL = "pool"
+    CONV = "conv"
+    """A strided, dilated or unpadded convolution."""
+    CONV_TRANSPOSE = "conv transpose"
+    INTERPOLATE = "interpolate"
+    """Interpolation by a scale factor (F.interpolate, nn.Upsample)."""
+    RESIZE = "resize"
+    """Interpolation to a given size: the output's size is whatever the caller asked for."""
+    PIXEL_UNSHUFFLE = "pixel unshuffle"
+    PIXEL_SHUFFLE = "pixel shuffle"
+
+
+class CauseKind(StrEnum):
+    """What one root cause of one or more breaks is."""
+
+    ROUNDING = "rounding"
+    """A resampling op floored or rounded up a size its stride does not divide."""
+    OUTPUT_PADDING = "output padding"
+    """A ConvTranspose without the output_padding that would make it undo its downsampler."""
+    WRONG_LEVEL = "wrong level"
+    """A skip taken from a down level of another resolution than the up level it joins."""
+    ORDER = "order"
+    """Skips consumed against mirror order (first in, first out, or resized to fit another level)."""
+    CHANNELS = "channels"
+    """A layer built for another channel count than it receives."""
+    TOO_SMALL = "too small"
+    """The size shrank below what a layer can take."""
+    OTHER = "other"
+    """A failure that is not about shapes (an error, a value read on meta, Ctrl-C)."""
+
+
+class CostMode(StrEnum):
+    """Which whole-model estimate a memory budget is checked against."""
+
+    INFERENCE = "inference"
+    """Evaluation mode under no_grad: the peak of live tensors, plus the parameters."""
+    TRAIN = "train"
+    """Parameters, gradients, optimizer state, saved activations and the largest transient."""
+
+
+class Optimizer(StrEnum):
+    """The optimizer whose state a training estimate holds."""
+
+    ADAM = "adam"
+    """Two tensors per trainable parameter (exp_avg, exp_avg_sq), of its dtype."""
+    SGD = "sgd"
+    """torch.optim.SGD's default (momentum 0): no state."""
+
+
+@dataclass(frozen=True, slots=True)
+class CostOptions:
+    """What a cost trace estimates: the mode its verdict uses, the optimizer, checkpointing, a budget."""
+
+    mode: CostMode = CostMode.INFERENCE
+    optimizer: Optimizer = Optimizer.ADAM
+    checkpointing: bool = False
+    """Model per-block activation checkpointing: each block keeps only its inputs for backward."""
+    budget: int | None = None
+    """Bytes available (GB = 10**9); None for no verdict."""
+
+
+@dataclass(frozen=True, slots=True)
+class LayerCost:
+    """The cost of one call. Values are per call; a container's include its children's."""
+
+    flops: int
+    """Forward FLOPs, as torch.utils.flop_counter.FlopCounterMode counts them (a multiply-add is 2)."""
+    other_flops: int
+    """Estimated FLOPs of the ops FlopCounterMode has no formula for (norms, elementwise, resampling)."""
+    macs: int
+    """Mult-adds as torchinfo counts them, summed over the leaf layers."""
+    output_bytes: int
+    """Bytes of this call's own outputs."""
+    saved_bytes: int
+    """Bytes autograd would save for backward in training, once per storage, parameters excluded."""
+    trainable_params: int
+    frozen_params: int
+    param_bytes: int
+    kernel: Shape = ()
+    """The module's kernel_size, where it has one."""
+    dtype: str = ""
+    """The dtype of the first output ("float32")."""
+    attention_tokens: int = 0
+    """The longest query sequence of an attention op (scaled dot-product, multi-head) in this call."""
+    attention_flops: int = 0
+    """The FLOPs of attention's two quadratic products (scores and weighted values)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LevelCost:
+    """The cost of one level of the U: the display rows at one resolution on one side."""
+
+    level: int
+    """0 for the input resolution, growing as the size shrinks."""
+    side: str
+    """"down", "mid" or "up"."""
+    size: Shape
+    """The spatial size the level works at."""
+    flops: int
+    activation_bytes: int
+    """Bytes of the outputs of the level's leaf calls."""
+    saved_bytes: int
+    params: int
+    skip_bytes: int = 0
+    """Bytes of the skips this down level holds across the bottleneck until its up level uses them."""
+    attention_tokens: int = 0
+    attention_flops: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Whether the model fits a memory budget, and the largest batch and size that do."""
+
+    bytes: int
+    mode: CostMode
+    fits: bool
+    """The estimate of `mode` at the traced batch and size is at most `bytes` (no safety margin)."""
+    max_batch: int
+    """The largest batch that fits at the traced size; 0 when none does."""
+    max_size: int
+    """The largest square size the model accepts that fits at the traced batch; 0 when none does."""
+
+
+@dataclass(frozen=True, slots=True)
+class CostSummary:
+    """Whole-model FLOPs and memory at the traced size, batch and dtype."""
+
+    flops: int
+    other_flops: int
+    macs: int
+    params: int
+    trainable_params: int
+    frozen_params: int
+    param_bytes: int
+    param_bytes_by_dtype: tuple[tuple[str, int], ...]
+    """(dtype, bytes) of the parameters, largest first."""
+    buffer_bytes: int
+    input_bytes: int
+    activation_peak_bytes: int
+    """The peak of live tensors (inputs included) at op boundaries, in evaluation under no_grad."""
+    inference_peak_bytes: int
+    """Parameters and buffers plus the activation peak."""
+    saved_bytes: int
+    """Bytes kept for backward: every call's saved tensors, or with checkpointing the blocks' inputs
+    plus the largest block's own."""
+    gradient_bytes: int
+    optimizer_bytes: int
+    transient_bytes: int
+    """The largest short-lived tensors of training: an op's output gradient and its input gradient."""
+    train_peak_bytes: int
+    options: CostOptions = CostOptions()
+    layers: tuple[LayerCost, ...] = ()
+    """One per layer of the trace, in the same order: `trace.cost.layers[layer.index]`."""
+    levels: tuple[LevelCost, ...] = ()
+    """Filled by the analysis (`shapetrace.analysis.cost`)."""
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,17 +335,89 @@ class ShapeWarning:
 
 
 @dataclass(frozen=True, slots=True)
-class SizeRule:
-    """The spatial sizes this model accepts, found by tracing it at other sizes."""
+class Resampling:
+    """One op that changes a spatial size, with its geometry per spatial axis.
 
-    multiple: int
-    """H and W must be multiples of this."""
+    Recorded for torch's resampling modules (from their attributes) and for the functions the
+    function mode sees outside them (F.max_pool2d, F.interpolate, ...), so the analysis can read
+    each floor and ceil instead of guessing it.
+    """
+
+    layer: int
+    """Index of the call it ran in: the module itself, or the call whose forward called the function."""
+    kind: ResamplingKind
+    op: str
+    """The module's class name ("ConvTranspose2d") or the function's name ("max_pool2d")."""
+    input_size: Shape
+    """The spatial extents it received."""
+    output_size: Shape
+    """The spatial extents it returned."""
+    position: int
+    """How many calls had begun when it ran: orders it among the calls and the other ops."""
+    kernel: Shape = ()
+    stride: Shape = ()
+    """Per axis; for pixel (un)shuffle the factor."""
+    padding: Shape = ()
+    dilation: Shape = ()
+    output_padding: Shape = ()
+    ceil_mode: bool = False
+    scale: tuple[tuple[int, int], ...] = ()
+    """Interpolation scale per axis as (numerator, denominator): output = floor(input * n / d)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """One concrete change, and whether a re-trace with it applied came out clean."""
+
+    text: str
+    verified: bool = False
+    """True only when a re-trace with the fix applied was clean and paired the skips in mirror order."""
+    action: tuple[str, ...] = ()
+    """What a re-trace applies to check it, as words: ("size", "224", "224"), ("in_channels", "ups.0", "96")."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """The one root of one or more breaks."""
+
+    kind: CauseKind
+    layer: int
+    """Index of the call the cause is at (the rounding op, the block built wrong, the merge)."""
+    text: str
+    fixes: tuple[Fix, ...] = ()
+    breaks: tuple[int, ...] = ()
+    """Indices into Trace.breaks of the breaks it explains."""
+
+
+@dataclass(frozen=True, slots=True)
+class AxisRule:
+    """The extents one spatial axis accepts: `extent % modulus in residues and extent >= minimum`."""
+
+    axis: int
+    """The tensor dimension (2 for H of a (B, C, H, W) input, 2 for the length of (B, C, L))."""
+    modulus: int
+    residues: tuple[int, ...]
     minimum: int
-    """The smallest size that traces cleanly."""
-    nearest: tuple[int, ...] = ()
-    """The valid sizes nearest the requested one, below and above."""
+
+    def accepts(self, extent: int) -> bool:
+        return extent >= self.minimum and extent % self.modulus in self.residues
+
+
+@dataclass(frozen=True, slots=True)
+class SizeRule:
+    """The spatial sizes this model accepts, per axis."""
+
+    axes: tuple[AxisRule, ...]
+    nearest: tuple[Shape, ...] = ()
+    """Sizes (one extent per axis) nearest the requested one that the model was traced at and accepts."""
     exact: bool = True
-    """False when the valid sizes follow no single multiple in the searched window."""
+    """True when read from the resampling records and confirmed by probes; False for a probed guess."""
+
+    def accepts(self, size: Shape) -> bool:
+        """Whether every axis accepts its extent of `size` (the spatial extents, in axis order)."""
+        return len(size) == len(self.axes) and all(
+            rule.accepts(extent) for rule, extent in zip(self.axes, size, strict=True)
+        )
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -201,6 +438,12 @@ class Trace:
     device: str = "meta"
     config: tuple[tuple[str, str], ...] = ()
     """Free-form key/value pairs shown in titles ("chs", "1,2,4,8")."""
+    resamplings: tuple[Resampling, ...] = ()
+    """Every op that changed a spatial size, in the order they ran."""
+    causes: tuple[Cause, ...] = ()
+    """The root causes of the breaks, each once, written by the analysis."""
+    cost: CostSummary | None = None
+    """Whole-model FLOPs and memory, with `--cost`; None otherwise."""
 
     @property
     def ok(self) -> bool:
@@ -226,6 +469,10 @@ class Trace:
     def _repr_svg_(self) -> str | None:
         """The U-shaped diagram, when Jupyter displays a Trace (None without Graphviz's dot)."""
         return _VIEWS["svg"](self)  # type: ignore[no-any-return]
+
+    def _repr_html_(self) -> str:
+        """The interactive HTML report, framed to the width of a notebook cell."""
+        return _VIEWS["html"](self)  # type: ignore[no-any-return]
 
     def to_json(self, *, indent: int | None = 2) -> str:
         """The trace as JSON text (the public schema; see `shapetrace.jsonio`)."""
@@ -263,7 +510,7 @@ class SweepResult:
 
 
 _VIEWS: dict[str, Callable[..., Any]] = {}
-"""How a Trace shows and serialises itself, by name: "text", "rich", "svg", "json", "from_json".
+"""How a Trace shows and serialises itself, by name: "text", "rich", "svg", "html", "json", "from_json".
 
 Records sit below every layer that reads them and import none of them: the package root
 (`shapetrace/__init__.py`), always imported before this module, registers the views, each

@@ -54,11 +54,10 @@ def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
 
 def render(renderable: RenderableType, width: int = 120) -> str:
     """Plain text of a rich renderable, as a fixed-width console without colour prints it."""
-    console = Console(width=width, file=io.StringIO(), color_system=None, legacy_windows=False, force_terminal=False)
+    buffer = io.StringIO()
+    console = Console(width=width, file=buffer, color_system=None, legacy_windows=False, force_terminal=False)
     console.print(renderable)
-    output = console.file.getvalue()
-    assert isinstance(output, str)
-    return output
+    return buffer.getvalue()
 
 
 def meta_unet(
@@ -82,11 +81,12 @@ def trace_unet(
     n_channels: int = 64,
     variant: str = "fixed",
     batch: int = 2,
+    verify: bool = True,
 ) -> Trace:
     height, width = (size, size) if isinstance(size, int) else size
     model = meta_unet(chs, n_channels, variant=variant)
     config = reference_config(chs, n_channels, variant)
-    return run_trace(model, unet_inputs(height, width, batch), config=config)
+    return run_trace(model, unet_inputs(height, width, batch), config=config, verify=verify)
 
 
 @pytest.fixture

@@ -29,11 +29,17 @@ from shapetrace.records import (
     DOWNSTREAM,
     FAILED,
     OK,
+    AxisRule,
     Break,
     BreakKind,
     BreakSide,
+    Cause,
+    CauseKind,
+    Fix,
     LayerRecord,
     MergeOp,
+    Resampling,
+    ResamplingKind,
     Shape,
     ShapeWarning,
     SideRole,
@@ -200,13 +206,50 @@ def shape_warnings(draw: st.DrawFn, count: int) -> ShapeWarning:
     )
 
 
-size_rules = st.builds(
-    SizeRule,
-    multiple=st.integers(1, 1024),
-    minimum=counts,
-    nearest=st.lists(counts, max_size=3).map(tuple),
-    exact=st.booleans(),
-)
+@st.composite
+def size_rules(draw: st.DrawFn) -> SizeRule:
+    """One rule per spatial axis (1 to 3 of them), and nearest sizes with one extent per axis."""
+    count = draw(st.integers(1, 3))
+    axes = []
+    for axis in range(2, 2 + count):
+        modulus = draw(st.integers(1, 1024))
+        residues = tuple(sorted(draw(st.sets(st.integers(0, modulus - 1), max_size=3))))
+        axes.append(AxisRule(axis, modulus, residues, draw(counts)))
+    nearest = draw(st.lists(st.lists(counts, min_size=count, max_size=count).map(tuple), max_size=3))
+    return SizeRule(tuple(axes), tuple(nearest), exact=draw(st.booleans()))
+
+
+@st.composite
+def resamplings(draw: st.DrawFn, count: int) -> Resampling:
+    axes = draw(st.integers(1, 3))
+    per_axis = st.lists(small_ints.map(abs), min_size=axes, max_size=axes).map(tuple)
+    return Resampling(
+        layer=draw(st.integers(0, count - 1)),
+        kind=draw(st.sampled_from(list(ResamplingKind))),
+        op=draw(labels),
+        input_size=draw(per_axis),
+        output_size=draw(per_axis),
+        position=draw(counts),
+        kernel=draw(per_axis),
+        stride=draw(per_axis),
+        padding=draw(per_axis),
+        dilation=draw(per_axis),
+        output_padding=draw(st.just(()) | per_axis),
+        ceil_mode=draw(st.booleans()),
+        scale=draw(st.just(()) | st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4)), max_size=3).map(tuple)),
+    )
+
+
+@st.composite
+def causes(draw: st.DrawFn, count: int, breaks: int) -> Cause:
+    fixes = st.builds(Fix, texts, st.booleans(), st.lists(texts, max_size=2).map(tuple))
+    return Cause(
+        kind=draw(st.sampled_from(list(CauseKind))),
+        layer=draw(st.integers(-1 if count == 0 else 0, max(count - 1, -1))),
+        text=draw(texts),
+        fixes=tuple(draw(st.lists(fixes, max_size=2))),
+        breaks=tuple(draw(st.lists(st.integers(0, breaks - 1), max_size=3))) if breaks else (),
+    )
 
 
 @st.composite
@@ -219,17 +262,20 @@ def traces(draw: st.DrawFn, max_layers: int = 12, min_layers: int = 0) -> Trace:
         """Up to `most` items; none without layers, which they would have to name."""
         return tuple(draw(st.lists(strategy, max_size=most))) if count else ()
 
+    drawn_breaks = tuple(draw(st.lists(breaks(count), max_size=3 if count else 1)))
     return Trace(
         model=draw(labels),
         inputs=draw(shape_lists(3)),
         outputs=draw(shape_lists()),
         layers=layers,
         skips=some(skip_pairs(count), 5),  # type: ignore[arg-type]
-        breaks=tuple(draw(st.lists(breaks(count), max_size=3 if count else 1))),
+        breaks=drawn_breaks,
         warnings=some(shape_warnings(count), 2),  # type: ignore[arg-type]
-        size_rule=draw(st.none() | size_rules),
+        size_rule=draw(st.none() | size_rules()),
         device=draw(st.sampled_from(("meta", "cpu", "cuda")) | texts),
         config=tuple(draw(st.dictionaries(texts, texts, max_size=3)).items()),
+        resamplings=some(resamplings(count), 2),  # type: ignore[arg-type]
+        causes=tuple(draw(st.lists(causes(count, len(drawn_breaks)), max_size=2))),
     )
 
 

@@ -43,7 +43,8 @@ class _Wide(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(self.batch_norm(self.group_norm(self.conv(x))))
         h = self.up(h)
-        return self.head(self.layer_norm(self.flatten(self.pool(h))))
+        output: torch.Tensor = self.head(self.layer_norm(self.flatten(self.pool(h))))
+        return output
 
 
 class _Attention(nn.Module):
@@ -61,7 +62,8 @@ class _Attention(nn.Module):
         tokens = self.norm(h.flatten(2).transpose(1, 2))
         # need_weights=False: the attention returns (output, None)
         attended, _ = self.attention(tokens, tokens, tokens, need_weights=False)
-        return h + attended.transpose(1, 2).reshape(batch, channels, height, width)
+        output: torch.Tensor = h + attended.transpose(1, 2).reshape(batch, channels, height, width)
+        return output
 
 
 def _attention(device: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
@@ -129,7 +131,7 @@ def _traced(case: str, device: str) -> Trace:
     return trace(model, *inputs)
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", list(CASES))
 def test_a_cpu_trace_records_what_a_meta_trace_records(case: str) -> None:
     on_meta, on_cpu = _traced(case, "meta"), _traced(case, "cpu")
     assert on_cpu.device == "cpu"
@@ -187,7 +189,8 @@ class _EntersAMode(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self.mode:
-            return self.conv(x)
+            output: torch.Tensor = self.conv(x)
+        return output
 
 
 def test_a_forward_with_its_own_function_mode_keeps_it() -> None:

@@ -27,7 +27,7 @@ from shapetrace import SizeRule, Trace, run_trace
 from shapetrace.analysis.placement import block_name, full_name
 from shapetrace.cli import main
 from shapetrace.models.reference import reference_config, trace_reference
-from shapetrace.records import Break
+from shapetrace.records import AxisRule, Break, SideRole
 from tests.conftest import meta_unet, trace_unet, unet_inputs
 from tests.fixtures.wrong_level import WrongLevelUNet
 
@@ -155,7 +155,7 @@ SIZE_IDS = [f"{case.size[0]}x{case.size[1]}" for case in SIZE_CASES]
 def _as_merge(trace: Trace, brk: Break) -> Merge:
     roles = {side.role: side for side in brk.sides}
     assert set(roles) == {"up path", "skip"}, brk.sides
-    up, skip = roles["up path"], roles["skip"]
+    up, skip = roles[SideRole.UP_PATH], roles[SideRole.SKIP]
     return Merge(
         full_name(trace, brk.layer),
         block_name(trace, up.producer),
@@ -195,11 +195,19 @@ def test_size_break_cause_is_the_first_odd_downsample(case: SizeCase) -> None:
         assert f"{case.odd} is not divisible by 2" in brk.cause
 
 
+def _nearest(case: SizeCase) -> tuple[tuple[int, ...], ...]:
+    """Every axis down to a multiple of 8, and every axis up to one (an axis that fits stays)."""
+    down = tuple(extent // 8 * 8 for extent in case.size)
+    up = tuple(-(-extent // 8) * 8 for extent in case.size)
+    return (down, up)
+
+
 @pytest.mark.parametrize("case", SIZE_CASES, ids=SIZE_IDS)
 def test_size_rule_and_fix_name_the_nearest_valid_sizes(case: SizeCase) -> None:
     trace = _reference(*case.size)
     # Sizes that halve three times: multiples of 8; 8 → 4 → 2 → 1 is the smallest; 224 and 232 around.
-    assert trace.size_rule == SizeRule(multiple=8, minimum=8, nearest=(224, 232), exact=True)
+    multiples_of_8 = tuple(AxisRule(axis, 8, (0,), 8) for axis in (2, 3))
+    assert trace.size_rule == SizeRule(multiples_of_8, nearest=_nearest(case), exact=True)
     for brk in trace.breaks:
         assert re.search(r"\bmultiple of 8\b", brk.fix), brk.fix
         assert re.search(r"\b224\b", brk.fix) and re.search(r"\b232\b", brk.fix), brk.fix
@@ -214,7 +222,10 @@ def test_every_floored_size_is_a_warning_in_the_trace_and_the_json(case: SizeCas
     assert [(w["layer"], tuple(w["input_size"]), tuple(w["output_size"])) for w in data["warnings"]] == got
     assert data["ok"] is False
     assert [brk["layer"] for brk in data["breaks"]] == [m.block for m in _predicted_size_breaks(*case.size)]
-    assert data["size_rule"] == {"multiple": 8, "minimum": 8, "nearest": [224, 232], "exact": True}
+    axes = [{"axis": axis, "modulus": 8, "residues": [0], "minimum": 8} for axis in (2, 3)]
+    # One int where both axes agree, else [H, W].
+    nearest = [size[0] if size[0] == size[1] else list(size) for size in _nearest(case)]
+    assert data["size_rule"] == {"axes": axes, "nearest": nearest, "exact": True}
 
 
 def test_cli_exits_1_and_its_json_is_the_api_trace(runner: CliRunner) -> None:
@@ -348,6 +359,8 @@ def test_first_break_reports_only_the_first_size_break() -> None:
 
 
 # --- a model nobody here wrote: the decoder takes its skips from the wrong levels ------------
+# Its decoder pops the skips first in, first out, so the one cause is their order (tests/test_causes.py
+# checks the cause record and its verified fix); each break's cause still names both sizes.
 
 
 def _wrong_level_trace(size: int) -> Trace:

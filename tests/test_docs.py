@@ -28,7 +28,7 @@ def test_committed_figure_sources_equal_fresh_ones() -> None:
         assert committed == text, f"docs/figures/{name} is stale: run `python docs/generate.py`"
 
 
-@pytest.mark.parametrize("name", ["default-unet", "size-break-225", "as-written"])
+@pytest.mark.parametrize("name", ["default-unet", "size-break-225", "as-written", "cost-unet"])
 def test_guide_embeds_each_diagram(name: str) -> None:
     guide = (DOCS / "guide.md").read_text(encoding="utf-8")
     assert f"figures/{name}.svg" in guide

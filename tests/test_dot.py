@@ -8,14 +8,16 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import cast
 
 import pytest
 import torch
+from rich.console import RenderableType
 from torch import nn
 
 from shapetrace.analysis import placement as analysis
 from shapetrace.api import run_trace
-from shapetrace.records import Break, LayerRecord, Shape, SkipPair, Trace
+from shapetrace.records import BROKEN, FAILED, Break, BreakKind, LayerRecord, MergeOp, Shape, SkipPair, Trace
 from shapetrace.render.dot import BREAK_COLOR, trace_dot
 from shapetrace.render.images import GraphvizMissingError, render_image
 from tests.conftest import trace_unet
@@ -218,10 +220,10 @@ def test_labels_are_escaped() -> None:
         inputs=((1, 3, 8, 8),),
         outputs=(),
         layers=(
-            LayerRecord(0, "", 'Net<"&">', 0, None, ((1, 3, 8, 8),), (), 0, "failed"),
-            LayerRecord(1, "a<b>", "Odd&Kind", 1, 0, ((1, 3, 8, 8),), ((1, 3, 8, 8),), 0, "broken"),
+            LayerRecord(0, "", 'Net<"&">', 0, None, ((1, 3, 8, 8),), (), 0, FAILED),
+            LayerRecord(1, "a<b>", "Odd&Kind", 1, 0, ((1, 3, 8, 8),), ((1, 3, 8, 8),), 0, BROKEN),
         ),
-        breaks=(Break(1, 1, "error", "a<b> raised: shape '[5, 7]' & \"x\" > y"),),
+        breaks=(Break(1, 1, BreakKind.ERROR, "a<b> raised: shape '[5, 7]' & \"x\" > y"),),
     )
     dot = trace_dot(trace)
     assert "<b>a&lt;b&gt;</b>" in dot
@@ -266,7 +268,7 @@ def test_a_rung_beside_a_main_edge_is_still_drawn() -> None:
         _bare_row(8, depth=2, parent=7, inputs=((),)),
         _bare_row(9),
     )
-    trace = Trace("Conv2d", (), (), layers, skips=(SkipPair(6, 7, "cat", 0, (), 0, ()),), device="meta")
+    trace = Trace("Conv2d", (), (), layers, skips=(SkipPair(6, 7, MergeOp.CAT, 0, (), 0, ()),), device="meta")
     dot = trace_dot(trace, depth=2)
     completed = subprocess.run(["dot", "-Tplain"], input=dot, text=True, capture_output=True, check=False)
     assert completed.returncode == 0, completed.stderr
@@ -347,7 +349,8 @@ def test_trace_shows_itself_as_svg_in_notebooks_and_as_the_table_in_rich() -> No
     from tests.conftest import render
 
     trace = trace_unet(32, (1, 2))
-    assert "✓ aligned" in render(trace)
+    # Trace.__rich__ is typed `object` (records does not import rich); rich takes it as a renderable.
+    assert "✓ aligned" in render(cast("RenderableType", trace))
     if shutil.which("dot") is None:
         assert trace._repr_svg_() is None
     else:

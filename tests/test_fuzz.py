@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,12 +24,26 @@ from hypothesis import strategies as st
 
 from shapetrace import Trace
 from shapetrace.analysis.placement import display_rows, placements
-from shapetrace.records import BROKEN, Break, BreakSide, LayerRecord, ShapeWarning, SkipPair, WarningKind
+from shapetrace.records import (
+    BROKEN,
+    Break,
+    BreakKind,
+    BreakSide,
+    LayerRecord,
+    MergeOp,
+    ShapeWarning,
+    SideRole,
+    SkipPair,
+    WarningKind,
+)
 from shapetrace.render.dot import trace_dot
 from shapetrace.render.table import trace_report, trace_table
 from shapetrace.render.tree import trace_tree
 from tests.conftest import render
 from tests.strategies import all_broken_traces, traces
+
+if TYPE_CHECKING:
+    from _typeshed import TraceFunction
 
 LONG = os.environ.get("SHAPETRACE_LONG_PROPERTIES", "") not in ("", "0")
 
@@ -110,7 +125,7 @@ def test_graphviz_accepts_the_dot_of_any_valid_trace(trace: Trace, depth: int) -
     [
         dataclasses.replace(ONE_LAYER_FOR_DOT, model="]"),
         dataclasses.replace(ONE_LAYER_FOR_DOT, model="\x9a"),
-        dataclasses.replace(ONE_LAYER_FOR_DOT, breaks=(Break(0, 0, "error", "]"),)),
+        dataclasses.replace(ONE_LAYER_FOR_DOT, breaks=(Break(0, 0, BreakKind.ERROR, "]"),)),
     ],
     ids=["model ]", "unprintable model", "break message ]"],
 )
@@ -139,8 +154,8 @@ ALL_BROKEN = Trace(
         LayerRecord(1, "conv", "Conv2d", 1, 0, ((1, 3, 9, 9),), (), 10, BROKEN),
     ),
     breaks=(
-        Break(0, 0, "error", "Net (Net) raised ValueError: no", "ValueError"),
-        Break(1, 1, "channels", "conv (Conv2d) expects 4 channels but receives 3", "conv2d", 1, expected=(4,)),
+        Break(0, 0, BreakKind.ERROR, "Net (Net) raised ValueError: no", "ValueError"),
+        Break(1, 1, BreakKind.CHANNELS, "conv (Conv2d) expects 4 channels but receives 3", "conv2d", 1, expected=(4,)),
     ),
 )
 
@@ -177,20 +192,23 @@ def _nested_unet(blocks_per_side: int, children: int) -> Trace:
                 layers.append(LayerRecord(len(layers), name, "Conv2d", depth, parent, (shape,), (shape,), 9))
     downs, ups = blocks[:blocks_per_side], blocks[blocks_per_side:]
     skips = tuple(
-        SkipPair(down + 1, up, "cat", 1, (2, 64, 32, 32), up - 1, (2, 64, 32, 32))
+        SkipPair(down + 1, up, MergeOp.CAT, 1, (2, 64, 32, 32), up - 1, (2, 64, 32, 32))
         for down, up in zip(downs, reversed(ups), strict=True)
     )
     last = ups[-1]
     brk = Break(
         last,
         last + 1,
-        "size",
+        BreakKind.SIZE,
         f"ups.{blocks_per_side - 1} (ResBlock): torch.cat(dim=1) joins up path [2, 64, 32, 32] and skip",
         "cat",
         1,
         "cause",
         "fix",
-        (BreakSide("up path", (2, 64, 32, 32), last - 1), BreakSide("skip", (2, 64, 33, 33), downs[0] + 1)),
+        (
+            BreakSide(SideRole.UP_PATH, (2, 64, 32, 32), last - 1),
+            BreakSide(SideRole.SKIP, (2, 64, 33, 33), downs[0] + 1),
+        ),
         (2, 64, 32, 32),
     )
     warning = ShapeWarning(downs[1], WarningKind.FLOORED, "downs.1 floored 33 → 16", (33, 33), (16, 16))
@@ -215,7 +233,7 @@ def _flat_unet(rows: int) -> Trace:
     shape = (2, 8, 32, 32)
     layers = [LayerRecord(0, "", "FlatUNet", 0, None, (shape,), (shape,), 1)]
     layers += [LayerRecord(i, f"blocks.{i}", "Conv2d", 1, 0, (shape,), (shape,), 1) for i in range(1, rows)]
-    skips = tuple(SkipPair(i, rows - i, "cat", 1, shape, rows - i - 1, shape) for i in range(1, rows // 2))
+    skips = tuple(SkipPair(i, rows - i, MergeOp.CAT, 1, shape, rows - i - 1, shape) for i in range(1, rows // 2))
     return Trace("FlatUNet", (shape,), (shape,), tuple(layers), skips)
 
 
@@ -223,7 +241,7 @@ def _lines_run(build: Callable[[Trace], object], trace: Trace) -> int:
     """Lines of Python executed by `build(trace)`: a measure of work that no machine load changes."""
     count = 0
 
-    def tracer(frame: FrameType, event: str, argument: object) -> Callable[..., object]:
+    def tracer(frame: FrameType, event: str, argument: object) -> TraceFunction:
         nonlocal count
         count += event == "line"
         return tracer

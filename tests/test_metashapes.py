@@ -27,8 +27,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.overrides import TorchFunctionMode
 
+from shapetrace.records import BreakKind
 from shapetrace.tracing import metashapes
-from shapetrace.tracing.metashapes import META_SHAPES
+from shapetrace.tracing.metashapes import META_SHAPES, ShapeMismatch
 
 Case = tuple[Callable[..., Any], Sequence[Any], dict[str, Any]]
 
@@ -75,20 +76,31 @@ def to_meta(value: Any) -> Any:
 def summary(result: Any) -> Any:
     if result is NotImplemented:
         return LEFT_TO_TORCH
+    if result is None:
+        return None  # (output, None): attention without its weights
     if isinstance(result, (tuple, list)):
         return tuple(summary(item) for item in result)
     return (tuple(result.shape), result.dtype)
 
 
 def outcome(function: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[Any, str]:
-    """The summary of `function(*args, **kwargs)`, or the type of what it raised; and the message."""
+    """The summary of `function(*args, **kwargs)`, or the type of what it raised; and the message.
+
+    A shape function's ShapeMismatch counts as the torch type it stands for; anything else a
+    shape function raises is a bug of its own, which never equals an outcome of torch's.
+    """
     try:
         # A shape function gives torch's shapes, not its advice: warnings are not outcomes here.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return summary(function(*args, **kwargs)), ""
+            result = function(*args, **kwargs)
+    except ShapeMismatch as error:
+        return error.torch_type, str(error)
     except Exception as error:  # noqa: BLE001 - whatever torch raises is compared
+        if getattr(function, "__module__", "").startswith("shapetrace."):
+            return f"{type(error).__name__}, not a ShapeMismatch", str(error)
         return type(error), str(error)
+    return summary(result), ""
 
 
 def raised_its_own_error(expected: Any, message: str) -> bool:
@@ -134,7 +146,7 @@ SOFTMAXES = [F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, torch.T
 
 
 @pytest.mark.parametrize("func", UNARY, ids=name_of)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=str)
 def test_unary_matches_torch(func: Callable[..., Any], dtype: torch.dtype) -> None:
     assert_agree((func, (ones(*shape, dtype=dtype),), {}) for shape in [(), (3,), (2, 3, 4)])
 
@@ -154,7 +166,7 @@ def test_gelu_approximation_matches_torch() -> None:
     assert_agree((F.gelu, (ones(2, 3),), {"approximate": approximate}) for approximate in ("none", "tanh", "x"))
 
 
-@pytest.mark.parametrize(("training", "inplace"), itertools.product([True, False], repeat=2))
+@pytest.mark.parametrize(("training", "inplace"), list(itertools.product([True, False], repeat=2)))
 def test_dropout_matches_torch(training: bool, inplace: bool) -> None:
     options = {"training": training, "inplace": inplace}
     assert_agree((F.dropout, (ones(2, 3),), {"p": p, **options}) for p in (0.0, 0.5, 1.0, 1.5))
@@ -280,6 +292,59 @@ def test_in_place_on_an_expanded_tensor_raises_like_torch() -> None:
         ones(3, 1).expand(3, 4).add_(1)
     with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
         metashapes.call(torch.Tensor.add_, (meta(3, 1).expand(3, 4), 1), {})
+
+
+def _on(device: str, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.zeros(shape, dtype=dtype, device=device)
+
+
+MISMATCHES: dict[str, tuple[Callable[..., Any], Callable[[str], tuple[Any, ...]], dict[str, Any], BreakKind, type]] = {
+    "broadcast": (torch.Tensor.add, lambda d: (_on(d, 2, 3, 4), _on(d, 5, 4)), {}, BreakKind.SIZE, RuntimeError),
+    "in place, another dtype": (
+        torch.Tensor.add_,
+        lambda d: (_on(d, 2, 3, dtype=torch.int64), 0.5),
+        {},
+        BreakKind.ERROR,
+        RuntimeError,
+    ),
+    "in place, overlapping": (
+        torch.Tensor.add_,
+        lambda d: (_on(d, 3, 1).expand(3, 4), 1),
+        {},
+        BreakKind.ERROR,
+        RuntimeError,
+    ),
+    "group norm of one value": (F.group_norm, lambda d: (_on(d, 1, 4, 1, 1), 4), {}, BreakKind.SIZE, ValueError),
+    "transposed output padding": (
+        torch.conv_transpose2d,
+        lambda d: (_on(d, 1, 2, 4, 4), _on(d, 2, 3, 3, 3)),
+        {"stride": 1, "output_padding": 1},
+        BreakKind.ERROR,
+        RuntimeError,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(MISMATCHES))
+def test_a_mismatch_carries_its_break_kind_and_torchs_type(name: str) -> None:
+    func, arguments, kwargs, kind, torch_type = MISMATCHES[name]
+    with pytest.raises(ShapeMismatch) as raised:
+        metashapes.call(func, arguments("meta"), kwargs)
+    assert raised.value.kind == kind
+    assert isinstance(raised.value, torch_type) and raised.value.torch_type is torch_type
+    with pytest.raises(torch_type, match=re.escape(str(raised.value)[:40])):
+        func(*arguments("cpu"), **kwargs)
+
+
+def test_a_shape_function_raising_a_plain_error_disagrees_with_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a ShapeMismatch stands for torch's error: anything else is a bug of the shape function."""
+
+    def plain(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        raise RuntimeError("The size of tensor a (3) must match the size of tensor b (5) at non-singleton dimension 1")
+
+    plain.__module__ = "shapetrace.tracing.metashapes.elementwise"
+    monkeypatch.setitem(META_SHAPES, torch.add, plain)  # type: ignore[misc]  # a dict keyed by callables
+    assert disagreement(torch.add, (ones(3), ones(5)), {}) is not None
 
 
 # --- convolution and linear ---------------------------------------------------------------
@@ -693,7 +758,7 @@ ROUTES: dict[str, Callable[[torch.Tensor], Any]] = {
 }
 
 
-@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("route", list(ROUTES))
 def test_the_function_that_arrives_has_a_shape_function(route: str) -> None:
     with Arrivals() as mode:
         ROUTES[route](meta(2, 3, 4, 4))

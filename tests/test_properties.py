@@ -43,7 +43,7 @@ class Config:
     @property
     def multiple(self) -> int:
         """What H and W must be multiples of: one 2×2 pool per level but the last."""
-        return 2 ** (len(self.chs) - 1)
+        return 1 << (len(self.chs) - 1)
 
     @property
     def aligned(self) -> bool:
@@ -71,7 +71,7 @@ def configs(
     """
     levels = draw(st.integers(1, 5))  # uniform: hypothesis would favour short lists
     chs = tuple(draw(st.lists(st.integers(1, 8), min_size=levels, max_size=levels)))
-    multiple = 2 ** (levels - 1)
+    multiple = 1 << (levels - 1)  # 2 ** (levels - 1), typed int
     want_aligned = draw(st.integers(0, 1)) == 1 if aligned is None else aligned
 
     def extent(divisible: bool) -> int:
@@ -108,7 +108,8 @@ def _model(chs: tuple[int, ...], n_channels: int, variant: str, img_channels: in
 def _traced(config: Config) -> tuple[UNet, tuple[torch.Tensor, ...], Trace]:
     model = _model(config.chs, config.n_channels, config.variant, config.img_channels)
     inputs = unet_inputs(config.height, config.width, config.batch, config.img_channels)
-    return model, inputs, run_trace(model, inputs)
+    # The tracer against torch: no size rule or fix verification (their own tests check them).
+    return model, inputs, run_trace(model, inputs, verify=False)
 
 
 def _blocks(trace: Trace, prefix: str, kind: str = "ResBlock") -> list[str]:

@@ -11,16 +11,23 @@ import pytest
 from rich.console import Console, RenderableType
 from rich.panel import Panel
 from rich.style import Style
-from rich.text import Text
+from rich.text import Span, Text
 
-from shapetrace.records import LayerRecord, SkipPair, Trace
+from shapetrace.records import BROKEN, OK, LayerRecord, MergeOp, SkipPair, Trace
+from shapetrace.render.block_table import BlockTable
 from shapetrace.render.fast_table import FastTable, Justify
+from shapetrace.render.plain import FILE_WIDTH
 from shapetrace.render.table import trace_report, trace_table
 from tests.conftest import render, trace_unet
 
 
 def test_default_unet_table(golden: Callable[[str, str], None]) -> None:
-    golden("test_default_unet_table.txt", render(trace_report(trace_unet(224))))
+    # At the width files and pipes get, every column has room: the table README shows.
+    golden("test_default_unet_table.txt", render(trace_report(trace_unet(224)), width=FILE_WIDTH))
+
+
+def test_default_unet_table_at_80_columns(golden: Callable[[str, str], None]) -> None:
+    golden("test_default_unet_table_at_80_columns.txt", render(trace_report(trace_unet(224)), width=80))
 
 
 def test_size_break_table(golden: Callable[[str, str], None]) -> None:
@@ -61,21 +68,27 @@ def _hostile_trace() -> Trace:
     layers = [LayerRecord(0, "", "Net", 0, None, (shape,), (shape,), 10)]
     for index, name in enumerate(names, start=1):
         kind = "Type\u00a0With\u00a0No\u00a0Break" if index == 2 else "[red]Conv2d"
-        layers.append(LayerRecord(index, name, kind, 1, 0, (shape,), ((1, 4000, 8, 8),), 2, "broken" * (index == 3)))
-    skips = (SkipPair(1, 4, "cat", 1, shape, 3, shape), SkipPair(2, 5, "cat", 1, shape, 4, shape))
+        layers.append(
+            LayerRecord(index, name, kind, 1, 0, (shape,), ((1, 4000, 8, 8),), 2, BROKEN if index == 3 else OK)
+        )
+    skips = (SkipPair(1, 4, MergeOp.CAT, 1, shape, 3, shape), SkipPair(2, 5, MergeOp.CAT, 1, shape, 4, shape))
     return Trace("[Net]", (shape,), (shape,), tuple(layers), skips, device="meta", config=(("chs", "[1, 2]"),))
 
 
-def _tables() -> dict[str, tuple[FastTable, int]]:
+def _tables() -> dict[str, tuple[BlockTable | FastTable, int]]:
     every_call = trace_unet(64, (1, 2))
     deepest = max(layer.depth for layer in every_call.layers) + 1
     return {
         "default at 120": (trace_table(trace_unet(224)), 120),
+        "default at 110, type under the name": (trace_table(trace_unet(224)), 110),
+        "default at 100, skips under the name": (trace_table(trace_unet(224)), 100),
+        "default at 80, change under the output": (trace_table(trace_unet(224)), 80),
         "default at 200, nothing wraps": (trace_table(trace_unet(224)), 200),
         "default at 60, columns collapse": (trace_table(trace_unet(224)), 60),
         "default at 20, reduced evenly": (trace_table(trace_unet(224)), 20),
         "channel breaks and grey rows": (trace_table(trace_unet(32, (1, 2), variant="as-written")), 120),
         "every call, sections": (trace_table(every_call, deepest), 100),
+        "every call, sections, narrow": (trace_table(every_call, deepest), 70),
         "hostile names": (trace_table(_hostile_trace()), 90),
         "hostile names, narrow": (trace_table(_hostile_trace()), 30),
         "no rows": (trace_table(Trace("Empty", (), (), ())), 80),
@@ -117,6 +130,12 @@ EDGE_CELLS: dict[str, list[Text | str]] = {
     "wide and combining characters": ["层层", "e\u0301", "\u0301", "a\tb"],
     "markup and emoji codes": ["[b]x", ":smile:"],
     "empty and one character": ["", "x"],
+    "several lines and spans": [
+        Text.assemble(("ab\nc", "bold"), ("d", "red"), "\n", ("e", "dim")),  # a span across a line break
+        Text("ab\n\ncd\n", style="green"),  # an empty line, a trailing newline
+        Text("ab\ncd ", spans=[Span(1, 4, "italic")]),  # a trailing space under a right justify
+        Text("ab\nc层"),
+    ],
 }
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from shapetrace import UNet
-from shapetrace.models.unet import AS_WRITTEN_LINE
+from shapetrace.models.unet import AS_WRITTEN_LINE, Downsample, ResBlock
 
 
 def test_the_tutorials_own_test_returns_the_input_shape() -> None:
@@ -21,11 +22,12 @@ def test_the_tutorials_own_test_returns_the_input_shape() -> None:
 def test_down_path_channels_and_sizes_follow_the_tutorial() -> None:
     with torch.device("meta"):
         model = UNet()
-    channels = [model.conv_in.out_channels] + [
-        block.conv.out_channels if hasattr(block, "conv") else block.out_channels
-        for block in model.downs
-        if not hasattr(block, "conv1")
-    ]
+    channels = [model.conv_in.out_channels]
+    for block in model.downs:
+        if isinstance(block, Downsample):
+            channels.append(block.conv.out_channels)
+        elif isinstance(block, nn.Conv2d):
+            channels.append(block.out_channels)
     assert channels == [64, 64, 128, 256, 512]
 
 
@@ -54,7 +56,9 @@ def test_the_as_written_variant_misaligns_its_first_up_block() -> None:
     with torch.device("meta"):
         model = UNet(variant="as-written")
     # The tutorial's loop takes chs[-1] at the first up level: 512 + 512 input channels.
-    assert model.ups[0].conv1.in_channels == 1024
+    first_up = model.ups[0]
+    assert isinstance(first_up, ResBlock)
+    assert first_up.conv1.in_channels == 1024
     assert "chs[ch_ind - 1]" in AS_WRITTEN_LINE
     with torch.no_grad(), pytest.raises(RuntimeError, match=r"channels|Expected"):
         UNet(n_channels=8, chs=(1, 2), variant="as-written")(torch.randn(1, 3, 8, 8), torch.tensor([1]))

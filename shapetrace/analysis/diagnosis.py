@@ -1,36 +1,112 @@
-"""Each break's message, cause and fix, derived from the records alone."""
+"""Each break's message, each root cause once with its fixes, and the warnings, from the records alone.
+
+The tracer records what happened; this says what it means. Causes are read from the
+resampling records (`chains`, `rounding`, `order`) where they tell, and from the break's
+own numbers where they do not. Fixes are not verified here: `shapetrace.verify`
+re-traces each with the fix applied and marks the ones that come out clean.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from fractions import Fraction
 
-from shapetrace.analysis.placement import DOWN, block_name, display_rows, full_name, placements, spatial
+from shapetrace.analysis.causes import find_causes, with_order_breaks
+from shapetrace.analysis.chains import Axis, axes_of
+from shapetrace.analysis.fixes import size_fixes
+from shapetrace.analysis.order import misorder
+from shapetrace.analysis.placement import block_name, full_name, spatial
+from shapetrace.analysis.texts import op_name, scale_text
+from shapetrace.extents import rounding
 from shapetrace.formatting import format_extents, format_shape, format_size, format_size_change
-from shapetrace.records import Break, BreakSide, Shape, ShapeWarning, SideRole, Trace, WarningKind
+from shapetrace.records import Break, BreakKind, BreakSide, ShapeWarning, SideRole, Trace, WarningKind
 
 _FUNCTION_NAMES = {"cat": "torch.cat", "stack": "torch.stack", "add": "+"}
 
 
 def explain(trace: Trace) -> Trace:
-    """The trace with every break's message, cause and fix, and every warning's message, filled in.
+    """The trace with every break's message, cause and fix, its causes, and every warning's message.
 
     Reads only the records: the tracer records what happened, this says what it means.
     """
-    breaks = tuple(_explain(trace, brk) for brk in trace.breaks)
-    warnings = tuple(
-        dataclasses.replace(warning, message=_warning_message(trace, warning)) for warning in trace.warnings
+    trace = dataclasses.replace(trace, breaks=tuple(_channels_at_add(brk) for brk in trace.breaks))
+    # An axis whose chain misses a size change (a crop, a pad) would match tensors to the wrong
+    # nodes: causes then come from the break's own numbers instead.
+    axes = [axis for axis in axes_of(trace) if axis.complete]
+    order = misorder(trace, axes) if trace.skips else None
+    trace = with_order_breaks(trace, order)
+    trace = dataclasses.replace(
+        trace,
+        breaks=tuple(_explain(trace, brk) for brk in trace.breaks),
+        warnings=_warnings(trace, axes),
     )
-    return dataclasses.replace(trace, breaks=breaks, warnings=warnings)
+    return find_causes(trace, axes, order, lambda: size_fixes(trace.size_rule))
+
+
+def _channels_at_add(brk: Break) -> Break:
+    """`up(x) + skip` whose channel counts differ is a channel break, whatever else differs."""
+    if brk.kind != BreakKind.SIZE or brk.op != "add" or len(brk.sides) < 2:
+        return brk
+    shapes = [side.shape for side in brk.sides]
+    # A side with one channel broadcasts over the other's: no channel mismatch.
+    if any(len(shape) < 2 for shape in shapes) or len({shape[1] for shape in shapes} - {1}) < 2:
+        return brk
+    sides = tuple(dataclasses.replace(side, channels=side.shape[1]) for side in brk.sides)
+    main = next((side for side in sides if side.role == "up path"), sides[0])
+    return dataclasses.replace(brk, kind=BreakKind.CHANNELS, sides=sides, dim=1, expected=(main.channels,))
+
+
+# --- warnings ------------------------------------------------------------------------------
+
+
+def _warnings(trace: Trace, axes: list[Axis]) -> tuple[ShapeWarning, ...]:
+    warnings = [w for w in trace.warnings if w.kind != WarningKind.OUTPUT_RESOLUTION]
+    resolution = _output_resolution(trace, axes)
+    if resolution is not None:
+        warnings = [w for w in warnings if w.kind != WarningKind.CROPPED_OUTPUT] + [resolution]
+    return tuple(dataclasses.replace(warning, message=_warning_message(trace, warning)) for warning in warnings)
+
+
+def _output_resolution(trace: Trace, axes: list[Axis]) -> ShapeWarning | None:
+    """A U whose output is at another resolution than its input (1/4 after skips taken out of order)."""
+    image_in = next((shape for shape in trace.inputs if len(shape) >= 3), None)
+    image_out = next((shape for shape in trace.outputs if image_in is not None and len(shape) == len(image_in)), None)
+    if not trace.skips or not axes or image_in is None or image_out is None or spatial(image_in) == spatial(image_out):
+        return None
+    scales = []
+    for axis in axes:
+        node = axis.find(image_out[axis.dim], len(trace.layers))
+        if node is None:
+            return None
+        scales.append(axis.scale(node))
+    if all(scale == 1 for scale in scales) or any(scale == 0 for scale in scales):
+        return None  # the same resolution, cropped or padded by a few rows; or a fixed size on purpose
+    stride = max(int(1 / scale) if scale < 1 else int(scale) for scale in scales)
+    return ShapeWarning(0, WarningKind.OUTPUT_RESOLUTION, "", spatial(image_in), spatial(image_out), stride)
 
 
 def _warning_message(trace: Trace, warning: ShapeWarning) -> str:
+    sizes = f"{format_size(warning.output_size)} but its input is {format_size(warning.input_size)}"
     if warning.kind == WarningKind.CROPPED_OUTPUT:
-        sizes = f"{format_size(warning.output_size)} but its input is {format_size(warning.input_size)}"
         return f"{trace.model}'s output is {sizes}: the model crops (unpadded convolutions), so its output is smaller"
+    if warning.kind == WarningKind.OUTPUT_RESOLUTION:
+        ratio = Fraction(warning.output_size[0], warning.input_size[0]) if warning.input_size[0] else Fraction(0)
+        return (
+            f"{trace.model}'s output is {sizes}: {scale_text(ratio)}, although nothing crops or pads on purpose; "
+            "a UNet's output is at its input's resolution"
+        )
     layer = trace.layers[warning.layer]
     size_in, size_out = _first_odd_change(warning)
+    record = next(
+        (r for r in trace.resamplings if r.layer == warning.layer and r.input_size == warning.input_size), None
+    )
     where = f"{full_name(trace, warning.layer)} ({layer.type}) turns size {size_in} into {size_out}"
-    if warning.kind == WarningKind.ROUNDED_UP:
+    if record is not None and record.op != layer.type:  # a function the forward called
+        where = f"{op_name(trace, record)} turns size {size_in} into {size_out}"
+    up = warning.kind == WarningKind.ROUNDED_UP
+    if record is not None:
+        up = any(rounding(record, axis) > 0 for axis in range(len(record.input_size)))
+    if up:
         return f"{where}: {size_in} is not divisible by its stride {warning.stride}, so the size is rounded up"
     return f"{where}: {size_in} is not divisible by its stride {warning.stride}, so a row or column is lost"
 
@@ -41,14 +117,15 @@ def _first_odd_change(warning: ShapeWarning) -> tuple[int, int]:
     return next(((a, b) for a, b in pairs if a != b and a % warning.stride), pairs[0])
 
 
+# --- messages ------------------------------------------------------------------------------
+
+
 def _explain(trace: Trace, brk: Break) -> Break:
-    if brk.kind == "size" and brk.op in _FUNCTION_NAMES:
-        if not any(side.role == SideRole.SKIP for side in brk.sides):
-            return _explain_unpaired(trace, brk)
-        return _explain_merge(trace, brk)
-    if brk.kind == "channels" and brk.op == "add" and len(brk.sides) == 2:
+    if brk.kind in (BreakKind.SIZE, BreakKind.ORDER) and brk.op in _FUNCTION_NAMES:
+        return dataclasses.replace(brk, message=_merge_message(trace, brk))
+    if brk.kind == BreakKind.CHANNELS and brk.op == "add" and len(brk.sides) == 2:
         return _explain_added_channels(trace, brk)
-    if brk.kind == "channels":
+    if brk.kind == BreakKind.CHANNELS:
         return _explain_channels(trace, brk)
     return _explain_error(trace, brk)
 
@@ -80,7 +157,7 @@ def _producer_name(trace: Trace, side: BreakSide, beside: BreakSide) -> str:
     return name
 
 
-def _explain_unpaired(trace: Trace, brk: Break) -> Break:
+def _unpaired_message(trace: Trace, brk: Break) -> str:
     """Two inputs of a merge that disagree in size where neither is a skip (a map of fixed size)."""
     first, second = brk.sides[0], brk.sides[-1]
     differing = [
@@ -91,14 +168,11 @@ def _explain_unpaired(trace: Trace, brk: Break) -> Break:
     sizes = [format_extents([shape[d] for d in differing]) for shape in (first.shape, second.shape)]
     names = [_producer_name(trace, side, beside) for side, beside in ((first, second), (second, first))]
     function = _FUNCTION_NAMES[brk.op] + (f"(dim={brk.dim})" if brk.dim >= 0 else "")
-    message = (
+    return (
         f"{_where(trace, brk)}: {function} joins {format_shape(first.shape)} from {names[0]} and "
         f"{format_shape(second.shape)} from {names[1]}; dims {', '.join(map(str, differing))} differ "
         f"({sizes[0]} vs {sizes[1]})"
     )
-    cause = f"{names[0]} makes {sizes[0]} from this input size, but {names[1]} is {sizes[1]}"
-    fix = _size_fix(trace) if trace.size_rule is not None else f"use an input size at which {names[0]} makes {sizes[1]}"
-    return dataclasses.replace(brk, message=message, cause=cause, fix=fix)
 
 
 def _explain_added_channels(trace: Trace, brk: Break) -> Break:
@@ -115,90 +189,23 @@ def _explain_added_channels(trace: Trace, brk: Break) -> Break:
     return dataclasses.replace(brk, message=message, cause=cause, fix=fix)
 
 
-def _explain_merge(trace: Trace, brk: Break) -> Break:
+def _merge_message(trace: Trace, brk: Break) -> str:
+    if brk.kind == BreakKind.SIZE and not any(side.role == SideRole.SKIP for side in brk.sides):
+        return _unpaired_message(trace, brk)  # neutral wording: no skip, so no up path either
     main = next((s for s in brk.sides if s.role == "up path"), brk.sides[0])
     others = [s for s in brk.sides if s is not main and s.shape != main.shape]
     other = others[0] if others else brk.sides[-1]
-    differing = [d for d, (a, b) in enumerate(zip(main.shape, other.shape, strict=False)) if a != b and d != brk.dim]
     function = _FUNCTION_NAMES[brk.op] + (f"(dim={brk.dim})" if brk.dim >= 0 else "")
+    joins = f"{_where(trace, brk)}: {function} joins {_side(trace, main, other)} and {_side(trace, other, main)}"
+    if brk.kind == BreakKind.ORDER:
+        return f"{joins}, out of mirror order"
+    differing = [d for d, (a, b) in enumerate(zip(main.shape, other.shape, strict=False)) if a != b and d != brk.dim]
     their = " vs ".join(format_extents([shape[d] for d in differing]) for shape in (main.shape, other.shape))
-    message = (
-        f"{_where(trace, brk)}: {function} joins {_side(trace, main, other)} and {_side(trace, other, main)}; "
-        f"{'dims' if len(differing) > 1 else 'dim'} {', '.join(map(str, differing))} "
-        f"{'differ' if len(differing) > 1 else 'differs'} ({their})"
-    )
-    floored = _floor_behind(trace, brk, main.shape, other.shape, differing)
-    if floored is not None:
-        before, after = floored.input_size, floored.output_size
-        cause = (
-            f"{_block(trace, floored.layer)} {_rounding(floored)} an odd size: "
-            f"{format_size_change(before, after)} ({_first_odd(before, floored.stride)} is not divisible by "
-            f"{floored.stride}); the up path doubles back to {format_size(spatial(main.shape))} "
-            f"while the skip kept {format_size(spatial(other.shape))}"
-        )
-        fix = _size_fix(trace)
-    else:
-        cause = (
-            f"the up path reaches the merge at {format_size(spatial(main.shape))} but the skip "
-            f"from {block_name(trace, other.producer)} is {format_size(spatial(other.shape))}: more than "
-            f"rounding can explain, so the skip comes from another level than the up path"
-        )
-        fix = _level_fix(trace, main.shape, other.shape)
-    return dataclasses.replace(brk, message=message, cause=cause, fix=fix)
-
-
-def _level_fix(trace: Trace, main: tuple[int, ...], skip: tuple[int, ...]) -> str:
-    """Name a block whose output would fit the merge, when the skip came from the wrong level."""
-    rows = display_rows(trace)
-    sides = placements(trace, rows)
-    fitting = [
-        row
-        for row in rows
-        if sides[row.index].side == DOWN and row.outputs and row.outputs[0][1:] == (skip[1], *main[2:])
-    ]
-    resize = "or resize the skip to the up path (F.interpolate(skip, size=x.shape[-2:]))"
-    if fitting:
-        shape = format_shape(fitting[-1].outputs[0])
-        return f"take the skip from {block_name(trace, fitting[-1].index)} (its output is {shape}); {resize}"
-    return f"pair the skip with the up block of its own resolution; {resize}"
-
-
-def _size_fix(trace: Trace) -> str:
-    rule = trace.size_rule
-    if rule is not None and rule.nearest:
-        nearest = " or ".join(str(size) for size in rule.nearest)
-        return (
-            f"use an input size that is a multiple of {rule.multiple} (at least {rule.minimum}), e.g. {nearest}; "
-            f"or pad the input to {rule.nearest[-1]}; or pass the skip's size to the upsampler "
-            f"(F.interpolate(x, size=skip.shape[-2:]))"
-        )
+    plural = len(differing) > 1
     return (
-        "use an input size that every downsampling stride divides; or pad the input; or pass the skip's "
-        "size to the upsampler (F.interpolate(x, size=skip.shape[-2:]))"
+        f"{joins}; {'dims' if plural else 'dim'} {', '.join(map(str, differing))} "
+        f"{'differ' if plural else 'differs'} ({their})"
     )
-
-
-def _floor_behind(trace: Trace, brk: Break, main: Shape, skip: Shape, differing: list[int]) -> ShapeWarning | None:
-    """The first odd-size warning before the break, when rounding can explain it.
-
-    Rounding leaves the up path within a few rows of the skip (224 against 225); a skip at
-    twice or half the size comes from another level, whatever was rounded on the way.
-    """
-    if not all(max(main[d], skip[d]) < 1.5 * min(main[d], skip[d]) for d in differing):
-        return None
-    earlier = (
-        warning for warning in trace.warnings if warning.stride >= 2 and warning.layer < max(brk.leaf, brk.layer)
-    )
-    return next(earlier, None)
-
-
-def _rounding(warning: ShapeWarning) -> str:
-    """ "floored" (pooling: 225 → 112) or "rounded up" (a padded strided conv: 65 → 33)."""
-    return "rounded up" if warning.kind == WarningKind.ROUNDED_UP else "floored"
-
-
-def _first_odd(size: tuple[int, ...], stride: int) -> int:
-    return next((extent for extent in size if extent % stride), size[0])
 
 
 def _explain_channels(trace: Trace, brk: Break) -> Break:
@@ -207,6 +214,17 @@ def _explain_channels(trace: Trace, brk: Break) -> Break:
     leaf = trace.layers[brk.leaf]
     leaf_text = f"{full_name(trace, brk.leaf)} ({leaf.type})"
     consumer = full_name(trace, brk.layer)
+    if brk.op == "add":
+        main = next((s for s in brk.sides if s.role == "up path"), brk.sides[0])
+        skip = next((s for s in brk.sides if s.role == "skip"), brk.sides[-1])
+        message = (
+            f"{_where(trace, brk)}: + joins {_side(trace, main, skip)} and {_side(trace, skip, main)}; channels differ"
+        )
+        cause = (
+            f"{block_name(trace, main.producer)} gives the up path {main.channels} channels but the skip from "
+            f"{block_name(trace, skip.producer)} has {skip.channels}: an addition needs equal channel counts"
+        )
+        return dataclasses.replace(brk, message=message, cause=cause)
     if len(brk.sides) > 1:
         parts = " + ".join(
             f"{side.channels} from {'the skip of ' if side.role == 'skip' else ''}{block_name(trace, side.producer)}"
@@ -217,16 +235,13 @@ def _explain_channels(trace: Trace, brk: Break) -> Break:
             f"{consumer} was built for {expected} input channels, but the concatenation before it "
             f"delivers {got} ({parts})"
         )
-        fix = f"build {consumer} for {got} input channels ({' + '.join(str(s.channels) for s in brk.sides)})"
     else:
-        side = brk.sides[0]
-        source = block_name(trace, side.producer)
+        source = block_name(trace, brk.sides[0].producer)
         message = f"{leaf_text} expects {expected} channels but receives {got} from {source}"
         cause = f"{leaf_text} was built for {expected} input channels; {source} outputs {got}"
-        fix = f"build {full_name(trace, brk.leaf)} for {got} input channels, or make {source} output {expected}"
     if brk.dim >= 0 and leaf.type != trace.layers[brk.layer].type:
         message = f"{consumer}: {message}"
-    return dataclasses.replace(brk, message=message, cause=cause, fix=fix)
+    return dataclasses.replace(brk, message=message, cause=cause)
 
 
 def _explain_error(trace: Trace, brk: Break) -> Break:
@@ -237,6 +252,7 @@ def _explain_error(trace: Trace, brk: Break) -> Break:
     message = f"{where} raised {brk.op}: {detail}"
     if brk.kind == "interrupted":
         return dataclasses.replace(brk, message=f"interrupted in {where}", cause="Ctrl-C", fix="")
+    fix = "fix the forward, or trace with --device cpu if it needs real values"
     if brk.kind == "meta":
         cause = f"{where} reads tensor values (.item(), .tolist() or an `if` on a tensor); meta tensors have none"
         fix = "trace with --device cpu (shapetrace.trace on CPU tensors), or keep value reads out of forward"
@@ -254,10 +270,8 @@ def _explain_error(trace: Trace, brk: Break) -> Break:
             if shrunk
             else "see the shapes recorded before this layer"
         )
-    elif brk.op == "AssertionError" and trace.size_rule is not None:
+    elif brk.op == "AssertionError":
         cause = f"{where} asserts on its input before running a layer (its inputs: {inputs})"
-        fix = _size_fix(trace)
     else:
         cause = f"{where} raised something that is not a shape mismatch (its inputs: {inputs or 'none'})"
-        fix = "fix the forward, or trace with --device cpu if it needs real values"
     return dataclasses.replace(brk, message=message, cause=cause, fix=fix)

@@ -7,13 +7,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from shapetrace.analysis.diagnosis import explain
+from shapetrace.analysis.cost import with_levels
 from shapetrace.analysis.placement import full_name
+from shapetrace.api import diagnose
 from shapetrace.models.unet import UNet
-from shapetrace.records import BreakKind, SweepResult, Trace
+from shapetrace.records import BreakKind, CostOptions, SweepResult, Trace
+from shapetrace.size_search import Prober
 from shapetrace.tracing.inputs import activation, resolve_device, timesteps
 from shapetrace.tracing.light_pass import sweep
-from shapetrace.tracing.probes import with_size_rule
 from shapetrace.tracing.tracer import observe
 
 
@@ -34,22 +35,32 @@ def trace_reference(
     variant: str = "fixed",
     device: str = "meta",
     first_break: bool = False,
+    cost: CostOptions | None = None,
 ) -> Trace:
-    """Trace UNet(img_channels, n_channels, chs, variant) on a [batch, img_channels, *size] input."""
+    """Trace UNet(img_channels, n_channels, chs, variant) on a [batch, img_channels, *size] input.
+
+    `cost` counts FLOPs and bytes too, and searches its budget on a meta copy.
+    """
     target = resolve_device(device)
     with torch.device(target):
         model = UNet(img_channels, n_channels, chs, variant)  # type: ignore[arg-type]
     x = activation((batch, img_channels, *size), target)
     t = timesteps(batch, target)
-    trace = observe(model, (x, t), first_break=first_break, config=reference_config(chs, n_channels, variant))
+    config = reference_config(chs, n_channels, variant)
+    trace = observe(model, (x, t), first_break=first_break, config=config, cost=cost)
     with torch.device("meta"):
         probe_model = UNet(img_channels, n_channels, chs, variant)  # type: ignore[arg-type]
 
-    def arguments_at(height: int, width: int) -> tuple[tuple[torch.Tensor, ...], dict[str, object]]:
+    def arguments_at(size: tuple[int, ...]) -> tuple[tuple[torch.Tensor, ...], dict[str, object]]:
         meta = torch.device("meta")
-        return (activation((batch, img_channels, height, width), meta), timesteps(batch, meta)), {}
+        return (activation((batch, img_channels, *size), meta), timesteps(batch, meta)), {}
 
-    return explain_as_written(explain(with_size_rule(trace, probe_model, arguments_at)))
+    if cost is not None and cost.budget is not None:
+        from shapetrace.tracing.cost.budget import with_budget
+
+        trace = with_budget(trace, probe_model, arguments_at(size)[0], {})
+    prober = Prober(lambda: probe_model, arguments_at)
+    return with_levels(explain_as_written(diagnose(trace, prober, first_break=first_break)))
 
 
 def sweep_reference(
@@ -87,10 +98,17 @@ def explain_as_written(trace: Trace) -> Trace:
     """
     if dict(trace.config).get("variant") != "as-written":
         return trace
-    breaks = tuple(
-        dataclasses.replace(brk, cause=brk.cause + AS_WRITTEN_CAUSE)
+    hinted = {
+        index
+        for index, brk in enumerate(trace.breaks)
         if brk.kind == BreakKind.CHANNELS and brk.layer >= 0 and full_name(trace, brk.layer).startswith("ups.")
-        else brk
-        for brk in trace.breaks
+    }
+    breaks = tuple(
+        dataclasses.replace(brk, cause=brk.cause + AS_WRITTEN_CAUSE) if index in hinted else brk
+        for index, brk in enumerate(trace.breaks)
     )
-    return dataclasses.replace(trace, breaks=breaks)
+    causes = tuple(
+        dataclasses.replace(cause, text=cause.text + AS_WRITTEN_CAUSE) if hinted & set(cause.breaks) else cause
+        for cause in trace.causes
+    )
+    return dataclasses.replace(trace, breaks=breaks, causes=causes)

@@ -19,6 +19,7 @@ from shapetrace.analysis import placement as analysis
 from shapetrace.analysis.placement import CHAIN, DOWN, MID, UP
 from shapetrace.formatting import format_extents, format_shape
 from shapetrace.records import DOWNSTREAM, LayerRecord, Shape, Trace
+from shapetrace.render.dot_cost import level_notes, node_cost
 from shapetrace.render.dot_layout import Layout, layout_of, node_of
 
 __all__ = ["trace_dot"]
@@ -29,6 +30,7 @@ BORDERS = {DOWN: "#6f95c4", MID: "#c9a04a", UP: "#6aa56a", CHAIN: "#6f95c4", "ti
 BREAK_FILL, BREAK_COLOR = "#fde2e2", "#c62828"
 DOWNSTREAM_FILL, DOWNSTREAM_TEXT = "#f3f3f3", "#9e9e9e"
 SKIP_COLOR, TIMESTEP_COLOR, MUTED_TEXT = "#5a5a5a", "#b0b0b0", "#6b6b6b"
+LEVEL_TEXT = "#7a3e9d"
 TIMESTEP_STYLE = f'color="{TIMESTEP_COLOR}", penwidth=0.7, arrowsize=0.4'
 WRAP = 46  # characters per line of a break message: a shape fits, and the node stays a column wide
 NO_BREAK_SPACE = "\u00a0"
@@ -36,12 +38,13 @@ NO_BREAK_SPACE = "\u00a0"
 Node = int | str  # a record index, or "input0", "output", "rail6"
 
 
-def trace_dot(trace: Trace, depth: int = analysis.BLOCK_DEPTH) -> str:
+def trace_dot(trace: Trace, depth: int = analysis.BLOCK_DEPTH, *, title: bool = True) -> str:
     """The trace as Graphviz DOT source: a U for models with skips, a chain otherwise.
 
     Args:
         trace: the trace to draw.
         depth: display depth; deeper calls are folded into their ancestor at this depth.
+        title: False leaves out the title, legend and unplaced breaks (the HTML report shows its own).
 
     Returns:
         DOT text, byte-identical for equal traces; `shapetrace.images.render_image` draws it.
@@ -53,9 +56,11 @@ def trace_dot(trace: Trace, depth: int = analysis.BLOCK_DEPTH) -> str:
         raise ValueError(f"depth must be at least 1: depth={depth}")
     layout = layout_of(trace, depth)
     messages, unplaced = _break_messages(trace, layout, depth)
-    lines = [*_header(trace, layout, messages, unplaced), *_input_nodes(trace, layout)]
+    lines = [*_header(trace, layout, messages, unplaced, title), *_input_nodes(trace, layout)]
+    notes = level_notes(trace, layout, depth)
     lines += [
-        f"  {row.index} [label={_node_label(trace, layout, row, messages.get(row.index, []))}];" for row in layout.rows
+        f"  {row.index} [label={_node_label(trace, layout, row, messages.get(row.index, []), notes.get(row.index))}];"
+        for row in layout.rows
     ]
     lines += _main_edges(trace, layout)
     if layout.rungs:
@@ -87,10 +92,13 @@ def _break_messages(trace: Trace, layout: Layout, depth: int) -> tuple[dict[int,
 # --- text -------------------------------------------------------------------------------
 
 
-def _header(trace: Trace, layout: Layout, messages: dict[int, list[str]], unplaced: Sequence[str]) -> list[str]:
+def _header(
+    trace: Trace, layout: Layout, messages: dict[int, list[str]], unplaced: Sequence[str], title: bool
+) -> list[str]:
+    label = f"label={_title(trace, layout, messages, unplaced)}, labelloc=t, " if title else ""
     return [
         "digraph shapetrace {",
-        f'  graph [label={_title(trace, layout, messages, unplaced)}, labelloc=t, fontname="{FONT}",',
+        f'  graph [{label}fontname="{FONT}",',
         '         newrank=true, nodesep=0.25, ranksep=0.22, margin=0.15, bgcolor="white"];',
         f'  node [shape=plain, fontname="{FONT}", fontsize=10];',
         f'  edge [fontname="{FONT}", fontsize=9, arrowsize=0.6, color="#404040"];',
@@ -166,8 +174,13 @@ def _input_names(inputs: Sequence[Shape]) -> list[str]:
     return names
 
 
-def _node_label(trace: Trace, layout: Layout, row: LayerRecord, messages: Sequence[str]) -> str:
-    """Name and type, then C×H×W; a break adds its messages in red; rows after a break are grey."""
+def _node_label(
+    trace: Trace, layout: Layout, row: LayerRecord, messages: Sequence[str], level: str | None = None
+) -> str:
+    """Name and type, then C×H×W; a break adds its messages in red; rows after a break are grey.
+
+    A `--cost` trace adds the node's cost, and above the first node of each level its level's.
+    """
     side = layout.sides.get(row.index, "timestep")
     fill, border, text = FILLS[side], BORDERS[side], "#000000"
     if messages:
@@ -180,6 +193,12 @@ def _node_label(trace: Trace, layout: Layout, row: LayerRecord, messages: Sequen
         f'<font color="{MUTED_TEXT}" point-size="9">{_escape(row.type)}</font></font></td></tr>',
         f'<tr><td><font color="{text}">{_escape(shape)}</font></td></tr>',
     ]
+    if trace.cost is not None:
+        cells.append(
+            f'<tr><td><font color="{MUTED_TEXT}" point-size="9">{_escape(node_cost(trace, row.index))}</font></td></tr>'
+        )
+    if level:
+        cells.insert(0, f'<tr><td><font color="{LEVEL_TEXT}" point-size="9"><b>{_escape(level)}</b></font></td></tr>')
     for message in messages:
         cells.append(f'<tr><td align="left">{_red_lines(_strip_name(message, row), 9)}</td></tr>')
     return (

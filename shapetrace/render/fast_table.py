@@ -2,19 +2,21 @@
 
 rich's Table measures and renders every cell through its general renderable pipeline: about
 2 ms a row here, so a trace shown call by call (`--depth 9`, 500 rows) took a second. Most
-cells of a shape table are one short line. This table asks rich only for what rich decides:
+cells of a shape table are a few short lines. This table asks rich only for what rich decides:
 
 - the column widths, from a stand-in rich Table holding, per column, the widest cell and the
   cell with the longest word (a column's measure is the maximum over its cells, so the widths
   come out the same), read off the stand-in's top border;
 - the cells that wrap, fold or span lines, rendered by rich as its Table would render them.
 
-Every one-line cell that fits is padded here. `tests/test_table.py` holds the output, styles
-included, equal to rich's Table for the same rows.
+Every cell whose lines all fit is padded and styled here, character for character as rich
+would. `tests/test_table.py` holds the output, styles included, equal to rich's Table for the
+same rows.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -102,7 +104,7 @@ class FastTable:
         return table
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        widths = self._widths(console, options)
+        widths = self.column_widths(console, options)
         table_width = sum(widths) + len(widths) + 1  # the edges and the dividers
         options = options.update(width=table_width, highlight=False, height=None)
         if self.title:
@@ -134,8 +136,9 @@ class FastTable:
         table.title = None  # its first line is then the top border
         return table
 
-    def _widths(self, console: Console, options: ConsoleOptions) -> list[int]:
-        """rich's own column widths (padding included), read off the stand-in's top border."""
+    def column_widths(self, console: Console, options: ConsoleOptions) -> list[int]:
+        """rich's own column widths at `options.max_width`, padding included, read off the
+        stand-in's top border."""
         top = "".join(_first_line(console.render(self._stand_in(), options)))
         edges = BOX.substitute(options, safe=console.safe_box)
         return [len(part) for part in top[1:-1].split(edges.top_divider)]
@@ -195,10 +198,11 @@ class _Drawing:
             "foot": (edges.foot_left, edges.foot_vertical, edges.foot_right),
         }[part]
         base = cell_style + row_style
-        rendered = [
+        cells_drawn = [
             _cell(self.console, self.options, width, column, cell, base)
             for width, column, cell in zip(self.widths, self.columns, cells, strict=True)
         ]
+        rendered = [lines for lines, _ in cells_drawn]
         tallest = max((len(lines) for lines in rendered), default=0)
         height = max(1, tallest)
         if any(len(lines) != height for lines in rendered):  # a taller cell, or one too narrow to draw
@@ -206,8 +210,10 @@ class _Drawing:
             # still missing (every cell too narrow to draw) added blank and unstyled.
             align = Segment.align_bottom if vertical == "bottom" else Segment.align_top
             rendered = [
-                Segment.set_shape(align(lines, width, tallest, base), width, height)
-                for width, lines in zip(self.widths, rendered, strict=True)
+                _blank_lines_added(lines, width, tallest, base, vertical)
+                if exact
+                else Segment.set_shape(align(lines, width, tallest, base), width, height)
+                for width, (lines, exact) in zip(self.widths, cells_drawn, strict=True)
             ]
         for line in range(height):
             segments = [Segment(left, border)]
@@ -223,10 +229,19 @@ class _Drawing:
             yield Segment.line()
 
 
+def _blank_lines_added(
+    lines: list[list[Segment]], width: int, height: int, base: Style, vertical: Literal["top", "bottom"]
+) -> list[list[Segment]]:
+    """`lines`, each `width` wide already, made `height` tall as rich aligns a cell."""
+    blank = [[Segment(" " * width, base)]] * (height - len(lines))
+    return blank + lines if vertical == "bottom" else lines + blank
+
+
 def _cell(
     console: Console, options: ConsoleOptions, width: int, column: Column, text: Text, base: Style
-) -> list[list[Segment]]:
-    """One cell's lines, padded to `width`: by hand for a plain line that fits, else by rich."""
+) -> tuple[list[list[Segment]], bool]:
+    """One cell's lines, padded to `width`: by hand for lines that fit, else by rich; and
+    whether they were drawn by hand (then each is exactly `width` wide)."""
     plain = text.plain
     room = width - 2
     width_of_text = cell_len(plain)
@@ -246,12 +261,53 @@ def _cell(
         gap = " " * (room - width_of_text)
         content = gap + plain if column.justify == "right" else plain + gap
         style = base + console.get_style(text.style, default=Style.null()) if text.style else base
-        return [[Segment(" ", base), Segment(content, style), Segment(" ", base)]]
+        return [[Segment(" ", base), Segment(content, style), Segment(" ", base)]], True
+    fitting = _fitting_lines(console, text, room, column.justify, base)
+    if fitting is not None:
+        return fitting, True
     cell_options = options.update(
         width=width, justify=column.justify, no_wrap=column.no_wrap, overflow=column.overflow, height=None
     )
     lines = console.render_lines(Padding(text, CELL_PADDING), cell_options, style=base)
-    return Segment.set_shape(lines, width)  # as rich's Table does: a line too narrow is padded unstyled
+    return Segment.set_shape(lines, width), False  # as rich's Table does: a line too narrow is padded unstyled
+
+
+def _fitting_lines(
+    console: Console, text: Text, room: int, justify: Justify, base: Style
+) -> list[list[Segment]] | None:
+    """A cell of several lines, or of styled spans, whose every line fits, styled character
+    by character as rich styles it (the cell's style, then each span over it in order; the
+    padding in the cell's style), without rich's wrapping and measuring passes, which would
+    change nothing. None when rich must decide (see `_cell`)."""
+    if text.justify is not None or room <= 0:
+        return None
+    plain = text.plain
+    lines = plain.split("\n")
+    for line in lines:
+        if not line.isprintable() or cell_len(line) != len(line) or len(line) > room:
+            return None
+        if justify == "right" and line.endswith(" "):
+            return None
+    text_style = console.get_style(text.style, default=Style.null())
+    spans = [(span.start, span.end, console.get_style(span.style, default=Style.null())) for span in text.spans]
+    drawn = []
+    start = 0
+    for line in lines:
+        end = start + len(line)
+        cuts = sorted(
+            {start, end, *(min(max(point, start), end) for first, last, _ in spans for point in (first, last))}
+        )
+        pieces = [
+            Segment(
+                plain[cut:next_cut],
+                base + Style.combine([text_style, *(style for first, last, style in spans if first <= cut < last)]),
+            )
+            for cut, next_cut in itertools.pairwise(cuts)  # distinct, sorted: each piece is one character or more
+        ]
+        gap = [Segment(" " * (room - len(line)), base + text_style)] if len(line) < room else []
+        drawn.append([Segment(" ", base), *(gap + pieces if justify == "right" else pieces + gap), Segment(" ", base)])
+        start = end + 1
+    return drawn
 
 
 def _measure(text: Text) -> tuple[int, int]:

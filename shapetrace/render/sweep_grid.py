@@ -44,7 +44,7 @@ def _strip(outcomes: Sequence[Outcome]) -> Text:
 
 
 def _outcome_table(outcomes: Sequence[Outcome]) -> Table:
-    groups: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    groups: dict[tuple[str, str], list[tuple[int, ...]]] = {}
     for outcome in outcomes:
         groups.setdefault((outcome.kind or "", outcome.place), []).append(outcome.size)
     table = Table(show_edge=False, box=None, padding=(0, 2))
@@ -57,7 +57,7 @@ def _outcome_table(outcomes: Sequence[Outcome]) -> Table:
     return table
 
 
-def compress_sizes(sizes: Sequence[tuple[int, int]], limit: int = 12) -> str:
+def compress_sizes(sizes: Sequence[tuple[int, ...]], limit: int = 12) -> str:
     """Sizes as arithmetic runs: "224:1024:8" (start:stop:step, inclusive), then "…"."""
     runs: list[list[int]] = []
     squares = [size[0] for size in sizes if size[0] == size[1]]
@@ -81,7 +81,7 @@ def _run_text(run: list[int]) -> str:
     return f"{run[0]}:{run[-1]}" if step == 1 else f"{run[0]}:{run[-1]}:{step}"
 
 
-def _size_label(size: tuple[int, int]) -> str:
+def _size_label(size: tuple[int, ...]) -> str:
     return str(size[0]) if size[0] == size[1] else f"{size[0]}x{size[1]}"
 
 

@@ -1,21 +1,48 @@
-"""Elementwise ops whose operands do not broadcast: which dims disagree, read from torch's error.
+"""Elementwise ops whose operands do not broadcast: which dims disagree, read from their shapes.
 
 torch says only "The size of tensor a (144) must match the size of tensor b (160) at
-non-singleton dimension 1". Where a custom layer multiplies a feature map by a per-channel
-weight, that is a channel mismatch; where it adds a fixed-size map, a size mismatch. The
-observer turns both into breaks with both operands' shapes and producers.
+non-singleton dimension 1", and its words are no interface: nothing here reads them. Where a
+custom layer multiplies a feature map by a per-channel weight, that is a channel mismatch;
+where it adds a fixed-size map, a size mismatch. The observer turns both into breaks with both
+operands' shapes and producers.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-_MESSAGE = re.compile(r"size of tensor a \(\d+\) must match the size of tensor b \(\d+\) at non-singleton dimension")
+ELEMENTWISE = frozenset(
+    {
+        "add",
+        "radd",
+        "iadd",
+        "sub",
+        "rsub",
+        "isub",
+        "mul",
+        "rmul",
+        "imul",
+        "div",
+        "rdiv",
+        "idiv",
+        "truediv",
+        "rtruediv",
+        "itruediv",
+        "true_divide",
+        "floordiv",
+        "rfloordiv",
+        "floor_divide",
+        "pow",
+        "rpow",
+        "maximum",
+        "minimum",
+    }
+)
+"""Binary ops (by `operation_name`) whose tensor operands broadcast against each other."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +66,12 @@ class Mismatch:
         return self.dims == (1,) and self.rank >= 4
 
 
-def mismatch(args: Sequence[Any], message: str) -> Mismatch | None:
-    """The two operands of a failed elementwise op and where they disagree; None for other errors."""
-    if not _MESSAGE.search(message):
+def mismatch(func: Callable[..., Any], args: Sequence[Any]) -> Mismatch | None:
+    """The two operands of a failed elementwise op and where they disagree; None for other ops.
+
+    None too where the operands broadcast: the op failed for another reason.
+    """
+    if operation_name(func) not in ELEMENTWISE:
         return None
     positions = [i for i, argument in enumerate(args) if isinstance(argument, torch.Tensor)]
     if len(positions) < 2:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from shapetrace.records import Shape, ShapeWarning, Trace, WarningKind
+from shapetrace.tracing._torch_compat import child_modules, own_parameters
 from shapetrace.tracing.recorder import Recorder
 from shapetrace.tracing.walk import parameter_size, parameter_total
 
@@ -39,6 +40,7 @@ def freeze(
         + (() if recorder.breaks else _cropped_output(input_shapes, output_shapes)),
         device=device,
         config=config,
+        resamplings=recorder.all_resamplings(),
     )
 
 
@@ -54,8 +56,8 @@ def parameter_counts(model: nn.Module) -> dict[int, int]:
     def visit(module: nn.Module) -> int:
         if id(module) not in counts:
             # The registries themselves: parameters(recurse=False) goes through named_modules.
-            own = sum(parameter_size(parameter) for parameter in module._parameters.values() if parameter is not None)
-            children = (child for child in module._modules.values() if child is not None)
+            own = sum(parameter_size(p) for p in own_parameters(module).values() if p is not None)
+            children = (child for child in child_modules(module).values() if child is not None)
             counts[id(module)] = own + sum(visit(child) for child in children)
         return counts[id(module)]
 

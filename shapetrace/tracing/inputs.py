@@ -9,7 +9,6 @@ from typing import Any
 import torch
 
 from shapetrace.errors import UsageError
-from shapetrace.records import MAX_EXTENT
 
 DEVICES = ("meta", "cpu", "cuda")
 
@@ -43,36 +42,6 @@ def timesteps(
     return torch.randint(0, 1000, (batch,), device=device).to(dtype)
 
 
-_DTYPES = {
-    name: getattr(torch, name)
-    for name in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool")
-}
-
-
-def parse_tensor_spec(text: str, option: str) -> tuple[tuple[int, ...], torch.dtype]:
-    """`2,3,64,64` or `2,3,64,64:float16` as (shape, dtype)."""
-    shape_text, _, dtype_text = text.partition(":")
-    parts = shape_text.split(",")
-    if not all(part.strip().isdigit() for part in parts):
-        raise UsageError(f"{option} {text!r} is not a valid shape: expected integers like 2,3,64,64[:float16]")
-    shape = tuple(int(part) for part in parts)
-    if any(extent > MAX_EXTENT for extent in shape) or len(shape) > 8:
-        raise UsageError(f"{option} {text!r} is too large: expected at most 8 dims of at most {MAX_EXTENT}")
-    dtype_name = dtype_text.strip() or "float32"
-    if dtype_name not in _DTYPES:
-        raise UsageError(f"{option} {text!r} has dtype {dtype_name!r}: expected one of {', '.join(_DTYPES)}")
-    return shape, _DTYPES[dtype_name]
-
-
-def parse_keyword_spec(text: str) -> tuple[str, tuple[int, ...], torch.dtype]:
-    """`--kw encoder_hidden_states=1,77,768[:dtype]` as (name, shape, dtype)."""
-    name, separator, spec = text.partition("=")
-    if not separator or not name.isidentifier():
-        raise UsageError(f"--kw {text!r} is not valid: expected name=shape like encoder_hidden_states=1,77,768")
-    shape, dtype = parse_tensor_spec(spec, f"--kw {name}")
-    return name, shape, dtype
-
-
 TensorSpec = tuple[tuple[int, ...], torch.dtype]
 
 
@@ -86,13 +55,13 @@ class SizedInputs:
     keywords: dict[str, TensorSpec] = field(default_factory=dict)
     timestep_dtype: torch.dtype = torch.long
 
-    def make(self, device: torch.device, spatial: tuple[int, int] | None = None) -> tuple[list[Any], dict[str, Any]]:
-        """The tensors on `device`; `spatial` replaces H×W of the first 4-D input."""
+    def make(self, device: torch.device, spatial: tuple[int, ...] | None = None) -> tuple[list[Any], dict[str, Any]]:
+        """The tensors on `device`; `spatial` replaces the spatial extents of the first input of its rank."""
         args: list[Any] = []
         replaced = False
         for shape, dtype in self.positional:
             sized = shape
-            if spatial is not None and not replaced and len(shape) == 4:
+            if spatial is not None and not replaced and len(shape) == 2 + len(spatial):
                 sized, replaced = (*shape[:2], *spatial), True
             args.append(activation(sized, device, dtype))
         if self.timestep:

@@ -15,7 +15,13 @@ import torch
 
 from shapetrace.records import BreakSide, SideRole
 from shapetrace.tracing import pairing
-from shapetrace.tracing.merges import meta_concatenate, resize_like
+from shapetrace.tracing.merges import (
+    Concatenation,
+    addition_operands,
+    concatenate,
+    mismatched,
+    stand_ins,
+)
 from shapetrace.tracing.pairing import Operand
 from shapetrace.tracing.recorder import MODEL_INPUT, Merge, Part, PendingBreak, Recorder
 
@@ -31,29 +37,18 @@ class Joins:
     def _plain(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         raise NotImplementedError  # the observer's
 
-    def _concatenate(self, func: Callable[..., Any], op: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-        tensors = list(args[0] if args else kwargs.get("tensors", ()))
-        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
-        if len(tensors) < 2 or not all(isinstance(t, torch.Tensor) for t in tensors) or not isinstance(dim, int):
-            return self._plain(func, args, kwargs)
-        ndim = tensors[0].dim()
-        if ndim == 0 or any(t.dim() != ndim for t in tensors):
-            return self._plain(func, args, kwargs)
-        dim = dim % (ndim + 1 if op == "stack" else ndim)
+    def _concatenate(self, func: Callable[..., Any], merge: Concatenation) -> Any:
+        op, dim, tensors = merge.op, merge.dim, merge.tensors
         parts, main = self._parts(tensors, op)
         pending = _pending(self.recorder, tensors)
-        keep = dim if op == "cat" else None
-        mismatched = [i for i, t in enumerate(tensors) if _differs(t.shape, tensors[main].shape, keep)]
+        broken = mismatched(tensors, main, merge.keep)
         merge_id = len(self.recorder.merges)
         self.recorder.merges.append(Merge(op, dim, self.recorder.current, parts))
-        if mismatched:
+        if broken:
             self._size_break(op, dim, parts, tensors[main].shape, merge_id)
-            tensors = [resize_like(t, tensors[main].shape, keep) for t in tensors]
-        if all(t.device.type == "meta" for t in tensors):
-            output = meta_concatenate(tensors, dim, stack=op == "stack")
-        else:
-            output = func(tensors, dim)
-        downstream = bool(mismatched) or any(
+            tensors = tuple(stand_ins(tensors, tensors[main].shape, merge.keep))
+        output = concatenate(func, op, tensors, dim)
+        downstream = bool(broken) or any(
             (tag := self.recorder.tag_of(t)) is not None and (tag.downstream or tag.bad >= 0) for t in tensors
         )
         self.recorder.set_tag(
@@ -90,12 +85,10 @@ class Joins:
         self.stop_pending = self.first_break
 
     def _add(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-        left = args[0] if args else kwargs.get("input")
-        right = args[1] if len(args) > 1 else kwargs.get("other")
-        if not (isinstance(left, torch.Tensor) and isinstance(right, torch.Tensor) and _maps(left, right)):
-            # A bias or an embedding broadcast over the map (`h + t[:, :, None, None]`) is no
-            # skip: decided before tracing the data flow, which walks every call in between.
+        operands = addition_operands(args, kwargs)  # two maps, not a bias broadcast over one
+        if operands is None:
             return self._plain(func, args, kwargs)
+        left, right = operands
         recorder = self.recorder
         tags = (recorder.tag_of(left), recorder.tag_of(right))
         if tags[0] is None and tags[1] is None:
@@ -146,9 +139,9 @@ class Joins:
             self.stop_pending = self.first_break
         else:
             self._size_break("add", -1, parts, main_shape, merge_id)
-        stand_ins = [resize_like(t, main_shape, None) for t in operands]
+        resized = stand_ins(operands, main_shape, None)
         rest = {key: value for key, value in kwargs.items() if key not in ("input", "other")}
-        output = self.call(func, (*stand_ins, *args[2:]), rest)
+        output = self.call(func, (*resized, *args[2:]), rest)
         pending = (*_pending(recorder, operands), merge_id)
         recorder.set_tag(output, parts[main].producer, merge=merge_id, downstream=True, pending=pending)
         return output
@@ -175,18 +168,3 @@ def side_role(part: Part, parts: Sequence[Part]) -> SideRole:
     if part.role == pairing.MAIN:
         return SideRole.UP_PATH if any(p.role == pairing.SKIP for p in parts) else SideRole.INPUT
     return SideRole.SKIP if part.role == pairing.SKIP else SideRole.INPUT
-
-
-def _differs(shape: torch.Size, reference: torch.Size, keep: int | None) -> bool:
-    return any(size != reference[d] for d, size in enumerate(shape) if d != keep)
-
-
-def _maps(left: torch.Tensor, right: torch.Tensor) -> bool:
-    """Two feature maps of one rank (3 or more) that an add joins element for element, or fails to."""
-    if left.dim() < 3 or left.dim() != right.dim():
-        return False
-    return left.shape == right.shape or not _broadcastable(left.shape, right.shape)
-
-
-def _broadcastable(left: torch.Size, right: torch.Size) -> bool:
-    return all(a == b or 1 in (a, b) for a, b in zip(reversed(left), reversed(right), strict=False))

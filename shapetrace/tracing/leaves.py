@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shapetrace.tracing.merges import EXPECTATIONS, original
+from shapetrace.tracing._torch_compat import has_children, has_own_forward_hooks, own_parameters
+from shapetrace.tracing.merges import channel_mismatch, original
 
 Arguments = Callable[[nn.Module, torch.Tensor], tuple[Callable[..., Any], tuple[Any, ...]]]
 """The function a leaf's forward calls, and the arguments that fix its channel count."""
@@ -28,7 +29,7 @@ Arguments = Callable[[nn.Module, torch.Tensor], tuple[Callable[..., Any], tuple[
 def _weight(module: nn.Module) -> torch.Tensor:
     # The registry first: `module.weight` goes through nn.Module.__getattr__, slow on every
     # call. A parametrized weight (weight_norm) or a plain tensor attribute is not in it.
-    weight = module._parameters.get("weight")
+    weight = own_parameters(module).get("weight")
     return weight if weight is not None else module.weight  # type: ignore[return-value]
 
 
@@ -59,7 +60,7 @@ def _layer_norm(module: nn.Module, x: torch.Tensor) -> tuple[Callable[..., Any],
     return _LAYER_NORM, (x, module.normalized_shape)
 
 
-# The channel demand itself is the function mode's (`checks.EXPECTATIONS`): both routes read
+# The channel demand itself is the function mode's (`merges.channel_mismatch`): both routes read
 # the same tensors, so they agree even on a module whose weight was replaced after it was built.
 _ARGUMENTS: dict[Callable[..., Any], Arguments] = {
     nn.Conv1d.forward: _convolution(original(torch.conv1d)),
@@ -108,7 +109,7 @@ def runs_plainly(module: nn.Module, args: tuple[Any, ...]) -> bool:
     """
     forward = type(module).forward
     known = forward in _ANY_INPUT or forward in _ARGUMENTS
-    if not known or not args or module._modules or module._forward_pre_hooks or module._forward_hooks:
+    if not known or not args or has_children(module) or has_own_forward_hooks(module):
         return False
     x = args[0]
     if not isinstance(x, torch.Tensor):
@@ -116,5 +117,4 @@ def runs_plainly(module: nn.Module, args: tuple[Any, ...]) -> bool:
     if forward in _ANY_INPUT:
         return True
     function, arguments = _ARGUMENTS[forward](module, x)
-    found = EXPECTATIONS[function](arguments, {})  # keyed alike: _ARGUMENTS names the bound originals
-    return found is None or found.expected == found.got
+    return channel_mismatch(function, arguments, {}) is None  # keyed alike: _ARGUMENTS names the bound originals

@@ -2,15 +2,17 @@
 
 A full trace per size would record every layer only to keep its first break; the sweep
 runs a lighter pass instead: the forward on meta under a function mode that computes
-shapes and raises at the first disagreement, and hooks that only track which block runs.
-tests/test_sweep.py checks that its outcomes equal those of full traces.
+shapes and raises at the first disagreement, and hooks that only track which block runs
+and which call produced each tensor. What is a merge, which input is the main one, what a
+channel demand is, and what kind a failure is are decided by the modules the full trace
+uses (`merges`, `failures`), so both decide alike; tests/test_sweep.py checks that its
+outcomes equal those of full traces.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -21,47 +23,117 @@ from torch.overrides import TorchFunctionMode
 
 from shapetrace.records import BreakKind, Outcome
 from shapetrace.tracing import metashapes
-from shapetrace.tracing.merges import EXPECTATIONS, meta_concatenate, resize_like
+from shapetrace.tracing._torch_compat import has_children
+from shapetrace.tracing.failures import FailedOp, failure_kind, internal_error, is_internal, noted
+from shapetrace.tracing.merges import (
+    ADDITIONS,
+    CONCATENATIONS,
+    EXPECTATIONS,
+    addition_operands,
+    channel_mismatch,
+    concatenate,
+    concatenation,
+    main_input,
+    merge_roles,
+    mismatched,
+    stand_ins,
+)
+from shapetrace.tracing.observer import tensors_in
 from shapetrace.tracing.tracer import observed
 
-_SIZE_ERROR = re.compile(r"size|shape|dimension|broadcast|match|too small|divisible|multiple of", re.IGNORECASE)
-_CONCATENATIONS = (torch.cat, torch.concat, torch.concatenate, torch.stack)
+MODEL_INPUT = -1  # the producer of the model's own inputs, as in the Recorder
 
 
 class _FirstBreak(Exception):  # noqa: N818 - a signal that unwinds the forward, not an error
-    def __init__(self, kind: str, place: str) -> None:
+    def __init__(self, kind: BreakKind, place: str) -> None:
         super().__init__(kind, place)
         self.kind, self.place = kind, place
 
 
 class LightPass(TorchFunctionMode):
-    """Shapes only; the first disagreement stops the forward with its kind and block."""
+    """Shapes only; the first disagreement stops the forward with its kind and block.
+
+    Of the Observer's bookkeeping it keeps just what the shared merge rules (`merges`) need to
+    decide as the Observer does: which call produced each tensor (the main input of a merge
+    is the latest call's) and which calls each call's inputs came from (a skip feeds the main
+    input). Calls are numbered as they begin, as the Recorder numbers them; a call's outputs
+    carry its number, a function's output the number of its largest tracked input. The
+    tracked tensors are held until the forward ends (on meta they cost nothing), so an id is
+    never reused meanwhile.
+    """
 
     def __init__(self, names: dict[int, str]) -> None:
         super().__init__()
         self.names = names
-        self.stack: list[str] = []
-        self.pending = ""  # a merge broke; its consumer is the next call to begin
-        self.failed_in = ""  # the block an exception left first
+        self.reset()
 
     def reset(self) -> None:
-        self.stack, self.pending, self.failed_in = [], "", ""
+        self.stack: list[str] = []
+        self.pending: BreakKind | None = None  # a merge broke; its consumer is the next call to begin
+        self.failed_in = ""  # the block an exception left first
+        self.failure: FailedOp | None = None
+        self.calls = 0
+        self.events = 0
+        self.running: list[tuple[int, int, bool]] = []  # (number, event it began at, leaf) per open call
+        self.producers: dict[int, tuple[torch.Tensor, int, int, bool]] = {}
+        """By id: (tensor, producer, event it was tracked at, returned by a call)."""
+        self.inputs: list[list[int]] = []
+        """By call number: the producers of the call's tensor arguments."""
 
     def before(self, module: nn.Module, args: Any) -> None:
         if id(module) not in self.names:
             return  # global hooks see every module; only the swept model's count
-        # Pushed before raising: the always-called post-hook of this module pops it again.
+        leaf = not has_children(module)
+        # Pushed before raising: the always-called post-hook of this module pops both again.
+        self.events += 1
         self.stack.append(self.names[id(module)])
-        if self.pending:
+        self.running.append((self.calls, self.events, leaf))
+        self.inputs.append(self._producers_of(args))
+        self.calls += 1
+        if self.pending is not None:
             raise _FirstBreak(self.pending, self.block())
 
-    def after(self, module: nn.Module, args: Any, output: Any) -> None:
+    def after(self, module: nn.Module, args: Any, *rest: Any) -> None:
         if id(module) not in self.names:
             return
+        # (kwargs, output); (output) alone on torch's exception path, as for the Observer.
+        kwargs, output = rest if len(rest) == 2 else ({}, rest[-1])
         # always_call: runs while an exception unwinds too; remember the block it left first.
         if output is None and not self.failed_in and sys.exc_info()[0] is not None:
             self.failed_in = self.block()
         self.stack.pop()
+        number, began, _ = self.running.pop()
+        if output is None:
+            return
+        if kwargs:
+            self.inputs[number] += self._producers_of(tensors_in(kwargs))
+        # The Recorder's rule at a call's end: an output made inside the call, not returned by
+        # a child, is this call's; one a child returned, or an input passed through, stays.
+        producers = self.producers
+        for tensor in (output,) if isinstance(output, torch.Tensor) else tensors_in(output):
+            known = producers.get(id(tensor))
+            if known is None or known[0] is not tensor:
+                self.events += 1
+                producers[id(tensor)] = (tensor, number, self.events, True)
+            elif known[2] > began and not known[3]:
+                producers[id(tensor)] = (tensor, number, known[2], True)
+
+    def producer_of(self, tensor: torch.Tensor) -> int:
+        known = self.producers.get(id(tensor))
+        return known[1] if known is not None and known[0] is tensor else MODEL_INPUT
+
+    def _producers_of(self, values: Sequence[Any]) -> list[int]:
+        """The producers of the tensors among a call's arguments (producer_of, inlined: once per call)."""
+        producers = self.producers
+        found = []
+        for value in values:
+            for tensor in (value,) if isinstance(value, torch.Tensor) else tensors_in(value):
+                known = producers.get(id(tensor))
+                found.append(known[1] if known is not None and known[0] is tensor else MODEL_INPUT)
+        return found
+
+    def inputs_of(self, call: int) -> list[int]:
+        return self.inputs[call]
 
     def block(self) -> str:
         return self.stack[1] if len(self.stack) > 1 else (self.stack[0] if self.stack else "")
@@ -70,42 +142,103 @@ class LightPass(TorchFunctionMode):
         self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
         kwargs = kwargs or {}
-        if func in _CONCATENATIONS:
-            return self._concatenate(func, args, kwargs)
-        expectation = EXPECTATIONS.get(func)
-        if expectation is not None:
-            found = expectation(args, kwargs)
-            if found is not None and found.expected != found.got:
-                raise _FirstBreak("channels", self.block())
-        return metashapes.call(func, args, kwargs)
+        try:
+            if func in CONCATENATIONS:
+                merge = concatenation(func, args, kwargs)
+                if merge is not None:
+                    return self._concatenate(func, merge.op, merge.tensors, merge.dim, merge.keep)
+            elif func in ADDITIONS:
+                operands = addition_operands(args, kwargs)
+                output = None if operands is None else self._add(func, operands, args, kwargs)
+                if output is not None:
+                    return output
+            elif func in EXPECTATIONS and channel_mismatch(func, args, kwargs) is not None:
+                raise _FirstBreak(BreakKind.CHANNELS, self.block())
+            output = metashapes.call(func, args, kwargs)
+        except _FirstBreak:
+            raise
+        except Exception as error:
+            self.failure = noted(self.failure, func, args, kwargs, error)
+            raise
+        if not (self.running and self.running[-1][2]):  # inside a leaf, its outputs are the leaf's anyway
+            for item in output if isinstance(output, (tuple, list)) else (output,):
+                if isinstance(item, torch.Tensor):
+                    self._derive(item, args)
+        return output
 
-    def _concatenate(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-        tensors = list(args[0] if args else kwargs.get("tensors", ()))
-        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
-        metas = all(isinstance(t, torch.Tensor) and t.device.type == "meta" for t in tensors)
-        if len(tensors) < 2 or not metas or len({t.dim() for t in tensors}) != 1 or not isinstance(dim, int):
-            return func(*args, **kwargs)
-        stack = func is torch.stack
-        dim %= tensors[0].dim() + (1 if stack else 0)
-        main = tensors[0].shape
-        keep = None if stack else dim
-        if any(size != main[d] for t in tensors for d, size in enumerate(t.shape) if d != keep):
-            self.pending = "size"
-            tensors = [resize_like(t, main, keep) for t in tensors]
-        return meta_concatenate(tensors, dim, stack)
+    def _derive(self, output: torch.Tensor, args: Sequence[Any]) -> None:
+        """As the Observer: a function's output keeps the producer of its largest tracked input."""
+        if id(output) in self.producers and self.producers[id(output)][0] is output:
+            return  # in place, or a view returned as the same object
+        best, best_size = MODEL_INPUT, -1
+        for argument in args:
+            for tensor in argument if isinstance(argument, (list, tuple)) else (argument,):
+                if isinstance(tensor, torch.Tensor) and tensor.numel() > best_size:
+                    known = self.producers.get(id(tensor))
+                    if known is not None and known[0] is tensor:
+                        best, best_size = known[1], tensor.numel()
+        if best_size >= 0:
+            self.events += 1
+            self.producers[id(output)] = (output, best, self.events, False)
+
+    def _add(
+        self,
+        func: Callable[..., Any],
+        operands: tuple[torch.Tensor, torch.Tensor],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """As the Observer: an addition that joins a skip to the main path is a merge; None if it is none."""
+        producers = [self.producer_of(t) for t in operands]
+        roles, main = merge_roles(producers, self.inputs_of)
+        if roles[1 - main] != "skip":
+            return None
+        if operands[0].shape == operands[1].shape:
+            output = metashapes.call(func, args, kwargs)
+        else:
+            self.pending = BreakKind.SIZE
+            resized = stand_ins(operands, operands[main].shape, None)
+            rest = {key: value for key, value in kwargs.items() if key not in ("input", "other")}
+            output = metashapes.call(func, (*resized, *args[2:]), rest)
+        # A residual sum continues the main path, whichever side of the + it was written on.
+        if output is not operands[main]:
+            self.events += 1
+            self.producers[id(output)] = (output, producers[main], self.events, False)
+        return output
+
+    def _concatenate(
+        self, func: Callable[..., Any], op: str, tensors: Sequence[torch.Tensor], dim: int, keep: int | None
+    ) -> torch.Tensor:
+        producers = [self.producer_of(t) for t in tensors]
+        main = main_input(producers)
+        if mismatched(tensors, main, keep):
+            self.pending = BreakKind.SIZE
+            tensors = stand_ins(tensors, tensors[main].shape, keep)
+        output = concatenate(func, op, tensors, dim)
+        self.events += 1
+        self.producers[id(output)] = (output, producers[main], self.events, False)
+        return output
 
 
 def first_break(light: LightPass, model: nn.Module, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[str, str]:
-    """The first break's (kind, block) of one forward on meta, or ("", "") when aligned."""
+    """The first break's (kind, block) of one forward on meta, or ("", "") when aligned.
+
+    Raises:
+        InternalError: shapetrace's own code failed (`failures.is_internal`), not the model.
+    """
     light.reset()
     try:
         with torch.no_grad(), light:
             model(*args, **kwargs)
     except _FirstBreak as stop:
         return stop.kind, stop.place
-    except Exception as error:  # noqa: BLE001 - any failure is this size's first break
-        return ("size" if _SIZE_ERROR.search(str(error)) else "error"), light.failed_in or light.block()
-    if light.pending:
+    except Exception as error:
+        if is_internal(error):
+            raise internal_error(error) from error
+        return failure_kind(error, light.failure), light.failed_in or light.block()
+    finally:
+        light.producers.clear()  # the tensors of this forward go now, not at the next one
+    if light.pending is not None:
         return light.pending, light.block()
     return "", ""
 
@@ -166,7 +299,7 @@ def _sweep_serial(
     """Every size in this process, the model hooked once."""
     light = LightPass({id(module): name for name, module in model.named_modules()})
     outcomes = []
-    with observed(model, light.before, light.after):
+    with observed(model, light.before, light.after, with_kwargs=True):
         for height, width in sizes:
             args, kwargs = arguments_at(height, width)
             kind, place = first_break(light, model, args, kwargs)

@@ -1,8 +1,14 @@
-"""What a layer's weights expect of its input, and stand-ins that satisfy them.
+"""Merges and channel demands: what both tracers (the Observer and the sweep's light pass) check.
 
-On the meta device a Conv given the wrong channel count raises only "Invalid channel
-dimensions" and a ConvTranspose raises nothing at all, so the expected count is read from
-the weights and the received one from the input, here, before the function runs.
+- Merge detection: which functions concatenate (`torch.cat`, `stack`) or add, a call's
+  tensors and normalised dim, which inputs disagree, and which input is the main one.
+- Channel expectations: on the meta device a Conv given the wrong channel count raises only
+  "Invalid channel dimensions" and a ConvTranspose raises nothing at all, so the expected
+  count is read from the weights and the received one from the input, before the function runs.
+- Stand-ins: after a break, each input cropped or padded to the shape the merge or the
+  layer expects, so the forward goes on and later breaks are found too.
+
+The two tracers differ only in what they record; the decisions are made here, once.
 """
 
 from __future__ import annotations
@@ -14,6 +20,157 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from shapetrace.tracing.metashapes import call_torch
+
+
+def original(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The function itself, not a `functools.wraps` wrapper another tool (torchlens) put in its place.
+
+    A TorchFunctionMode receives torch's own builtins even then, but Python-level functionals
+    (`F.group_norm`) as whatever their module's global name holds now.
+    """
+    unwrapped: Callable[..., Any] = inspect.unwrap(function)
+    return unwrapped
+
+
+CONCATENATIONS: dict[Callable[..., Any], str] = {
+    original(torch.cat): "cat",
+    original(torch.concat): "cat",
+    original(torch.concatenate): "cat",
+    original(torch.stack): "stack",
+}
+"""The functions that join tensors along a dimension, as a TorchFunctionMode receives them, and their op."""
+
+ADDITIONS = frozenset(
+    original(function)
+    for function in (torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__iadd__)
+)
+"""The additions that may join a skip to the main path (`x + skip`, `x += skip`, `torch.add`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Concatenation:
+    """One torch.cat or torch.stack call, read from its arguments."""
+
+    op: str
+    """"cat" or "stack"."""
+    tensors: tuple[torch.Tensor, ...]
+    dim: int
+    """The joined dimension, non-negative (of the output, for a stack)."""
+
+    @property
+    def keep(self) -> int | None:
+        """The dimension the inputs may disagree in: the cat's dim; none for a stack."""
+        return self.dim if self.op == "cat" else None
+
+
+def concatenation(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Concatenation | None:
+    """The call's tensors and normalised dim; None where torch alone should run it.
+
+    None for anything but two or more tensors of one rank (at least 1) and an int dim:
+    torch raises its own errors for those, and they are no merge of a skip.
+    """
+    op = CONCATENATIONS.get(func)
+    if op is None:
+        return None
+    tensors = tuple(args[0] if args else kwargs.get("tensors", ()))
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    if len(tensors) < 2 or not all(isinstance(t, torch.Tensor) for t in tensors) or not isinstance(dim, int):
+        return None
+    ndim = tensors[0].dim()
+    if ndim == 0 or any(t.dim() != ndim for t in tensors):
+        return None
+    return Concatenation(op, tensors, dim % (ndim + 1 if op == "stack" else ndim))
+
+
+def main_input(producers: Sequence[int]) -> int:
+    """Which input of a merge is the main one: the one from the latest call (the first, on a tie).
+
+    `producers` holds, per input, the number of the call that produced it, numbered in the
+    order calls began; the model's own inputs count as -1.
+    """
+    return producers.index(max(producers))
+
+
+def ancestry(source: int, main: int, inputs_of: Callable[[int], Sequence[int]]) -> set[int] | None:
+    """Calls on paths from `source` to `main` (exclusive), or None if `source` does not feed it.
+
+    `inputs_of(call)` gives the producers of that call's inputs: the call-level data flow.
+    """
+    if source < 0 or source >= main:
+        return None
+    seen: set[int] = set()
+    frontier = [main]
+    found = False
+    while frontier:
+        node = frontier.pop()
+        for producer in inputs_of(node):
+            if producer == source:
+                found = True
+            elif producer > source and producer not in seen:
+                seen.add(producer)
+                frontier.append(producer)
+    return seen if found else None
+
+
+def merge_roles(producers: Sequence[int], inputs_of: Callable[[int], Sequence[int]]) -> tuple[tuple[str, ...], int]:
+    """Each merge input's role, and which one is the main input.
+
+    "main": the input from the latest call (`main_input`); "skip": an input whose producer
+    feeds the main input's (saved earlier on its path); "input": any other.
+    """
+    main = main_input(producers)
+    roles = tuple(
+        "main" if i == main else "skip" if ancestry(producer, producers[main], inputs_of) is not None else "input"
+        for i, producer in enumerate(producers)
+    )
+    return roles, main
+
+
+def mismatched(tensors: Sequence[torch.Tensor], main: int, keep: int | None) -> list[int]:
+    """The inputs whose shape differs from the main input's outside dimension `keep`."""
+    reference = tensors[main].shape
+    return [i for i, t in enumerate(tensors) if differs(t.shape, reference, keep)]
+
+
+def differs(shape: Sequence[int], reference: Sequence[int], keep: int | None) -> bool:
+    return any(size != reference[d] for d, size in enumerate(shape) if d != keep)
+
+
+def stand_ins(tensors: Sequence[torch.Tensor], shape: Sequence[int], keep: int | None) -> list[torch.Tensor]:
+    """Each input cropped or padded to `shape` outside `keep`: what the merge would have joined."""
+    return [resize_like(t, shape, keep) for t in tensors]
+
+
+def concatenate(func: Callable[..., Any], op: str, tensors: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
+    """The merge's output: computed here on meta, by torch elsewhere."""
+    if all(t.device.type == "meta" for t in tensors):
+        return meta_concatenate(tensors, dim, stack=op == "stack")
+    output: torch.Tensor = call_torch(func, (list(tensors), dim), {})
+    return output
+
+
+def addition_operands(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The two tensors of an addition that could join a skip to the main path, or None.
+
+    Both tensors of one rank, at least 3 (maps or token sequences), and not a broadcast:
+    a bias or an embedding broadcast over the map (`h + t[:, :, None, None]`) is no skip,
+    decided before tracing the data flow, which walks every call in between.
+    """
+    left = args[0] if args else kwargs.get("input")
+    right = args[1] if len(args) > 1 else kwargs.get("other")
+    if not (isinstance(left, torch.Tensor) and isinstance(right, torch.Tensor)):
+        return None
+    if left.dim() < 3 or left.dim() != right.dim():
+        return None
+    if left.shape != right.shape and broadcastable(left.shape, right.shape):
+        return None
+    return left, right
+
+
+def broadcastable(left: Sequence[int], right: Sequence[int]) -> bool:
+    return all(a == b or 1 in (a, b) for a, b in zip(reversed(left), reversed(right), strict=False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,16 +243,6 @@ def _layer_norm(args: Sequence[Any], kwargs: dict[str, Any]) -> Expectation | No
     return Expectation(0, x.dim() - 1, int(normalized[0]), x.shape[-1])
 
 
-def original(function: Callable[..., Any]) -> Callable[..., Any]:
-    """The function itself, not a `functools.wraps` wrapper another tool (torchlens) put in its place.
-
-    A TorchFunctionMode receives torch's own builtins even then, but Python-level functionals
-    (`F.group_norm`) as whatever their module's global name holds now.
-    """
-    unwrapped: Callable[..., Any] = inspect.unwrap(function)
-    return unwrapped
-
-
 EXPECTATIONS: dict[Callable[..., Any], Callable[..., Expectation | None]] = {
     original(torch.conv1d): _convolution(transposed=False, spatial=1),
     original(torch.conv2d): _convolution(transposed=False, spatial=2),
@@ -111,6 +258,15 @@ EXPECTATIONS: dict[Callable[..., Any], Callable[..., Expectation | None]] = {
     original(F.layer_norm): _layer_norm,
 }
 """The functions whose weights fix a channel count, and how to read it."""
+
+
+def channel_mismatch(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Expectation | None:
+    """The channel demand this call's input fails, or None (no demand, or one that is met)."""
+    expectation = EXPECTATIONS.get(func)
+    if expectation is None:
+        return None
+    found = expectation(args, kwargs)
+    return found if found is not None and found.expected != found.got else None
 
 
 def resize(tensor: torch.Tensor, dim: int, size: int) -> torch.Tensor:

@@ -20,22 +20,22 @@ from torch.overrides import TorchFunctionMode
 
 from shapetrace.records import BreakSide, SideRole
 from shapetrace.tracing import broadcasts, metashapes
+from shapetrace.tracing._torch_compat import NoFunctionMode, function_mode_depth, pop_function_mode, push_function_mode
+from shapetrace.tracing.failures import FailedOp, error_name, is_internal, noted, witnessed
+from shapetrace.tracing.geometry import RESAMPLING_FUNCTIONS, RESAMPLING_MODULES, function_resampling
 from shapetrace.tracing.joins import Joins, side_role
 from shapetrace.tracing.leaves import runs_plainly
-from shapetrace.tracing.merges import EXPECTATIONS, Expectation, original, resize
+from shapetrace.tracing.merges import (
+    ADDITIONS,
+    CONCATENATIONS,
+    EXPECTATIONS,
+    Expectation,
+    channel_mismatch,
+    concatenation,
+    original,
+    resize,
+)
 from shapetrace.tracing.recorder import MODEL_INPUT, PendingBreak, Recorder, Tag
-
-_CONCATENATIONS: dict[Callable[..., Any], str] = {
-    original(torch.cat): "cat",
-    original(torch.concat): "cat",
-    original(torch.concatenate): "cat",
-    original(torch.stack): "stack",
-}
-_NO_FUNCTION_MODE = torch._C.DisableTorchFunction
-_ADDITIONS = {
-    original(function)
-    for function in (torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__iadd__)
-}
 
 
 class StopTracing(Exception):  # noqa: N818 - a signal to unwind the forward, not an error
@@ -80,11 +80,15 @@ class Observer(Joins, TorchFunctionMode):
         self.first_break = first_break
         self.stop_pending = False
         self.call: Callable[[Callable[..., Any], Sequence[Any], dict[str, Any]], Any] = (
-            metashapes.call if meta else _call_directly
+            metashapes.call if meta else metashapes.call_torch
         )
         self.leaves_plainly = not meta
         self.suspended_at = -1
         """The call during which the mode is off the stack, or -1."""
+        self.failure: FailedOp | None = None
+        """The last op seen raising: what `failures.failure_kind` classifies a failed forward by."""
+        self.bug: Exception | None = None
+        """shapetrace's own error in a post-hook while the forward failed, which torch would only warn about."""
 
     # --- module hooks -----------------------------------------------------------------
 
@@ -95,7 +99,7 @@ class Observer(Joins, TorchFunctionMode):
             return  # a module from outside the traced model
         # The hooks run inside the forward, under the mode: without this, each `.shape`
         # they read would be one more trip through __torch_function__.
-        with _NO_FUNCTION_MODE():
+        with NoFunctionMode():
             recorder.begin(module, tensors_in(args))
             if self.stop_pending:
                 raise StopTracing  # the broken merge's consumer is known now: stop here
@@ -105,38 +109,61 @@ class Observer(Joins, TorchFunctionMode):
     def after(self, module: nn.Module, args: tuple[Any, ...], *rest: Any) -> None:
         # (kwargs, output) normally; torch's exception path calls global always-call hooks
         # without kwargs, as (module, args, output).
+        kwargs, output = rest if len(rest) == 2 else ({}, rest[-1])
+        # always_call hooks also run when the forward raised; then there is no output.
+        if output is not None or sys.exc_info()[0] is None:
+            self._after(module, args, kwargs, output, raised=False)
+            return
+        # The forward is failing. torch would turn an exception raised here into a warning, so
+        # a bug of shapetrace's own is kept for the tracer to raise, and nothing more is recorded.
+        unwinding = sys.exc_info()[1]
+        if self.bug is not None or (unwinding is not None and is_internal(unwinding)):
+            return
+        try:
+            self._after(module, args, kwargs, output, raised=True)
+        except Exception as bug:  # noqa: BLE001 - raised by our own bookkeeping: kept, not lost
+            self.bug = bug
+
+    def _after(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any, raised: bool
+    ) -> None:
         recorder = self.recorder
         if id(module) not in recorder.names:
             return
-        kwargs, output = rest if len(rest) == 2 else ({}, rest[-1])
-        # always_call hooks also run when the forward raised; then there is no output.
-        raised = output is None and sys.exc_info()[0] is not None
         if self.suspended_at >= 0 and self.suspended_at == recorder.current:
             # A leaf that ran without the mode: recorded before the mode returns to the stack.
             try:
+                if raised:
+                    self._witness(module, args, kwargs)
                 if kwargs:
                     recorder.add_inputs(tensors_in(kwargs))
                 recorder.end(tensors_in(output), raised)
             finally:
                 self._resume()
             return
-        with _NO_FUNCTION_MODE():
+        with NoFunctionMode():
             if kwargs:
                 recorder.add_inputs(tensors_in(kwargs))
             recorder.end(tensors_in(output), raised)
 
+    def _witness(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """The op that raised in a leaf that ran without the mode, as the mode would have seen it."""
+        error = sys.exc_info()[1]
+        if error is not None and (self.failure is None or self.failure.error is not error):
+            self.failure = witnessed(module.forward, args, kwargs, error)
+
     def _suspend(self, call: int) -> None:
         """Take the mode off the stack while `call` runs (only where it is on top)."""
-        if torch._C._len_torch_function_stack() == 0:
+        if function_mode_depth() == 0:
             return
-        top = torch._C._pop_torch_function_stack()
+        top = pop_function_mode()
         if top is not self:  # the forward entered a mode of its own: leave the stack alone
-            torch._C._push_on_torch_function_stack(top)
+            push_function_mode(top)
             return
         self.suspended_at = call
 
     def _resume(self) -> None:
-        torch._C._push_on_torch_function_stack(self)
+        push_function_mode(self)
         self.suspended_at = -1
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -161,26 +188,33 @@ class Observer(Joins, TorchFunctionMode):
                 for shape, producer in zip(call.inputs, call.producers, strict=True)
             )
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        recorder.breaks.append(PendingBreak(leaf, kind, type(error).__name__, -1, sides, detail=detail))
+        recorder.breaks.append(PendingBreak(leaf, kind, error_name(error), -1, sides, detail=detail))
 
     # --- function mode ----------------------------------------------------------------
 
     def __torch_function__(
         self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
-        kwargs = kwargs or {}
         try:
-            concatenation = _CONCATENATIONS.get(func)
-            addition = func in _ADDITIONS
-            expectation = EXPECTATIONS.get(func)
+            return self._dispatch(func, types, args, kwargs or {})
+        except Exception as error:
+            self.failure = noted(self.failure, func, args, kwargs or {}, error)
+            raise
+
+    def _dispatch(self, func: Callable[..., Any], types: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        try:
+            joins = func in CONCATENATIONS
+            addition = func in ADDITIONS
+            checked = func in EXPECTATIONS
         except TypeError:  # an unhashable stand-in another tool put in torch's place
-            concatenation, addition, expectation = None, False, None
-        if concatenation is not None:
-            return self._concatenate(func, concatenation, args, kwargs)
+            joins, addition, checked = False, False, False
+        if joins:
+            merge = concatenation(func, args, kwargs)
+            return self._plain(func, args, kwargs) if merge is None else self._concatenate(func, merge)
         if addition:
             return self._add(func, args, kwargs)
-        if expectation is not None:
-            return self._checked(func, expectation, args, kwargs)
+        if checked:
+            return self._checked(func, args, kwargs)
         if func is torch.arange and _wants_meta(kwargs) and not any(isinstance(a, torch.Tensor) for a in args):
             return _meta_arange(args, kwargs)
         if getattr(func, "__wrapped__", None) is not None and (unwrapped := _known_original(func)) is not func:
@@ -203,15 +237,9 @@ class Observer(Joins, TorchFunctionMode):
         if best is not None:
             recorder.inherit(output, best)
 
-    def _checked(
-        self,
-        func: Callable[..., Any],
-        expectation: Callable[..., Expectation | None],
-        args: Sequence[Any],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        found = expectation(args, kwargs)
-        if found is None or found.expected == found.got or len(args) <= found.argument:
+    def _checked(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        found = channel_mismatch(func, args, kwargs)
+        if found is None or len(args) <= found.argument:
             return self._plain(func, args, kwargs)
         return self._stand_in(func, found, args, kwargs)
 
@@ -231,6 +259,8 @@ class Observer(Joins, TorchFunctionMode):
         arguments = list(args)
         arguments[found.argument] = stand_in
         output = self.call(func, arguments, kwargs)
+        if func in RESAMPLING_FUNCTIONS:
+            self._record_resampling(func, arguments, kwargs, output)
         if isinstance(output, torch.Tensor):
             recorder.inherit(output, tag, bad=-1, merge=-1, downstream=True)
         return output
@@ -256,11 +286,13 @@ class Observer(Joins, TorchFunctionMode):
         try:
             output = self.call(func, args, kwargs)
         except RuntimeError as error:
-            mismatch = broadcasts.mismatch(args, str(error))
+            mismatch = broadcasts.mismatch(func, args)
             output = None if mismatch is None else self._broadcast_break(func, args, kwargs, mismatch, error)
             if output is None:
                 raise
             return output
+        if _resamples(func):
+            self._record_resampling(func, args, kwargs, output)
         if self.recorder.in_opaque_leaf:
             return output  # per-op Python work inside torch's leaves is what slows real-device traces
         if isinstance(output, torch.Tensor):
@@ -270,6 +302,18 @@ class Observer(Joins, TorchFunctionMode):
                 if isinstance(item, torch.Tensor):
                     self._derive(item, args)
         return output
+
+    def _record_resampling(
+        self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], output: Any
+    ) -> None:
+        """The geometry of a pool, strided conv or interpolation, unless a resampling module records it."""
+        recorder = self.recorder
+        if recorder.stack and isinstance(recorder.calls[recorder.stack[-1]].module, RESAMPLING_MODULES):
+            return  # read from the module's attributes once the forward is over
+        with NoFunctionMode():
+            record = function_resampling(func, args, kwargs, output, recorder.current, len(recorder.calls))
+        if record is not None:
+            recorder.resamplings.append(record)
 
     def _broadcast_break(
         self,
@@ -305,7 +349,7 @@ class Observer(Joins, TorchFunctionMode):
                 BreakSide(SideRole.INPUT, tuple(t.shape), recorder.producer_of(t)) for t in (received, reference)
             )
             detail = str(error).strip().splitlines()[0]
-            brk = PendingBreak(recorder.current, "size", type(error).__name__, -1, sides, detail=detail)
+            brk = PendingBreak(recorder.current, "size", error_name(error), -1, sides, detail=detail)
             recorder.breaks.append(brk)
             self.stop_pending = self.first_break
         stand_in = received
@@ -322,13 +366,26 @@ class Observer(Joins, TorchFunctionMode):
 def _known_original(func: Callable[..., Any]) -> Callable[..., Any]:
     """The function a wrapper wraps, where the mode or the shape functions know it; else `func`."""
     unwrapped = original(func)
-    known = unwrapped in _CONCATENATIONS or unwrapped in _ADDITIONS or unwrapped in EXPECTATIONS
+    known = unwrapped in CONCATENATIONS or unwrapped in ADDITIONS or unwrapped in EXPECTATIONS
     return unwrapped if known or unwrapped in metashapes.META_SHAPES else func
+
+
+def _resamples(func: Callable[..., Any]) -> bool:
+    """Whether `func` is a pool, strided conv or interpolation whose geometry the trace records."""
+    try:
+        return func in RESAMPLING_FUNCTIONS
+    except TypeError:  # an unhashable stand-in another tool put in torch's place
+        return False
 
 
 def _wants_meta(kwargs: dict[str, Any]) -> bool:
     device = kwargs.get("device")
-    return device is not None and torch.device(device).type == "meta"
+    if device is None:
+        return False
+    try:
+        return torch.device(device).type == "meta"
+    except (RuntimeError, TypeError):
+        return False  # not a device: torch.arange says so itself
 
 
 def _meta_arange(args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
@@ -343,7 +400,3 @@ def _meta_arange(args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
     integral = all(isinstance(n, int) for n in (start, end, step))
     dtype = kwargs.get("dtype") or (torch.int64 if integral else torch.get_default_dtype())
     return torch.empty(length, dtype=dtype, device="meta")
-
-
-def _call_directly(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-    return func(*args, **kwargs)

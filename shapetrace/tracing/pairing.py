@@ -1,6 +1,6 @@
 """Which inputs of a merge are skips, and where each skip comes from: provenance, not call order.
 
-The rule (docs/pairing-rule.md says it in words):
+The rule (ARCHITECTURE.md, "The pairing rule", says it in words):
 
 - Every tensor carries a producer: the innermost call that returned it, or, for a tensor made
   by functions (`x * 0.5`, slicing, a reshape), the producer of its largest tagged input.
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from shapetrace.records import Shape
+from shapetrace.tracing import merges
 from shapetrace.tracing.recorder import MODEL_INPUT, Recorder
 
 UP, DOWN, NONE = 1, -1, 0
@@ -223,24 +224,16 @@ def ancestry(recorder: Recorder, source: int, main: int) -> set[int] | None:
     """Calls on paths from `source` to `main` (exclusive), or None if `source` does not feed it.
 
     A call's predecessors are the producers of its inputs and, for an output it made from a
-    child's output by functions, that child.
+    child's output by functions, that child (`inputs_of`).
     """
-    if source < 0 or source >= main:
-        return None
-    seen: set[int] = set()
-    frontier = [main]
-    found = False
-    while frontier:
-        node = frontier.pop()
-        call = recorder.calls[node]
-        inner = call.inner
-        for producer in (*call.producers, inner) if inner > node else call.producers:
-            if producer == source:
-                found = True
-            elif producer > source and producer not in seen:
-                seen.add(producer)
-                frontier.append(producer)
-    return seen if found else None
+    return merges.ancestry(source, main, lambda call: inputs_of(recorder, call))
+
+
+def inputs_of(recorder: Recorder, call: int) -> tuple[int, ...]:
+    """The calls a call's output comes from: its inputs' producers, and the child it made its output from."""
+    found = recorder.calls[call]
+    inner = found.inner
+    return (*found.producers, inner) if inner > call else found.producers
 
 
 def _inside(recorder: Recorder, index: int, ancestor: int) -> bool:

@@ -19,13 +19,19 @@ from shapetrace.records import (
     FAILED,
     OK,
     Break,
+    BreakKind,
     BreakSide,
     LayerRecord,
+    LayerStatus,
+    MergeOp,
+    Resampling,
     Shape,
     ShapeWarning,
     SkipPair,
     WarningKind,
 )
+from shapetrace.tracing._torch_compat import has_children
+from shapetrace.tracing.geometry import RESAMPLING_MODULES, module_resampling
 from shapetrace.tracing.leaves import TORCH_LEAVES
 
 MODEL_INPUT = -1  # producer of the tensors handed to the model
@@ -66,7 +72,7 @@ class Call:
     inputs: tuple[Shape, ...]
     producers: tuple[int, ...]
     """Producers of the tensor arguments: the call-level data flow into this call."""
-    status: str = OK
+    status: LayerStatus = OK
     opaque: bool = False
     """One of torch's own leaves (Conv2d, GroupNorm): its functions make no merges, so they go untagged."""
     outputs: tuple[Shape, ...] = ()
@@ -130,6 +136,8 @@ class Recorder:
         self.merges: list[Merge] = []
         self.breaks: list[PendingBreak] = []
         self.events = 0
+        self.resamplings: list[Resampling] = []
+        """The resampling functions seen outside resampling modules, as they ran (see `geometry`)."""
         self.received_inputs: set[int] = set()
         """Model inputs some call below the model received (an unreceived one feeds nothing yet)."""
         self.arrivals: dict[int, tuple[int, int]] = {}
@@ -227,7 +235,7 @@ class Recorder:
                 tuple(shapes),
                 tuple(producers),
                 status,
-                type(module).forward in TORCH_LEAVES and not module._modules,
+                type(module).forward in TORCH_LEAVES and not has_children(module),
             )
         )
         stack.append(index)
@@ -303,6 +311,28 @@ class Recorder:
                     return ShapeWarning(call.index, kind, "", before[2:], after[2:], stride)
         return None
 
+    def all_resamplings(self) -> tuple[Resampling, ...]:
+        """The functions' records and the resampling modules', in the order they ran."""
+        found = [(record.position, 1, order, record) for order, record in enumerate(self.resamplings)]
+        for call in self.calls:
+            if call.status == FAILED or not call.inputs or not call.outputs:
+                continue
+            if not isinstance(call.module, RESAMPLING_MODULES):
+                continue
+            position = self._end_position(call.index)
+            record = module_resampling(call.module, call.index, position, call.inputs[0], call.outputs[0])
+            if record is not None:
+                found.append((position, 0, call.index, record))
+        return tuple(record for *_, record in sorted(found, key=lambda item: item[:3]))
+
+    def _end_position(self, index: int) -> int:
+        """How many calls had begun when call `index` returned: the end of its subtree."""
+        depth = self.calls[index].depth
+        end = index + 1
+        while end < len(self.calls) and self.calls[end].depth > depth:
+            end += 1
+        return end
+
     # --- freezing ---------------------------------------------------------------------
 
     def layers(self, params: dict[int, int]) -> tuple[LayerRecord, ...]:
@@ -332,7 +362,9 @@ class Recorder:
             for part in merge.parts:
                 if part.role == "skip":
                     pairs.append(
-                        SkipPair(part.producer, target, merge.op, merge.dim, part.shape, main.producer, main.shape)
+                        SkipPair(
+                            part.producer, target, MergeOp(merge.op), merge.dim, part.shape, main.producer, main.shape
+                        )
                     )
         return tuple(pairs)
 
@@ -358,7 +390,7 @@ class Recorder:
             Break(
                 layer=self._break_layer(brk),
                 leaf=max(brk.leaf, 0) if self.calls else MODEL_INPUT,  # stopped before any call
-                kind=brk.kind,
+                kind=BreakKind(brk.kind),
                 message=brk.detail,
                 op=brk.op,
                 dim=brk.dim,

@@ -10,7 +10,6 @@ import copy
 import importlib
 import importlib.util
 import inspect
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,24 +19,6 @@ import torch
 from torch import nn
 
 from shapetrace.errors import TargetError
-
-
-def parse_init(text: str | None) -> dict[str, Any]:
-    """`--init '{"chs": [1, 2]}'` as keyword arguments."""
-    if text is None:
-        return {}
-    try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as error:
-        message = getattr(error, "msg", "nested too deeply")
-        raise TargetError(
-            f"--init {text!r:.60} is not valid JSON ({message}): expected an object like '{{\"chs\": [1, 2]}}'"
-        ) from None
-    if not isinstance(value, dict):
-        raise TargetError(
-            f"--init {text!r:.60} is a JSON {type(value).__name__}, expected an object of keyword arguments"
-        )
-    return value
 
 
 def load_attribute(target: str) -> Any:

@@ -9,7 +9,6 @@ forward does.
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -17,22 +16,20 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules import module as module_hooks
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils.hooks import RemovableHandle
 
-from shapetrace.records import Trace
+from shapetrace.errors import InternalError
+from shapetrace.records import BreakKind, CostOptions, Trace
+from shapetrace.tracing._torch_compat import forget_global_forward_hook
+from shapetrace.tracing.failures import failure_kind, internal_error, is_internal
 from shapetrace.tracing.observer import Observer, StopTracing, tensors_in
 from shapetrace.tracing.recorder import MODEL_INPUT, Recorder
 from shapetrace.tracing.walk import compiled_original, every_module, module_names
 
 __all__ = ["META_VALUES", "observe", "observed"]
 
-# Exception texts that mean a shape disagreement rather than some other failure.
-_SIZE_ERROR = re.compile(r"size|shape|dimension|broadcast|match|too small|divisible|multiple of", re.IGNORECASE)
-
-
-META_VALUES = "meta"
+META_VALUES = BreakKind.META
 """Break kind: the forward read tensor values (.item(), .tolist(), `if tensor:`), which meta lacks."""
 
 
@@ -43,6 +40,7 @@ def observe(
     *,
     first_break: bool = False,
     config: Sequence[tuple[str, str]] = (),
+    cost: CostOptions | None = None,
 ) -> Trace:
     """Run the forward once under observation and return its records, not yet explained.
 
@@ -53,24 +51,50 @@ def observe(
         args, kwargs: the forward's arguments.
         first_break: stop at the first break instead of reporting every independent one.
         config: key/value pairs kept in the Trace for titles.
+        cost: also count FLOPs and bytes (`shapetrace.tracing.cost`); None leaves them out.
 
     Returns:
         The Trace. A forward that raises gives a Trace whose last break names the layer.
+
+    Raises:
+        TypeError: `model` is not an nn.Module.
+        InternalError: shapetrace's own code failed (a bug, never the model's); the model is
+            left as it was found all the same.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"trace needs an nn.Module, got {type(model).__name__}")
-    model = compiled_original(model)  # the model itself, never its torch.compile wrapper
-    kwargs = dict(kwargs or {})
+    try:
+        # The model itself, never its torch.compile wrapper.
+        return _observe(compiled_original(model), args, dict(kwargs or {}), first_break, tuple(config), cost)
+    except InternalError:
+        raise
+    except Exception as error:
+        raise internal_error(error) from error
+
+
+def _observe(
+    model: nn.Module,
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+    first_break: bool,
+    config: tuple[tuple[str, str], ...],
+    cost: CostOptions | None,
+) -> Trace:
     names = module_names(model)
     recorder = Recorder(names)
     inputs = tensors_in(args) + tensors_in(kwargs)
     for position, tensor in enumerate(inputs):
         recorder.set_tag(tensor, MODEL_INPUT, input_index=position)
-    observer = Observer(recorder, first_break, meta=any(t.device.type == "meta" for t in inputs))
+    meta = any(t.device.type == "meta" for t in inputs)
+    if cost is not None:
+        from shapetrace.tracing.cost import observe_cost
+
+        return observe_cost(model, args, kwargs, recorder, inputs, first_break, config, cost, meta=meta)
+    observer = Observer(recorder, first_break, meta=meta)
     output = _observed_forward(model, args, kwargs, observer)
     from shapetrace.tracing.freeze import freeze
 
-    return freeze(recorder, model, inputs, tensors_in(output), device=_device_of(inputs), config=tuple(config))
+    return freeze(recorder, model, inputs, tensors_in(output), device=_device_of(inputs), config=config)
 
 
 @contextlib.contextmanager
@@ -101,8 +125,7 @@ def observed(
     finally:
         for handle in handles:
             handle.remove()
-            # torch's handle for a global with_kwargs hook forgets to drop its id from this dict.
-            getattr(module_hooks, "_global_forward_hooks_with_kwargs", {}).pop(handle.id, None)
+            forget_global_forward_hook(handle.id)
         for module in training:
             module.training = True
 
@@ -125,27 +148,30 @@ def _eager() -> Iterator[None]:
 
 
 def _observed_forward(model: nn.Module, args: Sequence[Any], kwargs: dict[str, Any], observer: Observer) -> Any:
-    """The forward with hooks and the mode in place; always leaves the model as it was."""
+    """The forward with hooks and the mode in place; always leaves the model as it was.
+
+    The `with` has undone everything (hooks, mode, training flags) before any handler runs.
+
+    Raises:
+        InternalError: shapetrace's own code raised inside the forward (`failures.is_internal`),
+            or in a post-hook while the forward failed (`Observer.bug`).
+    """
     output = None
     try:
         with observed(model, observer.before, observer.after, with_kwargs=True), torch.no_grad(), observer:
             output = model(*args, **kwargs)
     except StopTracing:
         observer.recorder.unwind()
-    except KeyboardInterrupt:
-        observer.fail(KeyboardInterrupt("interrupted"), kind="interrupted")
-    except Exception as error:  # noqa: BLE001 - any failure of the user's forward becomes a break
-        observer.fail(error, kind=_error_kind(error))
+    except KeyboardInterrupt as interrupt:
+        observer.fail(KeyboardInterrupt("interrupted"), failure_kind(interrupt, None))
+    except Exception as error:  # noqa: BLE001 - the forward's failures become breaks; ours, an InternalError
+        if observer.bug is None and is_internal(error):
+            observer.bug = error
+        elif observer.bug is None:
+            observer.fail(error, failure_kind(error, observer.failure))
+    if observer.bug is not None:
+        raise internal_error(observer.bug) from observer.bug
     return output
-
-
-def _error_kind(error: Exception) -> str:
-    """ "meta" when the forward needs tensor values; "size" for shape errors; else "error"."""
-    text = str(error)
-    # .item(), `if tensor:`, .numpy() and boolean masks all fail on meta, each in its own words.
-    if "meta tensor" in text or "register_meta" in text or "meta device" in text:
-        return META_VALUES
-    return "size" if _SIZE_ERROR.search(text) else "error"
 
 
 def _device_of(tensors: list[torch.Tensor]) -> str:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.parameter import is_lazy
+
+from shapetrace.tracing._torch_compat import child_modules, is_lazy, own_parameters
 
 
 def module_names(model: nn.Module) -> dict[int, str]:
@@ -26,7 +27,7 @@ def module_names(model: nn.Module) -> dict[int, str]:
         if id(module) in names:
             return
         names[id(module)] = name
-        for child_name, child in module._modules.items():
+        for child_name, child in child_modules(module).items():
             if child is not None:
                 visit(child, f"{name}.{child_name}" if name else child_name)
 
@@ -36,7 +37,7 @@ def module_names(model: nn.Module) -> dict[int, str]:
 
 def compiled_original(module: nn.Module) -> nn.Module:
     """The module a `torch.compile` wrapper (OptimizedModule) wraps; any other module itself."""
-    original = module._modules.get("_orig_mod") if type(module).__name__ == "OptimizedModule" else None
+    original = child_modules(module).get("_orig_mod") if type(module).__name__ == "OptimizedModule" else None
     return original if original is not None else module
 
 
@@ -45,7 +46,7 @@ def every_module(model: nn.Module) -> list[nn.Module]:
     seen = {id(model)}
     found = [model]
     for module in found:  # grows while it is read
-        for child in module._modules.values():
+        for child in child_modules(module).values():
             if child is not None and id(child) not in seen:
                 seen.add(id(child))
                 found.append(child)
@@ -57,7 +58,7 @@ def parameter_total(model: nn.Module) -> int:
     unique = {
         id(parameter): parameter_size(parameter)
         for module in every_module(model)
-        for parameter in module._parameters.values()
+        for parameter in own_parameters(module).values()
         if parameter is not None
     }
     return sum(unique.values())

@@ -4,7 +4,9 @@ In this torch, the first Python-implemented meta kernel in a process (most eleme
 convolutions, norms, pooling and matrix products on meta) imports torch._dynamo and sympy:
 0.5 to 2 seconds, more than a whole trace. For the ops listed here the tracer computes the
 output itself, an empty meta tensor of torch's shape and dtype, and raises where torch
-raises for the mistakes a trace looks for: broadcasting, channels, sizes too small.
+raises for the mistakes a trace looks for: broadcasting, channels, sizes too small. What it
+raises is a ShapeMismatch (`mismatch`), torch's message and exception type with the kind of
+break it is, so that a trace tells the model's mistakes from a bug of shapetrace.
 
 A shape function returns NotImplemented for every case it does not claim to reproduce
 exactly (an unusual dtype, an argument torch rejects with a message of its own), and torch
@@ -36,10 +38,20 @@ import torch
 from shapetrace.tracing.metashapes import elementwise, layers, products, resampling
 from shapetrace.tracing.metashapes.arguments import ShapeTable
 from shapetrace.tracing.metashapes.elementwise import broadcast_shapes
+from shapetrace.tracing.metashapes.mismatch import ShapeMismatch, ValueMismatch
 from shapetrace.tracing.metashapes.products import matmul_shape
 from shapetrace.tracing.metashapes.resampling import pooled_size
 
-__all__ = ["META_SHAPES", "broadcast_shapes", "call", "matmul_shape", "pooled_size"]
+__all__ = [
+    "META_SHAPES",
+    "ShapeMismatch",
+    "ValueMismatch",
+    "broadcast_shapes",
+    "call",
+    "call_torch",
+    "matmul_shape",
+    "pooled_size",
+]
 
 META_SHAPES: ShapeTable = {}
 """The functions whose meta output this package computes, keyed as they arrive; each module adds its own."""
@@ -57,13 +69,23 @@ def call(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) 
         where there is no shape function, a tensor is elsewhere, or autograd is recording.
 
     Raises:
-        RuntimeError: where torch would, for the shape mistakes the shape functions check.
+        ShapeMismatch: where torch would raise, for the mistakes the shape functions check
+            (a RuntimeError, or a ValueError where torch raises that).
     """
     shape_function = META_SHAPES.get(func)
     if shape_function is not None and _all_meta(args, kwargs) and not _needs_autograd(args, kwargs):
         output = shape_function(args, kwargs)
         if output is not NotImplemented:
             return output
+    return call_torch(func, args, kwargs)
+
+
+def call_torch(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """`func(*args, **kwargs)`: every op the tracers hand to torch goes through this one frame.
+
+    An exception whose innermost frame is this one was raised by torch's own (C++) op, not
+    by shapetrace: `shapetrace.tracing.failures` tells the two apart by it.
+    """
     return func(*args, **kwargs)
 
 

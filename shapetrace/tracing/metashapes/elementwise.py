@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from shapetrace.records import BreakKind
 from shapetrace.tracing.metashapes.arguments import (
     FLOATING,
     INTEGRAL,
@@ -27,6 +28,7 @@ from shapetrace.tracing.metashapes.arguments import (
     meta,
     signature_of,
 )
+from shapetrace.tracing.metashapes.mismatch import ShapeMismatch
 
 _UNARY = signature_of(lambda input: None)
 
@@ -44,7 +46,7 @@ def broadcast_shapes(left: Sequence[int], right: Sequence[int]) -> Shape:
     for dim in reversed(range(ndim)):
         size_a, size_b = padded_left[dim], padded_right[dim]
         if 1 not in (size_a, size_b) and size_a != size_b:
-            raise RuntimeError(
+            raise ShapeMismatch(
                 f"The size of tensor a ({size_a}) must match the size of tensor b ({size_b}) "
                 f"at non-singleton dimension {dim}"
             )
@@ -212,15 +214,17 @@ def _kernel_accepts(operation: str, bound: dict[str, Any], dtype: torch.dtype) -
 def _check_in_place(target: torch.Tensor, shape: Shape, dtype: torch.dtype) -> None:
     """Raise like torch where a result of this shape and dtype cannot be written into `target`."""
     if shape != tuple(target.shape):
-        raise RuntimeError(f"output with shape {list(target.shape)} doesn't match the broadcast shape {list(shape)}")
+        raise ShapeMismatch(f"output with shape {list(target.shape)} doesn't match the broadcast shape {list(shape)}")
     if not torch.can_cast(dtype, target.dtype):
-        raise RuntimeError(
-            f"result type {_TYPE_NAMES[dtype]} can't be cast to the desired output type {_TYPE_NAMES[target.dtype]}"
+        raise ShapeMismatch(
+            f"result type {_TYPE_NAMES[dtype]} can't be cast to the desired output type {_TYPE_NAMES[target.dtype]}",
+            BreakKind.ERROR,  # a dtype, not a shape
         )
     if any(stride == 0 and size > 1 for stride, size in zip(target.stride(), target.shape, strict=True)):
-        raise RuntimeError(
+        raise ShapeMismatch(
             "unsupported operation: more than one element of the written-to tensor refers to a single "
-            "memory location. Please clone() the tensor before performing the operation."
+            "memory location. Please clone() the tensor before performing the operation.",
+            BreakKind.ERROR,  # a memory layout, not a shape
         )
 
 

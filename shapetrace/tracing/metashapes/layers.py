@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from shapetrace.records import BreakKind
 from shapetrace.tracing.metashapes.arguments import (
     Shape,
     ShapeFunction,
@@ -23,6 +24,7 @@ from shapetrace.tracing.metashapes.arguments import (
     same_dtype_or_none,
     signature_of,
 )
+from shapetrace.tracing.metashapes.mismatch import ShapeMismatch, ValueMismatch
 
 # --- convolution and linear ---------------------------------------------------------------
 
@@ -85,24 +87,28 @@ def _convolution_parameters(bound: dict[str, Any], spatial: int, transposed: boo
 def _check_convolution_channels(
     batched: Sequence[int], weight: torch.Tensor, bias: torch.Tensor | None, groups: int, transposed: bool
 ) -> None:
-    """torch's channel checks, in torch's order: weight by groups, input channels, bias."""
+    """torch's channel checks, in torch's order: weight by groups, input channels, bias.
+
+    Size breaks, not channel breaks: the tracers report a channel break, with its arithmetic,
+    from `merges.EXPECTATIONS` before this runs, so what fails here is the weights' own shape.
+    """
     weight_shape = list(weight.shape)
     if weight.shape[0] % groups != 0:
-        raise RuntimeError(
+        raise ShapeMismatch(
             f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
             f"but got weight of size [{weight_shape}] instead"
         )
     given = "Given transposed=1" if transposed else f"Given groups={groups}"
     expected = weight.shape[0] if transposed else weight.shape[1] * groups
     if batched[1] != expected:
-        raise RuntimeError(
+        raise ShapeMismatch(
             f"{given}, weight of size {weight_shape}, expected input{list(batched)} to have {expected} channels, "
             f"but got {batched[1]} channels instead"
         )
     out_channels = weight.shape[1] * groups if transposed else weight.shape[0]
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != out_channels):
         given = "Given transposed=1, weight" if transposed else "Given weight"
-        raise RuntimeError(
+        raise ShapeMismatch(
             f"{given} of size {weight_shape}, expected bias to be 1-dimensional with {out_channels} elements, "
             f"but got bias of size {list(bias.shape)} instead"
         )
@@ -116,7 +122,7 @@ def _convolution_sizes(sizes: Sequence[int], kernel: Sequence[int], parameters: 
     padded = [size + 2 * pad for size, pad in zip(sizes, padding, strict=True)]
     extents = [dilation * (k - 1) + 1 for k, dilation in zip(kernel, parameters["dilation"], strict=True)]
     if any(size < extent for size, extent in zip(padded, extents, strict=True)):
-        raise RuntimeError(
+        raise ShapeMismatch(
             f"Calculated padded input size per channel: ({joined(padded)}). Kernel size: ({joined(extents)}). "
             "Kernel size can't be greater than actual input size"
         )
@@ -134,9 +140,10 @@ def _transposed_convolution_sizes(sizes: Sequence[int], kernel: Sequence[int], p
         extra >= stride and extra >= dilation
         for extra, stride, dilation in zip(extras, strides, dilations, strict=True)
     ):
-        raise RuntimeError(
+        raise ShapeMismatch(
             f"output padding must be smaller than either stride or dilation, but got output_padding={list(extras)}, "
-            f"stride={list(strides)}, dilation={list(dilations)}"
+            f"stride={list(strides)}, dilation={list(dilations)}",
+            BreakKind.ERROR,  # the layer's own arguments, whatever the input
         )
     outputs = tuple(
         (size - 1) * stride - 2 * padding + dilation * (k - 1) + extra + 1
@@ -146,7 +153,7 @@ def _transposed_convolution_sizes(sizes: Sequence[int], kernel: Sequence[int], p
     )
     # float32 on CPU (oneDNN) gives an empty tensor for a size of 0; float64 and CUDA raise.
     if min(outputs) < 1:
-        raise RuntimeError(
+        raise ShapeMismatch(
             f"Given input size per channel: ({joined(sizes)}). "
             f"Calculated output size per channel: ({joined(outputs)}). Output size is too small"
         )
@@ -170,12 +177,12 @@ def _linear(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         return NotImplemented
     rows, (out_features, in_features) = math.prod(input.shape[:-1]), weight.shape
     if input.shape[-1] != in_features:
-        raise RuntimeError(
+        raise ShapeMismatch(
             f"mat1 and mat2 shapes cannot be multiplied ({rows}x{input.shape[-1]} and {in_features}x{out_features})"
         )
     # torch adds the bias to the (rows, out_features) product: it expands from () or (1,).
     if bias is not None and bias.dim() == 1 and bias.shape[0] not in (1, out_features):
-        raise RuntimeError(
+        raise ShapeMismatch(
             f"The expanded size of the tensor ({out_features}) must match the existing size ({bias.shape[0]}) at "
             f"non-singleton dimension 1.  Target sizes: [{rows}, {out_features}].  Tensor sizes: [{bias.shape[0]}]"
         )
@@ -197,17 +204,19 @@ def _group_norm(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     input, groups, weight, bias = bound["input"], bound["num_groups"], bound["weight"], bound["bias"]
     if not is_int(groups) or groups < 1 or not same_dtype_or_none(input, weight, bias):
         return NotImplemented
-    if input.shape[0] * input.shape[1] // groups * math.prod(input.shape[2:]) == 1:
-        return NotImplemented  # F.group_norm's own ValueError: one value per group
+    values = [input.shape[0] * input.shape[1] // groups, groups, *input.shape[2:]]
+    if values[0] * math.prod(values[2:]) == 1:
+        # F.group_norm's own check: a group of one value has no variance (a map shrunk to 1×1).
+        raise ValueMismatch(f"Expected more than 1 value per channel when training, got input size {values}")
     channels = input.shape[1]
     if channels % groups != 0:
-        raise RuntimeError(
+        raise ShapeMismatch(
             "Expected number of channels in input to be divisible by num_groups, "
             f"but got input of shape {list(input.shape)} and num_groups={groups}"
         )
     for name, tensor in (("weight", weight), ("bias", bias)):
         if tensor is not None and (tensor.dim() != 1 or tensor.numel() != channels):
-            raise RuntimeError(
+            raise ShapeMismatch(
                 f"Expected {name} to be a vector of size equal to the number of channels in input, "
                 f"but got {name} of shape {list(tensor.shape)} and input of shape {list(input.shape)}"
             )
@@ -229,7 +238,7 @@ def _check_per_channel(bound: dict[str, Any], channels: int, repeat: int = 1) ->
     for name in _PER_CHANNEL:
         tensor = bound[name]
         if tensor is not None and tensor.numel() != channels:
-            raise RuntimeError(f"{name} should contain {channels * repeat} elements not {tensor.numel() * repeat}")
+            raise ShapeMismatch(f"{name} should contain {channels * repeat} elements not {tensor.numel() * repeat}")
 
 
 _BATCH_NORM = signature_of(F.batch_norm)
@@ -240,11 +249,15 @@ def _batch_norm(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     if bound is None or not floating(bound["input"]) or bound["input"].dim() < 2 or bound["input"].numel() == 0:
         return NotImplemented
     input, training, eps = bound["input"], bound["training"], bound["eps"]
-    if not isinstance(training, bool) or not is_number(eps) or not _statistics_usable(input, bound, training):
+    if not isinstance(training, bool) or not is_number(eps):
         return NotImplemented
-    single = input.shape[0] * math.prod(input.shape[2:]) == 1
-    if (training and (single or eps <= 0)) or eps < 0:
-        return NotImplemented  # F.batch_norm's own ValueErrors
+    if training and input.shape[0] * math.prod(input.shape[2:]) == 1:
+        # F.batch_norm's own check, before any other: one value per channel has no variance.
+        raise ValueMismatch(f"Expected more than 1 value per channel when training, got input size {input.size()}")
+    if not _statistics_usable(input, bound, training):
+        return NotImplemented
+    if (training and eps <= 0) or eps < 0:
+        return NotImplemented  # F.batch_norm's own ValueError, about eps
     _check_per_channel(bound, input.shape[1])
     return meta(input.shape, input.dtype)
 
@@ -257,10 +270,13 @@ def _instance_norm(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     if bound is None or not floating(bound["input"]) or bound["input"].dim() < 2 or bound["input"].numel() == 0:
         return NotImplemented
     input, use_input_stats = bound["input"], bound["use_input_stats"]
-    if not isinstance(use_input_stats, bool) or not _statistics_usable(input, bound, use_input_stats):
+    if not isinstance(use_input_stats, bool):
         return NotImplemented
     if use_input_stats and math.prod(input.shape[2:]) == 1:
-        return NotImplemented  # F.instance_norm's own ValueError
+        # F.instance_norm's own check, before any other: one value per channel and sample has no variance.
+        raise ValueMismatch(f"Expected more than 1 spatial element when training, got input size {input.size()}")
+    if not _statistics_usable(input, bound, use_input_stats):
+        return NotImplemented
     # torch folds the batch into the channels and repeats the per-channel tensors batch times.
     _check_per_channel(bound, input.shape[1], repeat=input.shape[0])
     return meta(input.shape, input.dtype)
@@ -280,18 +296,18 @@ def _layer_norm(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         return NotImplemented
     normalized = list(normalized)
     if not normalized:
-        raise RuntimeError(
+        raise ShapeMismatch(
             "Expected normalized_shape to be at least 1-dimensional, i.e., containing at least one element, "
             "but got normalized_shape = []"
         )
     for name in ("weight", "bias"):
         if bound[name] is not None and list(bound[name].shape) != normalized:
-            raise RuntimeError(
+            raise ShapeMismatch(
                 f"Expected {name} to be of same shape as normalized_shape, but got {name} of shape "
                 f"{list(bound[name].shape)} and normalized_shape = {normalized}"
             )
     if list(input.shape[-len(normalized) :]) != normalized or input.dim() < len(normalized):
-        raise RuntimeError(
+        raise ShapeMismatch(
             f"Given normalized_shape={normalized}, expected input with shape [*, {joined(normalized, ', ')}], "
             f"but got input of size{list(input.shape)}"
         )

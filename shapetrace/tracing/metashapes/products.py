@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from shapetrace.tracing.metashapes.arguments import Shape, ShapeTable, bind, floating, is_number, meta, signature_of
 from shapetrace.tracing.metashapes.elementwise import broadcast_shapes
+from shapetrace.tracing.metashapes.mismatch import ShapeMismatch
 
 _MATMUL = signature_of(lambda input, other: None)
 _BMM = signature_of(lambda input, mat2: None)
@@ -29,14 +30,14 @@ def matmul_shape(left: Sequence[int], right: Sequence[int]) -> Shape:
         RuntimeError: where an operand is 0-D, the inner sizes differ or the batches do not broadcast.
     """
     if not left or not right:
-        raise RuntimeError(
+        raise ShapeMismatch(
             f"both arguments to matmul need to be at least 1D, but they are {len(left)}D and {len(right)}D"
         )
     rows = (left[-2],) if len(left) >= 2 else ()
     columns = (right[-1],) if len(right) >= 2 else ()
     inner = right[-2] if len(right) >= 2 else right[0]
     if left[-1] != inner:
-        raise RuntimeError(
+        raise ShapeMismatch(
             f"mat1 and mat2 shapes cannot be multiplied ({rows[0] if rows else 1}x{left[-1]} and "
             f"{inner}x{columns[0] if columns else 1})"
         )
@@ -60,7 +61,7 @@ def _check_batches(first: torch.Tensor, second: torch.Tensor) -> None:
     """bmm's check, with torch's message: batch2 must be (batch, inner, columns)."""
     expected = [first.shape[0], first.shape[2]]
     if list(second.shape[:2]) != expected:
-        raise RuntimeError(
+        raise ShapeMismatch(
             f"Expected size for first two dimensions of batch2 tensor to be: {expected} "
             f"but got: {list(second.shape[:2])}."
         )
@@ -73,7 +74,7 @@ def _bmm(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     first, second = bound["input"], bound["mat2"]
     for name, tensor in (("batch1", first), ("batch2", second)):
         if tensor.dim() != 3:
-            raise RuntimeError(f"{name} must be a 3D tensor")
+            raise ShapeMismatch(f"{name} must be a 3D tensor")
     _check_batches(first, second)
     return meta((first.shape[0], first.shape[1], second.shape[2]), first.dtype)
 
@@ -92,7 +93,7 @@ def _baddbmm(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     # `input` expands to the product's shape; unlike broadcasting, it never grows the product.
     for dim, size in enumerate(input.shape[::-1]):
         if size not in (1, shape[-1 - dim]):
-            raise RuntimeError(
+            raise ShapeMismatch(
                 f"The expanded size of the tensor ({shape[-1 - dim]}) must match the existing size ({size}) at "
                 f"non-singleton dimension {2 - dim}.  Target sizes: {list(shape)}.  Tensor sizes: {list(input.shape)}"
             )
@@ -112,14 +113,19 @@ def _attention(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     if key.shape[-2] != value.shape[-2]:
         return NotImplemented  # torch's CPU flash kernel reads such a value without a word; others raise
     if key.shape[-1] != query.shape[-1]:
-        raise RuntimeError(
+        raise ShapeMismatch(
             f"scaled_dot_product_attention: query {list(query.shape)} and key {list(key.shape)} "
             "must agree on their last size"
         )
     scores = (*query.shape[:-1], key.shape[-2])  # (..., L, S)
     # torch adds the mask to the scores in place: the mask may broadcast, but not grow them.
     if mask is not None and (broadcast := broadcast_shapes(scores, mask.shape)) != scores:
-        raise RuntimeError(f"output with shape {list(scores)} doesn't match the broadcast shape {list(broadcast)}")
+        raise ShapeMismatch(f"output with shape {list(scores)} doesn't match the broadcast shape {list(broadcast)}")
+    if query.dim() == 4:
+        # The fused kernels (CPU flash, CUDA flash and efficient) lay the output out as (B, L, heads, Ev),
+        # so that the usual `.transpose(1, 2).reshape(B, L, -1)` that joins the heads is a view.
+        batch, heads, length, _ = query.shape
+        return meta((batch, length, heads, value.shape[-1]), query.dtype).transpose(1, 2)
     return meta((*query.shape[:-1], value.shape[-1]), query.dtype)
 
 

@@ -23,6 +23,7 @@ from shapetrace.tracing.metashapes.arguments import (
     meta,
     signature_of,
 )
+from shapetrace.tracing.metashapes.mismatch import ShapeMismatch
 
 _AVERAGE_POOL_1D = signature_of(
     lambda input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True: None
@@ -59,7 +60,7 @@ def _pooling(spatial: int, maximum: bool, with_indices: bool = False) -> ShapeFu
         input, (kernel, strides, paddings, dilations) = bound["input"], window
         sizes = input.shape[-spatial:]
         if not maximum and spatial == 3 and any(size < k for size, k in zip(sizes, kernel, strict=True)):
-            raise RuntimeError(
+            raise ShapeMismatch(
                 f"input image (T: {sizes[0]} H: {sizes[1]} W: {sizes[2]}) smaller than kernel size "
                 f"(kT: {kernel[0]} kH: {kernel[1]} kW: {kernel[2]})"
             )
@@ -69,7 +70,7 @@ def _pooling(spatial: int, maximum: bool, with_indices: bool = False) -> ShapeFu
         )
         if min(outputs) < 1:
             channels = input.shape[-spatial - 1]
-            raise RuntimeError(
+            raise ShapeMismatch(
                 f"Given input size: ({joined((channels, *sizes), 'x')}). "
                 f"Calculated output size: ({joined((channels, *outputs), 'x')}). Output size is too small"
             )
@@ -203,6 +204,27 @@ def _pad(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     return meta(shape, input.dtype)
 
 
+_PIXEL_UNSHUFFLE = signature_of(lambda input, downscale_factor: None)
+
+
+def _pixel_unshuffle(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    """(*, C, H, W) -> (*, C·r², H/r, W/r); torch refuses a height or width that r does not divide."""
+    bound = bind(_PIXEL_UNSHUFFLE, args, kwargs)
+    if bound is None or not is_int(bound["downscale_factor"]) or bound["downscale_factor"] < 1:
+        return NotImplemented
+    input, factor = bound["input"], bound["downscale_factor"]
+    if input.dim() < 3:
+        return NotImplemented
+    for name, position in (("height", -2), ("width", -1)):
+        if input.shape[position] % factor:
+            raise ShapeMismatch(
+                f"pixel_unshuffle expects {name} to be divisible by downscale_factor, but "
+                f"input.size({position})={input.shape[position]} is not divisible by {factor}"
+            )
+    *batch, channels, height, width = input.shape
+    return meta((*batch, channels * factor * factor, height // factor, width // factor), input.dtype)
+
+
 def register(table: ShapeTable) -> None:
     """Add this module's shape functions to `table`, keyed as the ops arrive."""
     for spatial in (1, 2, 3):
@@ -210,3 +232,4 @@ def register(table: ShapeTable) -> None:
         table[getattr(F, f"max_pool{spatial}d")] = _pooling(spatial, maximum=True)
         table[getattr(F, f"max_pool{spatial}d_with_indices")] = _pooling(spatial, maximum=True, with_indices=True)
     table.update({F.adaptive_avg_pool2d: _adaptive_average_pool, F.interpolate: _interpolate, F.pad: _pad})
+    table[F.pixel_unshuffle] = _pixel_unshuffle

@@ -1,0 +1,172 @@
+"""Whether the skips pair down and up in mirror order: last saved, first consumed.
+
+A UNet consumes its skips last in, first out: the deepest saved map joins the first up
+block. Two pairs cross when the one saved first is also consumed first (`skips.pop(0)`).
+A merge is also out of order when the up path was resized to a skip of another resolution
+than its own (`F.interpolate(x, size=skip.shape[2:])` after taking the wrong skip): every
+shape then lines up and nothing else would tell. Reads only the records and the chains.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from fractions import Fraction
+
+from shapetrace.analysis.chains import Axis
+from shapetrace.records import ResamplingKind, Trace
+
+
+@dataclass(frozen=True, slots=True)
+class Misorder:
+    """The skip pairs out of mirror order, and the source mirror order gives each."""
+
+    pairs: tuple[int, ...]
+    """Indices into Trace.skips."""
+    mirror: dict[int, int]
+    """Pair index -> the call whose output mirror order would join there."""
+    resized: tuple[int, ...] = ()
+    """The pairs whose up path was resized to a skip of another resolution."""
+    crossing: tuple[int, ...] = ()
+    """The pairs that cross another: saved first and consumed first."""
+
+
+def misorder(trace: Trace, axes: list[Axis]) -> Misorder | None:
+    """The pairs that cross or join another resolution through a resize; None when all are in order."""
+    crossing = _crossing(trace)
+    resized = _resized_from_other_level(trace, axes)
+    blamed = sorted(set(crossing) | set(resized))
+    if not blamed:
+        return None
+    return Misorder(tuple(blamed), _mirror(trace, blamed, axes), tuple(resized), tuple(crossing))
+
+
+def _crossing(trace: Trace) -> list[int]:
+    """Pairs consumed against mirror order: a finer skip before a coarser one, or, within one
+    resolution, the skip saved first consumed first.
+
+    Mirror order is read from the skips' resolutions before call order: an encoder's branches
+    computed after its bottleneck (UNETR, SwinUNETR) are saved late but are still fine levels.
+    Only skips consumed once count: a map joined twice while another level's goes unused is
+    a skip of the wrong level, whatever the order.
+    """
+    pairs = trace.skips
+    uses = Counter(pair.source for pair in pairs)
+    found: set[int] = set()
+    for first, a in enumerate(pairs):
+        for second in range(first + 1, len(pairs)):
+            b = pairs[second]
+            if uses[a.source] > 1 or uses[b.source] > 1 or a.target == b.target:
+                continue
+            key_a, key_b = _mirror_key(trace, first), _mirror_key(trace, second)
+            if key_a != key_b and (key_a < key_b) != (a.target < b.target):
+                found.update((first, second))
+    return sorted(found)
+
+
+def _mirror_key(trace: Trace, pair: int) -> tuple[int, int]:
+    """Where mirror order consumes a pair: coarser skips first, and within one resolution the
+    last saved first (a source is saved when its call returns: an outer block after the
+    inner calls it contains, although it began before them)."""
+    skip = trace.skips[pair]
+    saved = _end(trace, skip.source) if skip.source >= 0 else skip.source
+    return _area(skip.shape), -saved
+
+
+def _area(shape: tuple[int, ...]) -> int:
+    area = 1
+    for extent in shape[2:]:
+        area *= extent
+    return area
+
+
+def _resized_from_other_level(trace: Trace, axes: list[Axis]) -> list[int]:
+    """Pairs whose up path was resized to a skip of another level than the next one up.
+
+    Interpolating to the skip's size may be the upsampler itself (`F.interpolate(x,
+    size=skip.shape[2:])` from the level below); resizing to any other level's skip, or
+    down to a smaller one, joins a level the up path is not at.
+    """
+    found = []
+    for axis in axes:
+        saved = sorted({axis.scale(constraint.skip) for constraint in axis.constraints})
+        for constraint in axis.constraints:
+            node = axis.nodes[constraint.main]
+            if node.record is None or node.record.kind != ResamplingKind.RESIZE or node.alias != constraint.skip:
+                continue
+            before, skip = axis.scale(node.parent), axis.scale(constraint.skip)
+            next_up = next((scale for scale in saved if scale > before), None)
+            if before and skip and skip not in (before, next_up) and constraint.pair not in found:
+                found.append(constraint.pair)
+    return sorted(found)
+
+
+def _mirror(trace: Trace, blamed: list[int], axes: list[Axis]) -> dict[int, int]:
+    """Mirror order among the blamed pairs' sources; by resolution where that gives none."""
+    by_target = sorted(blamed, key=lambda index: (trace.skips[index].target, index))
+    by_mirror = sorted(blamed, key=lambda index: _mirror_key(trace, index))
+    sources = list(dict.fromkeys(trace.skips[index].source for index in by_mirror))
+    if len(sources) == len(by_target):
+        return dict(zip(by_target, sources, strict=True))
+    return {index: source for index in blamed if (source := level_source(trace, axes, index)) is not None}
+
+
+def main_scale(axes: list[Axis], pair: int) -> Fraction | None:
+    """The scale the up path works at where pair `pair` joins it, before any resize to the skip."""
+    for axis in axes:
+        for constraint in axis.constraints:
+            if constraint.pair != pair:
+                continue
+            node = axis.nodes[constraint.main]
+            if node.record is not None and node.record.kind == ResamplingKind.RESIZE:
+                return axis.scale(node.parent)
+            return axis.scale(constraint.main)
+    return None
+
+
+def skip_scale(axes: list[Axis], pair: int) -> Fraction | None:
+    for axis in axes:
+        for constraint in axis.constraints:
+            if constraint.pair == pair:
+                return axis.scale(constraint.skip)
+    return None
+
+
+def level_source(trace: Trace, axes: list[Axis], pair: int) -> int | None:
+    """The call whose output a mirror pairing joins where `pair` joins: the down path at the up path's scale.
+
+    Among the calls before the first merge, those whose input and output both work at that
+    scale (a level's blocks, not the pool that enters it); a saved one first, else the last.
+    """
+    scale = main_scale(axes, pair)
+    if scale is None or not axes:
+        return None
+    first_target = min(skip.target for skip in trace.skips)
+    saved = {skip.source for skip in trace.skips}
+    candidates = [index for index in range(1, first_target) if _works_at(trace, axes, index, scale)]
+    preferred = [index for index in candidates if index in saved]
+    chosen = preferred or candidates
+    return chosen[-1] if chosen else None
+
+
+def _works_at(trace: Trace, axes: list[Axis], index: int, scale: Fraction) -> bool:
+    layer = trace.layers[index]
+    if layer.depth != 1 or not layer.outputs or not layer.inputs:
+        return False
+    output, first = layer.outputs[0], layer.inputs[0]
+    for axis in axes:
+        if len(output) <= axis.dim or len(first) <= axis.dim:
+            return False
+        made = axis.find(output[axis.dim], _end(trace, index))
+        given = axis.find(first[axis.dim], index)
+        if made is None or given is None or axis.scale(made) != scale or axis.scale(given) != scale:
+            return False
+    return True
+
+
+def _end(trace: Trace, index: int) -> int:
+    depth = trace.layers[index].depth
+    end = index + 1
+    while end < len(trace.layers) and trace.layers[end].depth > depth:
+        end += 1
+    return end

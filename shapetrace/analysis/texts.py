@@ -1,0 +1,127 @@
+"""The words of each cause: what the records say happened, with the numbers a reader checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+
+from shapetrace.analysis.order import Misorder
+from shapetrace.analysis.placement import block_name, full_name, spatial
+from shapetrace.extents import rounding, scale_of
+from shapetrace.formatting import format_size, format_size_change
+from shapetrace.records import BreakSide, Resampling, Shape, Trace
+
+
+def op_name(trace: Trace, record: Resampling) -> str:
+    """ "downs.2 (Downsample)" for a module's op; "max_pool2d in down1" for a function a forward called."""
+    block = block_name(trace, record.layer)
+    layer = trace.layers[record.layer]
+    if record.op == layer.type:
+        top = next(row for row in trace.layers if (row.name or row.type) == block)
+        return f"{block} ({top.type})"
+    where = f"{trace.model}.forward" if record.layer == 0 else block
+    return f"{record.op} in {where}"
+
+
+def rounding_text(trace: Trace, downs: Sequence[Resampling], main: Shape, skip: Shape) -> str:
+    """The first inexact downsampler and what it did, the later ones, and the two sizes that met."""
+    first = downs[0]
+    text = (
+        f"{op_name(trace, first)} {_verb(first)} an odd size: "
+        f"{format_size_change(first.input_size, first.output_size)} ({_odd(first)} is not divisible by "
+        f"{_stride(first)})"
+    )
+    for later in downs[1:]:
+        text += (
+            f"; then {op_name(trace, later)} {_verb(later)} {format_size_change(later.input_size, later.output_size)}"
+        )
+    return text + f"; the up path doubles back to {format_size(main)} while the skip kept {format_size(skip)}"
+
+
+def _verb(record: Resampling) -> str:
+    """ "floored" (a pool: 225 → 112) or "rounded up" (a padded strided conv: 65 → 33)."""
+    signs = [rounding(record, axis) for axis in range(len(record.input_size))]
+    return "rounded up" if any(sign > 0 for sign in signs) else "floored"
+
+
+def _odd(record: Resampling) -> int:
+    axis = next((axis for axis in range(len(record.input_size)) if rounding(record, axis)), 0)
+    return record.input_size[axis]
+
+
+def _stride(record: Resampling) -> str:
+    axis = next((axis for axis in range(len(record.input_size)) if rounding(record, axis)), 0)
+    scale = scale_of(record, axis)
+    return str(scale.denominator if scale.numerator == 1 else scale)
+
+
+def transpose_text(trace: Trace, transposes: Sequence[Resampling]) -> str:
+    """Each ConvTranspose one short: its geometry, what it made, and what doubling would make."""
+    parts = []
+    for record in transposes:
+        axis = next(axis for axis in range(len(record.input_size)) if rounding(record, axis))
+        stride = record.stride[axis]
+        geometry = f"kernel {record.kernel[axis]}, stride {stride}, padding {record.padding[axis]}"
+        made = f"{record.input_size[axis]} → {record.output_size[axis]}, not {record.input_size[axis] * stride}"
+        if record.op == trace.layers[record.layer].type:  # a module: named, with its class
+            where = f"{full_name(trace, record.layer)} ({record.op}, {geometry})"
+        else:
+            where = f"{op_name(trace, record)} ({geometry})"
+        parts.append(f"{where} makes {made}")
+    return (
+        "; ".join(parts) + ": without output_padding a transposed convolution of this geometry falls one short "
+        "of undoing its stride, so the up path never meets the skip of its level"
+    )
+
+
+def level_text(
+    trace: Trace,
+    target: int,
+    main: BreakSide,
+    skip: BreakSide,
+    main_scale: Fraction | None,
+    skip_scale: Fraction | None,
+) -> str:
+    """A skip from another level than the up path it joins."""
+    text = (
+        f"the up path reaches {full_name(trace, target)} at {format_size(spatial(main.shape))} but the skip from "
+        f"{block_name(trace, skip.producer)} is {format_size(spatial(skip.shape))}"
+    )
+    if main_scale is not None and skip_scale is not None and main_scale != skip_scale:
+        return (
+            f"{text}: the up path works at {scale_text(main_scale)} and the skip at {scale_text(skip_scale)}, "
+            "so the skip comes from another level than the up path; no rounding explains it"
+        )
+    return f"{text}: more than rounding can explain, so the skip comes from another level than the up path"
+
+
+def scale_text(scale: Fraction) -> str:
+    """ "the input's resolution" or "1/4 of the input's resolution"."""
+    return "the input's resolution" if scale == 1 else f"{scale} of the input's resolution"
+
+
+def order_text(trace: Trace, order: Misorder) -> str:
+    """Which skips were consumed out of mirror order, and which mirror order would have joined."""
+    pairs = [trace.skips[index] for index in order.pairs]
+    joined = ", ".join(
+        f"{block_name(trace, pair.target)} at {format_size(spatial(pair.main_shape))} takes "
+        f"{block_name(trace, pair.source)}'s {format_size(spatial(pair.shape))}"
+        for pair in pairs
+    )
+    if order.crossing:
+        text = (
+            f"the skips are consumed first in, first out ({joined}): the map saved first joins the first up "
+            "block, where a UNet joins the map saved last"
+        )
+        if order.resized:
+            text += "; the up path is resized to each skip, so every shape lines up and nothing else tells"
+    else:
+        text = (
+            f"the up path is resized to a skip of another level before it joins it ({joined}): every shape lines "
+            "up, but each up level takes the skip of a different resolution than its own"
+        )
+    mirror = ", ".join(
+        f"{block_name(trace, trace.skips[index].target)} ← {block_name(trace, source)}"
+        for index, source in order.mirror.items()
+    )
+    return f"{text}; mirror order pairs {mirror}" if mirror else text

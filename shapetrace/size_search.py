@@ -1,0 +1,197 @@
+"""The input sizes a model accepts: read from the trace's resampling records, confirmed on meta.
+
+The analysis derives an exact rule per axis from one trace (`analysis.size_rules`); here a
+handful of traces at other sizes confirm it: the nearest valid sizes it offers, a size it
+refuses, and a size of another residue it accepts. Where the records cannot tell (an op the
+tracer does not record, a crop, an assertion before any layer) or a probe disagrees, sizes
+are probed one by one instead, square sizes around the requested one, as before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from shapetrace.analysis.size_rules import Derived, derive_size_rule, invalid_near
+from shapetrace.records import AxisRule, BreakKind, Shape, SizeRule, Trace
+from shapetrace.tracing.light_pass import LightPass, first_break
+from shapetrace.tracing.tracer import observe, observed
+
+ArgumentsAt = Callable[[Shape], tuple[Sequence[Any], dict[str, Any]]]
+"""Builds the model's (args, kwargs) for one spatial size (one extent per axis)."""
+
+MAX_PROBES = 160  # beyond this the model follows no simple rule within reach
+_SIZE_KINDS = (BreakKind.SIZE, BreakKind.ERROR, BreakKind.ORDER)
+"""Breaks a size can cause; a channel break happens at every size alike."""
+
+
+class ProbesUnavailable(Exception):  # noqa: N818 - a reason to skip probing, reported as unverified fixes
+    """The model cannot be traced at other sizes or with fixes applied."""
+
+
+class Prober:
+    """Full traces of one meta model at other sizes, each size traced once."""
+
+    def __init__(self, model: Callable[[], nn.Module], arguments_at: ArgumentsAt) -> None:
+        """`model` builds the meta model on first use (a copy, or the user's own model if on meta)."""
+        self._build: Callable[[], nn.Module] | None = model
+        self._model: nn.Module | None = None
+        self.arguments_at = arguments_at
+        self.traces: dict[Shape, Trace] = {}
+
+    @property
+    def model(self) -> nn.Module:
+        """The meta model, built on first use.
+
+        Raises:
+            ProbesUnavailable: the model cannot be copied to meta (probing needs it there).
+        """
+        if self._model is None:
+            if self._build is None:
+                raise ProbesUnavailable("the model could not be copied to the meta device")
+            build, self._build = self._build, None
+            try:
+                self._model = build()
+            except Exception as error:  # noqa: BLE001 - any model deepcopy may refuse; then nothing is probed
+                raise ProbesUnavailable(f"the model could not be copied to the meta device: {error}") from None
+        return self._model
+
+    def trace_at(self, size: Shape) -> Trace:
+        if size not in self.traces:
+            args, kwargs = self.arguments_at(size)
+            self.traces[size] = observed_or_interrupted(self.model, args, kwargs)
+        return self.traces[size]
+
+    def accepts(self, size: Shape) -> bool:
+        """Whether the model runs at `size` without a break a size can cause."""
+        return size_aligned(self.trace_at(size))
+
+
+def observed_or_interrupted(model: nn.Module, args: Sequence[Any], kwargs: dict[str, Any]) -> Trace:
+    """`observe`, raising KeyboardInterrupt again where Ctrl-C stopped it: the analysis stops too."""
+    trace = observe(model, args, kwargs)
+    if any(brk.kind == BreakKind.INTERRUPTED for brk in trace.breaks):
+        raise KeyboardInterrupt
+    return trace
+
+
+def size_aligned(trace: Trace) -> bool:
+    return not any(brk.kind in _SIZE_KINDS or brk.op == "AssertionError" for brk in trace.breaks)
+
+
+def with_size_rule(trace: Trace, prober: Prober) -> Trace:
+    """The trace with its size rule, when a size broke or was floored.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C stopped a probe.
+    """
+    # A size break, a floored size, or an assertion (models that check their input size first).
+    if not any(brk.kind in _SIZE_KINDS or brk.op == "AssertionError" for brk in trace.breaks) and not trace.warnings:
+        return trace
+    rule = size_rule_of(trace, prober)
+    return trace if rule is None else dataclasses.replace(trace, size_rule=rule)
+
+
+def size_rule_of(trace: Trace, prober: Prober) -> SizeRule | None:
+    """The sizes the traced model accepts, per axis, whether or not the traced size broke.
+
+    Read from the trace's resampling records and confirmed by a few probes where every op is
+    recognised; probed size by size otherwise. None when the input has no spatial axes, or no
+    size within reach runs.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C stopped a probe.
+    """
+    image = next((shape for shape in trace.inputs if len(shape) >= 3), None)
+    if image is None:
+        return None
+    derived = derive_size_rule(trace)
+    if derived is not None and _consistent(derived, trace):
+        if derived.rule is None:
+            return None  # no size aligns the merges: the causes say why
+        if _confirmed(derived.rule, derived.requested, prober):
+            return derived.rule
+    return find_size_rule(prober.model, prober.arguments_at, tuple(image[2:]))
+
+
+def _consistent(derived: Derived, trace: Trace) -> bool:
+    """The rule must refuse the traced size exactly when the trace broke there for its size."""
+    accepted = derived.rule is not None and derived.rule.accepts(derived.requested)
+    return accepted == size_aligned(trace)
+
+
+def _confirmed(rule: SizeRule, requested: Shape, prober: Prober) -> bool:
+    """At most four traces: the nearest valid sizes, one refused size, one of another residue."""
+    accepted = [size for size in rule.nearest if size != requested]
+    refused = invalid_near(rule.axes, rule.nearest[-1] if rule.nearest else requested)
+    other = _another_residue(rule.axes, rule.nearest[-1] if rule.nearest else requested)
+    if other is not None and other not in accepted:
+        accepted.append(other)
+    if not all(prober.accepts(size) for size in accepted):
+        return False
+    return refused is None or not prober.accepts(refused)
+
+
+def _another_residue(rules: tuple[AxisRule, ...], size: Shape) -> Shape | None:
+    """A valid size whose extents have other residues than `size`'s, where the rule allows one.
+
+    A missing merge constraint shows there: a rule that wrongly accepts every size is
+    caught by a size next to the one traced.
+    """
+    changed = list(size)
+    for position, rule in enumerate(rules):
+        for extent in range(size[position] + 1, size[position] + 2 * rule.modulus + 1):
+            if rule.accepts(extent) and extent % rule.modulus != size[position] % rule.modulus:
+                changed[position] = extent
+                break
+    return tuple(changed) if tuple(changed) != size else None
+
+
+def find_size_rule(model: nn.Module, arguments_at: ArgumentsAt, requested: Shape) -> SizeRule | None:
+    """The multiple and minimum of the sizes the model accepts near `requested`; None if none run.
+
+    The fallback where the records cannot tell: probes square (cubic) sizes upward from the
+    requested one until two valid sizes appear, and downward until one does; the gaps between
+    them give the multiple, and multiples of it give the minimum.
+    """
+    # The sweep's light pass, hooked once for every probe: shapes only, stopping at the first break.
+    light = LightPass({id(module): name for name, module in model.named_modules()})
+    axes = len(requested)
+
+    def valid(size: int) -> bool:
+        return first_break(light, model, *arguments_at((size,) * axes)) == ("", "")
+
+    with observed(model, light.before, light.after, with_kwargs=True):
+        found = _search(valid, max(requested))
+    if found is None:
+        return None
+    multiple, minimum, nearest = found
+    rules = tuple(AxisRule(axis, multiple, (0,), minimum) for axis in range(2, 2 + axes))
+    # Probed square sizes say nothing of residues a multiple misses (sizes 28, 31 and 32 all
+    # valid give a multiple of 1): a guess, marked as one.
+    return SizeRule(rules, tuple((size,) * axes for size in nearest), exact=False)
+
+
+def _search(valid: Callable[[int], bool], requested: int) -> tuple[int, int, tuple[int, ...]] | None:
+    probes = 0
+    above: list[int] = []
+    size = requested
+    while len(above) < 2 and probes < MAX_PROBES:
+        size += 1
+        probes += 1
+        if valid(size):
+            above.append(size)
+    below = next((s for s in range(requested, max(requested - MAX_PROBES // 2, 0), -1) if valid(s)), None)
+    if len(above) < 2:
+        return None
+    found = ([below] if below is not None else []) + above
+    multiple = math.gcd(*(b - a for a, b in itertools.pairwise(found)))
+    minimum = next((k * multiple for k in range(1, above[0] // multiple + 1) if valid(k * multiple)), above[0])
+    nearest_below = below if below is not None and below != requested else None
+    nearest = tuple(s for s in (nearest_below, above[0] if below != requested else None) if s is not None)
+    return multiple, minimum, nearest or (requested,)
