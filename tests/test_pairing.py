@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shapetrace import Trace, trace, trace_sizes
+from shapetrace import Trace, run_trace, trace, trace_sizes
 from shapetrace.records import Break
 from tests.fixtures import pairing_patterns as patterns
 
@@ -436,3 +436,66 @@ def test_13_wrapped_torch_functions_change_nothing(device: str) -> None:
     traced = trace(model, torch.zeros(1, 3, 16, 16, device=device), torch.zeros(1, dtype=torch.long, device=device))
     assert traced.ok, [brk.message for brk in traced.breaks]
     assert len(traced.skips) == 4
+
+
+# --- the sweep's light pass decides as the full trace --------------------------------------------------------
+
+
+LIGHT_PASS_MODELS: dict[str, tuple[Callable[[], nn.Module], int]] = {
+    # name: (model, spatial dims)
+    "a residual that widens the channels": (patterns.WideResidual, 2),
+    "an additive skip of other channels": (patterns.WideAddedSkip, 2),
+    "the same in 1-D": (patterns.WideAddedSkip1d, 1),
+    "a per-channel scale of other width": (lambda: patterns.ScaledDecoderUNet(norm_channels=12), 2),
+    "a fixed-size positional parameter": (patterns.PositionalNet, 2),
+    "a pixel-unshuffle": (patterns.PixelUnshuffleNet, 2),
+    "a pool on a map too small": (patterns.PoolTooSmallNet, 2),
+    "InstanceNorm on 1×1": (patterns.InstanceNormNet, 2),
+    "the model's own size check": (patterns.DivisibleCheckNet, 2),
+    "a scaled additive skip in a small module": (patterns.NestedUNet, 2),
+    "an attention-gated skip": (patterns.GatedUNet, 2),
+    "additive skips": (patterns.AddUNet, 2),
+}
+
+
+@pytest.mark.parametrize("name", list(LIGHT_PASS_MODELS))
+def test_the_light_pass_breaks_where_and_as_the_full_trace_does(name: str) -> None:
+    from shapetrace.analysis.placement import block_name
+    from shapetrace.tracing.light_pass import sweep
+
+    build, dims = LIGHT_PASS_MODELS[name]
+    with torch.device("meta"):
+        model = build()
+    sizes = [(size, size) for size in range(3, 20)]
+    outcomes = sweep(model, sizes, lambda h, w: ((_meta(1, 3, *(h, w)[:dims]),), {}), workers=1)
+    kinds = set()
+    for outcome in outcomes:
+        traced = run_trace(model, (_meta(1, 3, *outcome.size[:dims]),), verify=False)
+        first = traced.breaks[0] if traced.breaks else None
+        expected = (None, "") if first is None else (first.kind, block_name(traced, first.layer))
+        assert (outcome.kind, outcome.place) == expected, outcome.size
+        kinds.add(outcome.kind)
+    assert kinds - {None}, "no size broke: the comparison would prove nothing"
+
+
+def _same(arguments: tuple[tuple[torch.Tensor, ...], dict[str, Any]], *_size: int) -> Any:
+    return arguments
+
+
+def test_the_light_pass_calls_a_channel_mismatch_at_an_add_a_channel_break() -> None:
+    from shapetrace.records import BreakKind
+    from shapetrace.tracing.light_pass import sweep
+
+    kinds = {}
+    for name in ("a residual that widens the channels", "an additive skip of other channels", "the same in 1-D"):
+        build, dims = LIGHT_PASS_MODELS[name]
+        with torch.device("meta"):
+            model = build()
+        arguments: tuple[tuple[torch.Tensor, ...], dict[str, Any]] = ((_meta(*(1, 3, 16, 16)[: 2 + dims]),), {})
+        (outcome,) = sweep(model, [(16, 16)], functools.partial(_same, arguments), workers=1)
+        kinds[name] = (outcome.kind, outcome.place)
+    assert kinds == {
+        "a residual that widens the channels": (BreakKind.CHANNELS, "out"),
+        "an additive skip of other channels": (BreakKind.CHANNELS, "out"),
+        "the same in 1-D": (BreakKind.SIZE, "out"),
+    }

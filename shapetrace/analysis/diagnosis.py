@@ -49,7 +49,8 @@ def _channels_at_add(brk: Break) -> Break:
         return brk
     shapes = [side.shape for side in brk.sides]
     # A side with one channel broadcasts over the other's: no channel mismatch.
-    if any(len(shape) < 2 for shape in shapes) or len({shape[1] for shape in shapes} - {1}) < 2:
+    # Only in maps with two or more spatial dims: dim 1 of (B, N, C) tokens is no channel count.
+    if any(len(shape) < 4 for shape in shapes) or len({shape[1] for shape in shapes} - {1}) < 2:
         return brk
     sides = tuple(dataclasses.replace(side, channels=side.shape[1]) for side in brk.sides)
     main = next((side for side in sides if side.role == "up path"), sides[0])
