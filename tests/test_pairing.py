@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shapetrace import Trace, run_trace, trace, trace_sizes
-from shapetrace.records import Break
+from shapetrace.records import Break, Shape
 from tests.fixtures import pairing_patterns as patterns
 
 Pair = tuple[str, str, str]
@@ -341,27 +341,19 @@ def test_11_the_same_layer_at_the_right_width_pairs_as_usual() -> None:
 
 
 SIZE_FAILURES = [
-    # (model, size, the layer that fails, the multiple the model needs, the smallest size it takes)
-    (patterns.PixelUnshuffleNet, 15, "shuffle", 2, 2),
-    (patterns.PoolTooSmallNet, 6, "pools.2", 1, 8),
-    (patterns.InstanceNormNet, 4, "norm", 1, 5),
-    pytest.param(
-        patterns.DivisibleCheckNet,
-        20,
-        "",
-        8,
-        8,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="the model's own ValueError: failures.py classifies by type and shape functions, never by message",
-        ),
-    ),
+    # (model, size, the layer that fails, the multiple the model needs, the smallest size it takes, nearest valid)
+    (patterns.PixelUnshuffleNet, 15, "shuffle", 2, 2, [(14, 14), (16, 16)]),
+    (patterns.PoolTooSmallNet, 6, "pools.2", 1, 8, [(8, 8)]),
+    (patterns.InstanceNormNet, 4, "norm", 1, 5, [(5, 5)]),
+    # The model's own `raise ValueError` is no shape mismatch torch knows: its kind comes from
+    # probing (16 and 24 run, 20 does not), never from its message.
+    (patterns.DivisibleCheckNet, 20, "", 8, 8, [(16, 16), (24, 24)]),
 ]
 
 
-@pytest.mark.parametrize(("build", "size", "layer", "multiple", "minimum"), SIZE_FAILURES)
+@pytest.mark.parametrize(("build", "size", "layer", "multiple", "minimum", "nearest"), SIZE_FAILURES)
 def test_12_size_failures_away_from_a_merge_are_size_breaks_with_a_size_rule(
-    build: Callable[[], nn.Module], size: int, layer: str, multiple: int, minimum: int
+    build: Callable[[], nn.Module], size: int, layer: str, multiple: int, minimum: int, nearest: list[Shape]
 ) -> None:
     with torch.device("meta"):
         model = build()
@@ -370,8 +362,45 @@ def test_12_size_failures_away_from_a_merge_are_size_breaks_with_a_size_rule(
     assert brk.kind == "size"
     assert _name(traced, brk.leaf) == layer
     assert traced.size_rule is not None
-    rules = {(rule.modulus, rule.residues, rule.minimum) for rule in traced.size_rule.axes}
-    assert rules == {(multiple, (0,), minimum)}
+    rules = {(rule.modulus, rule.residues, rule.minimum, rule.maximum) for rule in traced.size_rule.axes}
+    assert rules == {(multiple, (0,), minimum, None)}
+    assert list(traced.size_rule.nearest) == nearest
+
+
+@pytest.mark.parametrize(("build", "size", "layer", "multiple", "minimum", "nearest"), SIZE_FAILURES)
+def test_12_the_size_hint_is_the_fix_verified_by_a_trace(
+    build: Callable[[], nn.Module], size: int, layer: str, multiple: int, minimum: int, nearest: list[Shape]
+) -> None:
+    with torch.device("meta"):
+        model = build()
+    traced = trace_sizes(model, [(1, 3, size, size)])
+    (cause,) = traced.causes
+    fix = cause.fixes[0]
+    assert fix.verified
+    assert fix.action == tuple(f"size:{height},{width}" for height, width in nearest)
+    assert "see the shapes recorded before this layer" not in traced.breaks[0].fix
+    assert f"at least {minimum}" in fix.text
+    assert (f"multiple of {multiple}" in fix.text) == (multiple > 1)
+
+
+def test_12_a_fixed_size_parameter_takes_only_the_size_it_was_built_for() -> None:
+    with torch.device("meta"):
+        model = patterns.PositionalNet()
+    traced = trace_sizes(model, [(2, 3, 18, 18)])  # 18 → 9 against the 8×8 map; 15 and 16 give 8
+    assert traced.size_rule is not None
+    assert {(rule.minimum, rule.maximum) for rule in traced.size_rule.axes} == {(15, 16)}
+    assert traced.size_rule.nearest == ((16, 16),)
+    assert [traced.size_rule.accepts((size, size)) for size in (14, 15, 16, 17, 32)] == [
+        False,
+        True,
+        True,
+        False,
+        False,
+    ]
+    (cause,) = traced.causes
+    assert cause.kind == "other"  # no skip, so no wrong level
+    assert cause.fixes[0].verified and cause.fixes[0].action == ("size:16,16",)
+    assert "from 15 to 16" in cause.fixes[0].text and "pad" not in cause.fixes[0].text
 
 
 def test_12_a_fixed_size_parameter_is_a_size_break_with_both_shapes() -> None:
