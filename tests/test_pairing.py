@@ -95,11 +95,13 @@ def test_2_diffusers_skip_blocks_pair_all_six_concatenations() -> None:
 # --- 3. residuals around layers that change rank ------------------------------------------------
 
 
-def test_3_residuals_around_rank_changing_layers_are_not_skips() -> None:
-    traced = _traced(patterns.RankResidualUNet, _meta(4, 3, 16, 16))  # 2 clips of 2 frames
+@pytest.mark.parametrize(("functional", "saved"), [(False, "temporal.unfold"), (True, "temporal")])
+def test_3_residuals_around_rank_changing_layers_are_not_skips(functional: bool, saved: str) -> None:
+    traced = _traced(lambda: patterns.RankResidualUNet(functional=functional), _meta(4, 3, 16, 16))  # 2 clips of 2
     assert traced.ok
-    # `h + temporal(h)` continues the main path: the saved sum's data came from temporal.unfold.
-    assert _pairs(traced) == sorted([("temporal.unfold", "dec1", "cat"), ("stem", "dec0", "cat")])
+    # `h + temporal(h)` continues the main path: the saved sum's data came from the call that
+    # last made it (the unfold module, or temporal itself where its forward unfolds by functions).
+    assert _pairs(traced) == sorted([(saved, "dec1", "cat"), ("stem", "dec0", "cat")])
 
 
 # --- 4. attention-gated skips ----------------------------------------------------------------------
@@ -401,6 +403,7 @@ def test_12_a_fixed_size_parameter_takes_only_the_size_it_was_built_for() -> Non
     assert cause.kind == "other"  # no skip, so no wrong level
     assert cause.fixes[0].verified and cause.fixes[0].action == ("size:16,16",)
     assert "from 15 to 16" in cause.fixes[0].text and "pad" not in cause.fixes[0].text
+    assert Trace.from_json(traced.to_json()).size_rule == traced.size_rule  # the largest size is saved too
 
 
 def test_12_a_fixed_size_parameter_is_a_size_break_with_both_shapes() -> None:
@@ -465,6 +468,20 @@ def test_13_wrapped_torch_functions_change_nothing(device: str) -> None:
     traced = trace(model, torch.zeros(1, 3, 16, 16, device=device), torch.zeros(1, dtype=torch.long, device=device))
     assert traced.ok, [brk.message for brk in traced.breaks]
     assert len(traced.skips) == 4
+
+
+@pytest.mark.usefixtures("wrapped_torch")
+@pytest.mark.parametrize(
+    ("build", "expected"),
+    [
+        (lambda: patterns.MergeModuleUNet("scaled"), TWO_LEVEL_CATS),
+        (patterns.AddUNet, [("enc1", "dec1", "add"), ("stem", "dec0", "add")]),
+    ],
+)
+def test_13_wrapped_torch_functions_pair_as_unwrapped(build: Callable[[], nn.Module], expected: list[Pair]) -> None:
+    traced = _traced(build, _meta(2, 3, 16, 16))
+    assert traced.ok, [brk.message for brk in traced.breaks]
+    assert _pairs(traced) == sorted(expected)
 
 
 # --- the sweep's light pass decides as the full trace --------------------------------------------------------
