@@ -1,7 +1,9 @@
 """Pairing on real third-party UNets: skips found against the skips each model's forward makes.
 
-    python bench/third_party.py            every model whose package is installed
-    python bench/third_party.py monai      only models whose name contains "monai"
+    python -m bench.third_party            every model whose package is installed
+    python -m bench.third_party monai      only models whose name contains "monai"
+
+(from the repository root: `-m` traces with this checkout's shapetrace, not an installed one.)
 
 Optional, not part of the test suite, and not a dependency of shapetrace: it uses diffusers
 and MONAI where they are installed (MONAI without its dependencies: `pip install --no-deps
