@@ -497,7 +497,6 @@ LIGHT_PASS_MODELS: dict[str, tuple[Callable[[], nn.Module], int]] = {
     "a pixel-unshuffle": (patterns.PixelUnshuffleNet, 2),
     "a pool on a map too small": (patterns.PoolTooSmallNet, 2),
     "InstanceNorm on 1×1": (patterns.InstanceNormNet, 2),
-    "the model's own size check": (patterns.DivisibleCheckNet, 2),
     "a scaled additive skip in a small module": (patterns.NestedUNet, 2),
     "an attention-gated skip": (patterns.GatedUNet, 2),
     "additive skips": (patterns.AddUNet, 2),
@@ -522,6 +521,20 @@ def test_the_light_pass_breaks_where_and_as_the_full_trace_does(name: str) -> No
         assert (outcome.kind, outcome.place) == expected, outcome.size
         kinds.add(outcome.kind)
     assert kinds - {None}, "no size broke: the comparison would prove nothing"
+
+
+def test_the_sweep_calls_the_models_own_size_check_a_size_break_as_a_trace_does() -> None:
+    from shapetrace.tracing.light_pass import sweep
+
+    with torch.device("meta"):
+        model = patterns.DivisibleCheckNet()
+    sizes = [(size, size) for size in range(12, 26)]
+    outcomes = sweep(model, sizes, lambda h, w: ((_meta(1, 3, h, w),), {}), workers=1)
+    for outcome in outcomes:
+        traced = trace_sizes(model, [(1, 3, *outcome.size)])
+        expected = (None, "") if traced.ok else (traced.breaks[0].kind, traced.model)
+        assert (outcome.kind, outcome.place) == expected, outcome.size
+    assert [outcome.size[0] for outcome in outcomes if outcome.kind is None] == [16, 24]
 
 
 def _same(arguments: tuple[tuple[torch.Tensor, ...], dict[str, Any]], *_size: int) -> Any:

@@ -314,7 +314,7 @@ def sweep(
     sizes = list(sizes)
     workers = workers or _worker_count(len(sizes))
     if workers == 1:
-        return _sweep_serial(model, sizes, arguments_at, progress)
+        return size_dependent(_sweep_serial(model, sizes, arguments_at, progress))
     global _INHERITED  # noqa: PLW0603 - handed to forked workers, which cannot unpickle closures
     _INHERITED = (model, arguments_at)
     chunks = [sizes[start : start + _CHUNK] for start in range(0, len(sizes), _CHUNK)]
@@ -327,7 +327,22 @@ def sweep(
                     progress()  # type: ignore[misc]
     finally:
         _INHERITED = None
-    return outcomes
+    return size_dependent(outcomes)
+
+
+def size_dependent(outcomes: list[Outcome]) -> list[Outcome]:
+    """Failures of no known kind turned size breaks where other sizes run, as the full trace's probes decide.
+
+    A model's own `raise ValueError` on its input size is an ERROR to the tracer (never read
+    from its message); a trace turns it into a size break when sizes near it run. The sweep's
+    sizes are such probes already: where any of them runs, the size is what failed.
+    """
+    if not any(outcome.kind is None for outcome in outcomes):
+        return outcomes
+    return [
+        Outcome(outcome.size, BreakKind.SIZE, outcome.place) if outcome.kind == BreakKind.ERROR else outcome
+        for outcome in outcomes
+    ]
 
 
 _CHUNK = 32  # sizes per task: small enough for a smooth progress bar, large enough to amortise
