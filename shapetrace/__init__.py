@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from shapetrace.api import run_trace, size_rule, trace, trace_sizes
     from shapetrace.errors import ShapetraceError
     from shapetrace.models.unet import UNet
+    from shapetrace.padding import pad_to_valid, wrap
     from shapetrace.records import (
         Break,
         BreakSide,
@@ -36,6 +37,8 @@ _EXPORTS = {
     "trace_sizes": "shapetrace.api",
     "size_rule": "shapetrace.api",
     "UNet": "shapetrace.models.unet",
+    "pad_to_valid": "shapetrace.padding",
+    "wrap": "shapetrace.padding",
     "ShapetraceError": "shapetrace.errors",
     "Break": "shapetrace.records",
     "BreakSide": "shapetrace.records",
@@ -62,14 +65,22 @@ __all__ = [
     "Trace",
     "UNet",
     "__version__",
+    "pad_to_valid",
     "run_trace",
     "size_rule",
     "trace",
     "trace_sizes",
+    "wrap",
 ]
 
 
+_SUBMODULES = {"testing"}
+"""Submodules reachable as attributes (`shapetrace.testing`) without importing them first."""
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"shapetrace.{name}")  # the import binds it as an attribute
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'shapetrace' has no attribute {name!r}")

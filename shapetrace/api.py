@@ -17,7 +17,8 @@ from shapetrace.analysis.cost import with_levels
 from shapetrace.analysis.diagnosis import explain
 from shapetrace.records import Break, BreakKind, CostOptions, SizeRule, Trace
 from shapetrace.size_search import Prober, ProbesUnavailable, size_rule_of, with_size_rule
-from shapetrace.tracing.inputs import SizedInputs, resolve_device
+from shapetrace.tracing.binding import CallShape, check_call
+from shapetrace.tracing.inputs import SizedInputs, cast_copy, floating_dtype, resolve_device
 from shapetrace.tracing.tracer import observe
 from shapetrace.verify import meta_copy, resized_arguments, verify_fixes
 
@@ -32,6 +33,11 @@ def trace(model: nn.Module, *args: Any, **kwargs: Any) -> Trace:
 
     Returns:
         The frozen Trace: one record per module call, the skip pairs, and every break explained.
+
+    Raises:
+        UsageError: forward's signature cannot take these arguments (one missing, extra or
+            unknown), where Python would raise a TypeError at the call; a TypeError from inside
+            the forward is a break in the Trace.
     """
     return run_trace(model, args, kwargs)
 
@@ -60,7 +66,12 @@ def run_trace(
 
     Returns:
         The explained Trace. A forward that raises gives a Trace whose last break names the layer.
+
+    Raises:
+        UsageError: forward's signature cannot take these arguments (one missing, extra, unknown).
     """
+    if isinstance(model, nn.Module):
+        check_call(model, CallShape(len(args), tuple(kwargs or {})))
     trace = observe(model, args, kwargs, first_break=first_break, config=config, cost=cost)
     if cost is not None and cost.budget is not None and trace.device == "meta":
         from shapetrace.tracing.cost.budget import with_budget
@@ -84,8 +95,10 @@ def size_rule(model: nn.Module, *args: Any, **kwargs: Any) -> SizeRule | None:
         spatial axes or no size within reach runs.
 
     Raises:
+        UsageError: forward's signature cannot take these arguments.
         KeyboardInterrupt: Ctrl-C stopped a probe.
     """
+    check_call(model, CallShape(len(args), tuple(kwargs)))
     prober = Prober(lambda: meta_copy(model), resized_arguments(args, kwargs))
     image = next((arg for arg in (*args, *kwargs.values()) if isinstance(arg, torch.Tensor) and arg.dim() >= 3), None)
     if image is None:
@@ -113,20 +126,30 @@ def trace_sizes(
             `with torch.device("meta"):` to trace without weights).
         input_size: one shape per positional tensor, e.g. `[(2, 3, 64, 64)]`.
         timestep: True adds integer timesteps t of shape [batch] after them; an int sets t's value.
-        kwargs: keyword tensors by shape, e.g. `{"encoder_hidden_states": (1, 77, 768)}`.
+        kwargs: keyword tensors by shape, e.g. `{"encoder_hidden_states": (1, 77, 768)}`, of the
+            model's dtype.
         device: "meta" (default), "cpu" or "cuda".
-        dtypes: one dtype per positional tensor (default float32).
+        dtypes: one dtype per positional tensor (default float32). The first floating one is
+            the dtype the model runs in: a copy of the model is cast to it when its weights differ.
         cost: count FLOPs and bytes too (`Trace.cost`), and search a budget on meta.
 
     Returns:
         The Trace, with the size rule attached when a size broke.
+
+    Raises:
+        UsageError: forward's signature cannot take these inputs (one missing, extra, unknown),
+            or the device has not the memory for them.
     """
-    dtypes = list(dtypes or [torch.float32] * len(input_size))
+    model_dtype = floating_dtype(dtypes or ())  # only a dtype asked for: no dtypes leave the model as it is
+    model = cast_copy(model, model_dtype)
     inputs = SizedInputs(
-        positional=[(tuple(shape), dtype) for shape, dtype in zip(input_size, dtypes, strict=True)],
+        positional=[
+            (tuple(shape), dtype)
+            for shape, dtype in zip(input_size, dtypes or [torch.float32] * len(input_size), strict=True)
+        ],
         timestep=timestep is not False,
         timestep_value=None if isinstance(timestep, bool) else timestep,
-        keywords={name: (tuple(shape), torch.float32) for name, shape in (kwargs or {}).items()},
+        keywords={name: (tuple(shape), model_dtype or torch.float32) for name, shape in (kwargs or {}).items()},
     )
     probe_model = model if device == "meta" else None
     return trace_inputs(model, inputs, resolve_device(device), probe_model=probe_model, cost=cost)
@@ -142,7 +165,13 @@ def trace_inputs(
     config: Sequence[tuple[str, str]] = (),
     cost: CostOptions | None = None,
 ) -> Trace:
-    """Trace on tensors made from `inputs`; probe sizes (and a budget) on `probe_model`, a meta copy, if given."""
+    """Trace on tensors made from `inputs`; probe sizes (and a budget) on `probe_model`, a meta copy, if given.
+
+    Raises:
+        UsageError: forward's signature cannot take these inputs, or the device has not the memory for them.
+    """
+    positional = len(inputs.positional) + int(inputs.timestep)
+    check_call(model, CallShape(positional, tuple(inputs.keywords), timestep=inputs.timestep))
     args, kwargs = inputs.make(device)
     trace = observe(model, args, kwargs, first_break=first_break, config=config, cost=cost)
     if inputs.timestep and _wants_float_timestep(trace):

@@ -33,7 +33,9 @@ FOUNDATION = {
     "shapetrace.sizes",
 }
 # With shapetrace.models: the library, tracing then analysis (the size search and fix verification too).
-LIBRARY = {"shapetrace.api", "shapetrace.size_search", "shapetrace.verify"}
+LIBRARY = {"shapetrace.api", "shapetrace.size_search", "shapetrace.verify", "shapetrace.padding"}
+# Helpers for a project's own tests: the library's traces, and the diff table a failed snapshot shows.
+HELPERS = {"shapetrace.testing", "shapetrace.pytest_plugin"}
 ENTRY = {"shapetrace", "shapetrace.__main__"}  # the root resolves its exports lazily, and wires Trace's views
 
 # What each layer may import; "torch" stands for torch and every library built on it.
@@ -43,8 +45,9 @@ ALLOWED = {
     "analysis": {"foundation", "analysis"},
     "render": {"foundation", "analysis", "render"},
     "library": {"foundation", "tracing", "analysis", "library", "torch"},
+    "helpers": {"foundation", "tracing", "analysis", "render", "library", "helpers", "torch"},
     "cli": {"foundation", "tracing", "analysis", "render", "library", "cli", "entry", "torch"},
-    "entry": {"foundation", "tracing", "analysis", "render", "library", "cli", "entry", "torch"},
+    "entry": {"foundation", "tracing", "analysis", "render", "library", "helpers", "cli", "entry", "torch"},
 }
 TORCH_LIBRARIES = {"torch", "torchinfo", "torchvision", "diffusers", "numpy", "sympy"}
 
@@ -56,12 +59,12 @@ def layer_of(module: str) -> str | None:
         return "torch"
     if top != "shapetrace":
         return None  # the standard library, rich, click, graphviz: any layer may use them
-    if module in ENTRY:
-        return "entry"
-    if module in FOUNDATION:
-        return "foundation"
-    if module in LIBRARY or module.startswith("shapetrace.models"):
+    if module.startswith("shapetrace.models"):
         return "library"
+    placed = {"entry": ENTRY, "foundation": FOUNDATION, "library": LIBRARY, "helpers": HELPERS}
+    for layer, modules in placed.items():
+        if module in modules:
+            return layer
     sub_package = module.split(".")[1]
     return sub_package if sub_package in ("tracing", "analysis", "render", "cli") else "unplaced"
 

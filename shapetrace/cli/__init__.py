@@ -4,7 +4,8 @@ Each command lives in a module of its own and returns its ExitStatus; the group 
 or whatever a command raises, into the process's exit status:
 
 - 0 aligned, 1 a break found, 130 stopped with Ctrl-C (cli/exit_status.py);
-- 2: a ShapetraceError (bad usage, a bad file or TARGET) as one line, `Error: ...`;
+- 2: a ShapetraceError (bad usage, a bad file or TARGET) as one line, `Error: ...`; so is
+  running out of memory (MemoryError, torch's allocators), which the machine limits, not a bug;
 - 3: any other exception, a bug in shapetrace (the user's model failing is a break in the
   trace, never an exception here), as one line asking for a report.
 
@@ -55,10 +56,24 @@ def _report(ctx: click.Context, error: Exception) -> ExitStatus:
     if isinstance(error, ShapetraceError) and not isinstance(error, InternalError):
         click.echo(f"Error: {_one_line(str(error))}", err=True)
         return ExitStatus.USAGE
+    if _ran_out_of_memory(error):
+        detail = _one_line(str(error)) or type(error).__name__
+        click.echo(f"Error: out of memory ({detail}): try --device meta, which traces shapes without memory", err=True)
+        return ExitStatus.USAGE
     described = str(error) if isinstance(error, InternalError) else f"{type(error).__name__}: {error}"
     hint = "" if debug_requested(ctx) else " (--debug shows the traceback)"
     click.echo(f"{INTERNAL_ERROR}: {_one_line(described)}{hint}", err=True)
     return ExitStatus.INTERNAL
+
+
+def _ran_out_of_memory(error: Exception) -> bool:
+    if isinstance(error, MemoryError):
+        return True
+    if "torch" not in sys.modules:
+        return False  # torch's allocators raise nothing before torch is imported; the boundary imports no torch
+    from shapetrace.tracing.inputs import allocation_failed
+
+    return allocation_failed(error)
 
 
 def _one_line(text: str) -> str:

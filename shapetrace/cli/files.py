@@ -32,12 +32,14 @@ def check_destination(path: Path | None) -> None:
     """Fail before any work when the output file cannot be written.
 
     Raises:
-        UsageError: the directory is missing, or the path is a directory.
+        UsageError: the directory is missing (or a file), or the path is a directory.
     """
     if path is None:
         return
     if not path.parent.exists():
         raise UsageError(f"cannot write {str(path)!r}: directory {str(path.parent)!r} does not exist")
+    if not path.parent.is_dir():
+        raise UsageError(f"cannot write {str(path)!r}: {str(path.parent)!r} is a file, expected a directory")
     if path.is_dir():
         raise UsageError(f"cannot write {str(path)!r}: it is a directory, expected a file path")
 

@@ -17,6 +17,7 @@ import click
 from shapetrace.cli.files import check_destination
 from shapetrace.cli.output import FORMATS, Rendering, choose_format
 from shapetrace.cli.types import (
+    FLOATING_DTYPE_NAMES,
     RANDOM_TIMESTEP,
     JsonObject,
     KeywordTensorType,
@@ -137,6 +138,9 @@ class TargetCall:
     """Timesteps t of shape [B] after the inputs: random, this value, or none."""
     keywords: dict[str, TensorSpec]
     """The keyword tensors, by name."""
+    dtype: str | None = None
+    """The dtype of the model's weights and of every floating input that names none (--dtype); None keeps
+    the model's own, unless an input names a floating dtype."""
 
 
 _TARGET_OPTIONS = [
@@ -164,11 +168,18 @@ _TARGET_OPTIONS = [
         multiple=True,
         help="A keyword tensor, e.g. encoder_hidden_states=1,77,768 (repeatable).",
     ),
+    click.option(
+        "--dtype",
+        type=click.Choice(FLOATING_DTYPE_NAMES),
+        default=None,
+        help="The model's dtype, and that of each floating input naming none (default: the first "
+        "floating dtype an input names, else the model's own).",
+    ),
 ]
 
 
 def target_options(command: F) -> F:
-    """--init, --input, --timestep and --kw, handed to `command` as `call: TargetCall`.
+    """--init, --input, --timestep, --kw and --dtype, handed to `command` as `call: TargetCall`.
 
     Raises (when the command runs):
         UsageError: no input is given, or a keyword tensor is given twice.
@@ -181,6 +192,7 @@ def target_options(command: F) -> F:
         inputs: tuple[TensorSpec, ...],
         timestep: int | Literal["random"] | None,
         keywords: tuple[tuple[str, TensorSpec], ...],
+        dtype: str | None,
         **kwargs: Any,
     ) -> Any:
         if not inputs and not keywords:
@@ -189,7 +201,7 @@ def target_options(command: F) -> F:
         repeated = next((name for name in names if names.count(name) > 1), None)
         if repeated is not None:
             raise UsageError(f"--kw {repeated!r} is given twice: expected each keyword tensor once")
-        call = TargetCall(init=init or {}, inputs=inputs, timestep=timestep, keywords=dict(keywords))
+        call = TargetCall(init=init or {}, inputs=inputs, timestep=timestep, keywords=dict(keywords), dtype=dtype)
         return command(*args, call=call, **kwargs)
 
     return _with_options(with_target, _TARGET_OPTIONS)  # type: ignore[return-value]

@@ -138,3 +138,5 @@ def _write_image(trace: Trace, fmt: str, depth: int, path: Path) -> None:
         render_image(trace_dot(trace, depth), path, fmt)
     except GraphvizMissingError as error:
         raise UsageError(str(error)) from None
+    except OSError as error:
+        raise UsageError(f"cannot write {str(path)!r}: {error.strerror or error}") from None

@@ -30,6 +30,7 @@ def trace_command(target: str, call: TargetCall, tracing: Tracing, rendering: Re
         inputs=call.inputs,
         keywords=call.keywords,
         timestep=call.timestep,
+        dtype=call.dtype,
         device=tracing.device,
         first_break=tracing.first_break,
         cost=request.options,

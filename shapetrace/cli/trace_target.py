@@ -10,11 +10,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from shapetrace.api import trace_inputs
 from shapetrace.cli.types import RANDOM_TIMESTEP, TensorSpec
+from shapetrace.errors import TargetError, UsageError
 from shapetrace.records import CostOptions, Trace
-from shapetrace.tracing.inputs import SizedInputs, resolve_device
+from shapetrace.tracing.binding import CallShape, check_call
+from shapetrace.tracing.inputs import SizedInputs, allocation_failed, floating_dtype, resolve_device
 from shapetrace.tracing.targets import build_model
 from shapetrace.tracing.tracer import META_VALUES
 
@@ -28,6 +31,7 @@ def trace_target(
     inputs: Sequence[TensorSpec],
     keywords: Mapping[str, TensorSpec],
     timestep: int | Literal["random"] | None,
+    dtype: str | None = None,
     device: str,
     first_break: bool = False,
     cost: CostOptions | None = None,
@@ -40,6 +44,8 @@ def trace_target(
         inputs: the positional tensors, in order.
         keywords: the keyword tensors, by name.
         timestep: add timesteps t of shape [B] after the inputs: random, or this value; None adds none.
+        dtype: the model's dtype and that of each floating input naming none; None: the first
+            floating dtype an input names, else the model's own.
         device: meta, cpu or cuda.
         first_break: stop at the first break.
         cost: count FLOPs and bytes too, and search a budget on meta; None counts nothing.
@@ -49,19 +55,27 @@ def trace_target(
 
     Raises:
         TargetError: the TARGET cannot be imported or built with `init`.
-        UsageError: the device is not available here.
+        UsageError: the device is not available here; forward cannot take these inputs (checked
+            before the model is built on `device`); the device has not the memory for the model or inputs.
     """
+    model_dtype = getattr(torch, dtype) if dtype is not None else None
     sized_inputs = SizedInputs(
-        positional=[_tensor(spec) for spec in inputs],
+        positional=[_tensor(spec, model_dtype) for spec in inputs],
         timestep=timestep is not None,
         timestep_value=None if timestep is None or timestep == RANDOM_TIMESTEP else int(timestep),
-        keywords={name: _tensor(spec) for name, spec in keywords.items()},
+        keywords={name: _tensor(spec, model_dtype) for name, spec in keywords.items()},
     )
+    if model_dtype is None:
+        model_dtype = floating_dtype(_tensor(spec, None)[1] for spec in (*inputs, *keywords.values()) if spec.named)
     init = dict(init)
     torch_device = resolve_device(device)
-    model = build_model(target, init, torch_device)
-    probe_model = model if torch_device.type == "meta" else build_model(target, init, torch.device("meta"))
+    probe_model = _build(target, init, torch.device("meta"), model_dtype)
+    positional = len(sized_inputs.positional) + int(sized_inputs.timestep)
+    check_call(probe_model, CallShape(positional, tuple(keywords), timestep=sized_inputs.timestep, flags=True))
+    model = probe_model if torch_device.type == "meta" else _build(target, init, torch_device, model_dtype)
     config = [("target", target)] + [(key, str(value)) for key, value in init.items()]
+    if dtype is not None:
+        config.append(("dtype", dtype))
     trace = trace_inputs(
         model, sized_inputs, torch_device, probe_model=probe_model, first_break=first_break, config=config, cost=cost
     )
@@ -69,15 +83,38 @@ def trace_target(
         # The model reads tensor values; it is small enough to run for real on the CPU.
         cpu = torch.device("cpu")
         note = [("fell back to cpu", "the forward reads tensor values, which meta tensors lack")]
-        model = build_model(target, init, cpu)
+        model = _build(target, init, cpu, model_dtype)
         trace = trace_inputs(model, sized_inputs, cpu, first_break=first_break, config=config + note, cost=cost)
     return trace
 
 
-def _tensor(spec: TensorSpec) -> tuple[tuple[int, ...], torch.dtype]:
+def _tensor(spec: TensorSpec, model_dtype: torch.dtype | None) -> tuple[tuple[int, ...], torch.dtype]:
+    """The spec's shape and dtype; a floating input that names no dtype takes the model's (--dtype)."""
     dtype = getattr(torch, spec.dtype)  # DTYPE_NAMES holds only names of torch dtypes
     assert isinstance(dtype, torch.dtype), spec.dtype
+    if model_dtype is not None and not spec.named and dtype.is_floating_point:
+        dtype = model_dtype
     return spec.shape, dtype
+
+
+def _build(target: str, init: dict[str, Any], device: torch.device, dtype: torch.dtype | None) -> nn.Module:
+    """A fresh model from TARGET (never the user's object itself), cast to `dtype` when given.
+
+    Raises:
+        TargetError: the TARGET cannot be imported or built with `init`.
+        UsageError: the device has not the memory for its weights.
+    """
+    try:
+        model = build_model(target, init, device)
+    except TargetError as error:
+        # build_model reports what the constructor raised; running out of memory is the device's fault.
+        if error.__context__ is None or not allocation_failed(error.__context__):
+            raise
+        raise UsageError(
+            f"cannot allocate the weights of {target!r} on {device.type}: try --device meta, "
+            "which traces shapes without memory"
+        ) from None
+    return model if dtype is None else model.to(dtype)
 
 
 def _needs_values(trace: Trace) -> bool:

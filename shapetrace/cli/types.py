@@ -20,6 +20,9 @@ from shapetrace.sizes import Size, parse_size, parse_sizes
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool")
 """The dtypes `--input` and `--kw` accept; each is the name of a torch.dtype."""
 
+FLOATING_DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
+"""The dtypes `--dtype` accepts: those a model's weights can have."""
+
 MAX_TENSOR_DIMS = 8
 RANDOM_TIMESTEP: Literal["random"] = "random"
 _EXTENT = re.compile(r"\s*[0-9]+\s*")  # ASCII digits only: str.isdigit() accepts "²", which int() refuses
@@ -78,6 +81,8 @@ class TensorSpec:
 
     shape: tuple[int, ...]
     dtype: str = "float32"
+    named: bool = False
+    """The user named the dtype (`:float16`); an unnamed floating input follows --dtype."""
 
 
 def parse_tensor_spec(text: str) -> TensorSpec:
@@ -96,7 +101,7 @@ def parse_tensor_spec(text: str) -> TensorSpec:
     dtype = dtype_text.strip() or "float32"
     if dtype not in DTYPE_NAMES:
         raise ValueError(f"{text!r} has dtype {dtype!r}: expected one of {', '.join(DTYPE_NAMES)}")
-    return TensorSpec(shape, dtype)
+    return TensorSpec(shape, dtype, named=bool(dtype_text.strip()))
 
 
 class TensorSpecType(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click

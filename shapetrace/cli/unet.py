@@ -10,7 +10,7 @@ from shapetrace.cli.cost_options import cost_options, cost_request
 from shapetrace.cli.exit_status import ExitStatus, run_status
 from shapetrace.cli.options import Tracing, debug_option, rendering_options, tracing_options
 from shapetrace.cli.output import Rendering, emit, stdout_console
-from shapetrace.cli.types import ChannelMultipliers, SpatialSize
+from shapetrace.cli.types import FLOATING_DTYPE_NAMES, ChannelMultipliers, SpatialSize
 from shapetrace.records import MAX_EXTENT
 
 VARIANTS = ("fixed", "as-written")
@@ -33,6 +33,13 @@ VARIANTS = ("fixed", "as-written")
     show_default=True,
     help="as-written: the tutorial's up path verbatim, which misaligns.",
 )
+@click.option(
+    "--dtype",
+    type=click.Choice(FLOATING_DTYPE_NAMES),
+    default="float32",
+    show_default=True,
+    help="The dtype of the weights and of the image.",
+)
 @tracing_options
 @rendering_options
 @cost_options
@@ -44,6 +51,7 @@ def unet(
     img_channels: int,
     batch: int,
     variant: str,
+    dtype: str,
     tracing: Tracing,
     rendering: Rendering,
 ) -> ExitStatus:
@@ -58,6 +66,7 @@ def unet(
         img_channels=img_channels,
         batch=batch,
         variant=variant,
+        dtype=dtype,
         device=tracing.device,
         first_break=tracing.first_break,
         cost=request.options,

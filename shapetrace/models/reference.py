@@ -33,18 +33,21 @@ def trace_reference(
     img_channels: int = 3,
     batch: int = 2,
     variant: str = "fixed",
+    dtype: str = "float32",
     device: str = "meta",
     first_break: bool = False,
     cost: CostOptions | None = None,
 ) -> Trace:
     """Trace UNet(img_channels, n_channels, chs, variant) on a [batch, img_channels, *size] input.
 
-    `cost` counts FLOPs and bytes too, and searches its budget on a meta copy.
+    `dtype` names the torch dtype of the weights and the image. `cost` counts FLOPs and bytes
+    too, and searches its budget on a meta copy.
     """
     target = resolve_device(device)
+    torch_dtype = getattr(torch, dtype)
     with torch.device(target):
-        model = UNet(img_channels, n_channels, chs, variant)  # type: ignore[arg-type]
-    x = activation((batch, img_channels, *size), target)
+        model = UNet(img_channels, n_channels, chs, variant).to(torch_dtype)  # type: ignore[arg-type]
+    x = activation((batch, img_channels, *size), target, torch_dtype)
     t = timesteps(batch, target)
     config = reference_config(chs, n_channels, variant)
     trace = observe(model, (x, t), first_break=first_break, config=config, cost=cost)

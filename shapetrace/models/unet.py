@@ -47,7 +47,7 @@ class TimestepEmbedding(nn.Module):
         self.linear2 = nn.Linear(time_channels, time_channels)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        angles = t.float()[:, None] * self.frequencies[None, :]  # (B, half)
+        angles = t.to(self.frequencies.dtype)[:, None] * self.frequencies[None, :]  # (B, half), in the weights' dtype
         embedding = torch.cat([angles.sin(), angles.cos()], dim=-1)  # (B, 2 * half)
         output: torch.Tensor = self.linear2(self.act(self.linear1(embedding)))  # (B, time_channels)
         return output

@@ -1,14 +1,18 @@
-"""Make the tensors a trace runs on, on the device the user chose."""
+"""Make the tensors a trace runs on, on the device the user chose, and the model of their dtype."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from shapetrace.errors import UsageError
+from shapetrace.formatting import format_bytes, format_shape
 
 DEVICES = ("meta", "cpu", "cuda")
 
@@ -23,12 +27,68 @@ def resolve_device(name: str) -> torch.device:
 
 
 def activation(shape: Sequence[int], device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """An input tensor of `shape`: uninitialised on meta (no memory), random elsewhere."""
+    """An input tensor of `shape`: uninitialised on meta (no memory), random elsewhere.
+
+    Raises:
+        UsageError: the device has not the memory for it (`allocation_failed`).
+    """
     if device.type == "meta":
         return torch.empty(tuple(shape), dtype=dtype, device=device)
-    if dtype.is_floating_point:
-        return torch.randn(tuple(shape), dtype=dtype, device=device)
-    return torch.randint(0, 1000, tuple(shape), dtype=dtype, device=device)
+    try:
+        if dtype.is_floating_point:
+            return torch.randn(tuple(shape), dtype=dtype, device=device)
+        return torch.randint(0, 1000, tuple(shape), dtype=dtype, device=device)
+    except (RuntimeError, MemoryError) as error:
+        if not allocation_failed(error):
+            raise
+        raise UsageError(_cannot_allocate(shape, dtype, device)) from None
+
+
+def allocation_failed(error: BaseException) -> bool:
+    """Whether `error` is torch (or Python) running out of memory, rather than a mistake of the model.
+
+    CUDA raises torch.OutOfMemoryError and Python MemoryError; torch's CPU allocator raises
+    neither: its malloc failure is a plain RuntimeError (c10::Error from an enforce in
+    alloc_cpu.cpp, torch 2.13), told apart only by the allocator's own words.
+    """
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return type(error) is RuntimeError and "DefaultCPUAllocator: can't allocate memory" in str(error)
+
+
+def _cannot_allocate(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> str:
+    size = math.prod(shape) * torch.empty(0, dtype=dtype, device="meta").element_size()
+    described = f"{format_shape(shape)} {str(dtype).removeprefix('torch.')}"
+    return (
+        f"cannot allocate the {described} input on {device.type} ({format_bytes(size)}): "
+        "try --device meta, which traces shapes without memory"
+    )
+
+
+def out_of_memory(where: str, inputs: Sequence[Sequence[int]], device: str) -> UsageError:
+    """The error for an allocation that failed in the forward: where, on which inputs, and what to do instead."""
+    shapes = ", ".join(format_shape(shape) for shape in inputs)
+    on_inputs = f" on its input {shapes}" if len(inputs) == 1 else f" on its inputs {shapes}" if inputs else ""
+    return UsageError(
+        f"cannot allocate memory on {device} in {where}{on_inputs}: "
+        "try --device meta, which traces shapes without memory"
+    )
+
+
+def floating_dtype(dtypes: Iterable[torch.dtype]) -> torch.dtype | None:
+    """The first floating dtype among the inputs' dtypes: the one the model's weights must have."""
+    return next((dtype for dtype in dtypes if dtype.is_floating_point), None)
+
+
+def cast_copy(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
+    """`model` itself when its floating weights already have `dtype` (or None), else a copy cast to it.
+
+    The user's model is never changed; on meta the copy holds no memory.
+    """
+    tensors = [*model.parameters(), *model.buffers()]
+    if dtype is None or all(tensor.dtype == dtype for tensor in tensors if tensor.is_floating_point()):
+        return model
+    return copy.deepcopy(model).to(dtype)
 
 
 def timesteps(

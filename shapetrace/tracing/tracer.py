@@ -19,10 +19,11 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils.hooks import RemovableHandle
 
-from shapetrace.errors import InternalError
+from shapetrace.errors import InternalError, UsageError
 from shapetrace.records import BreakKind, CostOptions, Trace
 from shapetrace.tracing._torch_compat import forget_global_forward_hook
 from shapetrace.tracing.failures import failure_kind, internal_error, is_internal
+from shapetrace.tracing.inputs import allocation_failed, out_of_memory
 from shapetrace.tracing.observer import Observer, StopTracing, tensors_in
 from shapetrace.tracing.recorder import MODEL_INPUT, Recorder
 from shapetrace.tracing.walk import compiled_original, every_module, module_names
@@ -58,6 +59,7 @@ def observe(
 
     Raises:
         TypeError: `model` is not an nn.Module.
+        UsageError: the device ran out of memory inside the forward (not the model's mistake).
         InternalError: shapetrace's own code failed (a bug, never the model's); the model is
             left as it was found all the same.
     """
@@ -66,7 +68,7 @@ def observe(
     try:
         # The model itself, never its torch.compile wrapper.
         return _observe(compiled_original(model), args, dict(kwargs or {}), first_break, tuple(config), cost)
-    except InternalError:
+    except (InternalError, UsageError):
         raise
     except Exception as error:
         raise internal_error(error) from error
@@ -167,11 +169,24 @@ def _observed_forward(model: nn.Module, args: Sequence[Any], kwargs: dict[str, A
     except Exception as error:  # noqa: BLE001 - the forward's failures become breaks; ours, an InternalError
         if observer.bug is None and is_internal(error):
             observer.bug = error
+        elif observer.bug is None and allocation_failed(error):
+            # The device's memory, not the model, is at fault: a usage error naming where it ran out.
+            raise _out_of_memory(observer, _device_of(tensors_in(args) + tensors_in(kwargs))) from None
         elif observer.bug is None:
             observer.fail(error, failure_kind(error, observer.failure))
     if observer.bug is not None:
         raise internal_error(observer.bug) from observer.bug
     return output
+
+
+def _out_of_memory(observer: Observer, device: str) -> UsageError:
+    recorder = observer.recorder
+    # The innermost call that raised, as Observer.fail finds it: post-hooks mark failed calls.
+    leaf = max([recorder.unwind(), *(call.index for call in recorder.calls if call.status == "failed")])
+    if leaf < 0:
+        return out_of_memory("the forward", (), device)
+    call = recorder.calls[leaf]
+    return out_of_memory(f"{recorder.name_of(call)} ({type(call.module).__name__})", call.inputs, device)
 
 
 def _device_of(tensors: list[torch.Tensor]) -> str:
