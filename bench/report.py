@@ -22,6 +22,7 @@ TITLES = {
     "B4": "B4 scale",
     "B5": "B5 sweep",
     "B6": "B6 render",
+    "B7": "B7 sweep TARGET (issue 15)",
 }
 NOTES_MARKER = "<!-- notes -->"
 PREAMBLE = """# shapetrace benchmark results

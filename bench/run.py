@@ -1,4 +1,4 @@
-"""Benchmarks B1–B6 of issue 6: shapetrace's start-up, overhead, peers, scale, sweep and rendering.
+"""Benchmarks B1–B6 of issue 6 (start-up, overhead, peers, scale, sweep, rendering) and B7 of issue 15 (sweep TARGET).
 
     python bench/run.py                  every benchmark, 5 alternated rounds (about 10 minutes)
     python bench/run.py --quick          3 rounds
@@ -30,6 +30,7 @@ from render import render
 from report import Row, text_table, write_results
 from scale import scale
 from startup import cold_start, sweep
+from sweep_target import sweep_target
 
 BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "B1": cold_start,
@@ -38,6 +39,7 @@ BENCHMARKS: dict[str, Callable[[int], list[Row]]] = {
     "B4": scale,
     "B5": sweep,
     "B6": render,
+    "B7": sweep_target,
 }
 FULL_ROUNDS, QUICK_ROUNDS = 5, 3
 RESULTS = Path(__file__).with_name("RESULTS.md")

@@ -135,6 +135,18 @@ def size_rule_of(trace: Trace, prober: Prober) -> SizeRule | None:
     return find_size_rule(prober.model, prober.arguments_at, tuple(image[2:]))
 
 
+def exact_size_rule(trace: Trace, prober: Prober) -> SizeRule | None:
+    """The rule read from the trace's records and confirmed by probes; None where only probing could tell.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C stopped a probe.
+    """
+    derived = derive_size_rule(trace)
+    if derived is None or derived.rule is None or not _consistent(derived, trace):
+        return None
+    return derived.rule if _confirmed(derived.rule, derived.requested, prober) else None
+
+
 def _consistent(derived: Derived, trace: Trace) -> bool:
     """The rule must refuse the traced size exactly when the trace broke there for its size."""
     accepted = derived.rule is not None and derived.rule.accepts(derived.requested)

@@ -58,21 +58,12 @@ def trace_target(
         UsageError: the device is not available here; forward cannot take these inputs (checked
             before the model is built on `device`); the device has not the memory for the model or inputs.
     """
-    model_dtype = getattr(torch, dtype) if dtype is not None else None
-    sized_inputs = SizedInputs(
-        positional=[_tensor(spec, model_dtype) for spec in inputs],
-        timestep=timestep is not None,
-        timestep_value=None if timestep is None or timestep == RANDOM_TIMESTEP else int(timestep),
-        keywords={name: _tensor(spec, model_dtype) for name, spec in keywords.items()},
-    )
-    if model_dtype is None:
-        model_dtype = floating_dtype(_tensor(spec, None)[1] for spec in (*inputs, *keywords.values()) if spec.named)
+    sized_inputs, model_dtype = target_inputs(inputs, keywords, timestep, dtype)
     init = dict(init)
     torch_device = resolve_device(device)
-    probe_model = _build(target, init, torch.device("meta"), model_dtype)
-    positional = len(sized_inputs.positional) + int(sized_inputs.timestep)
-    check_call(probe_model, CallShape(positional, tuple(keywords), timestep=sized_inputs.timestep, flags=True))
-    model = probe_model if torch_device.type == "meta" else _build(target, init, torch_device, model_dtype)
+    probe_model = build_target(target, init, torch.device("meta"), model_dtype)
+    check_inputs(probe_model, sized_inputs)
+    model = probe_model if torch_device.type == "meta" else build_target(target, init, torch_device, model_dtype)
     config = [("target", target)] + [(key, str(value)) for key, value in init.items()]
     if dtype is not None:
         config.append(("dtype", dtype))
@@ -83,9 +74,38 @@ def trace_target(
         # The model reads tensor values; it is small enough to run for real on the CPU.
         cpu = torch.device("cpu")
         note = [("fell back to cpu", "the forward reads tensor values, which meta tensors lack")]
-        model = _build(target, init, cpu, model_dtype)
+        model = build_target(target, init, cpu, model_dtype)
         trace = trace_inputs(model, sized_inputs, cpu, first_break=first_break, config=config + note, cost=cost)
     return trace
+
+
+def target_inputs(
+    inputs: Sequence[TensorSpec],
+    keywords: Mapping[str, TensorSpec],
+    timestep: int | Literal["random"] | None,
+    dtype: str | None,
+) -> tuple[SizedInputs, torch.dtype | None]:
+    """The inputs the options describe, and the dtype the model must take (None: its own).
+
+    A floating input that names no dtype takes `dtype`; without `dtype`, the model takes the
+    first floating dtype an input names.
+    """
+    model_dtype = getattr(torch, dtype) if dtype is not None else None
+    sized_inputs = SizedInputs(
+        positional=[_tensor(spec, model_dtype) for spec in inputs],
+        timestep=timestep is not None,
+        timestep_value=None if timestep is None or timestep == RANDOM_TIMESTEP else int(timestep),
+        keywords={name: _tensor(spec, model_dtype) for name, spec in keywords.items()},
+    )
+    if model_dtype is None:
+        model_dtype = floating_dtype(_tensor(spec, None)[1] for spec in (*inputs, *keywords.values()) if spec.named)
+    return sized_inputs, model_dtype
+
+
+def check_inputs(model: nn.Module, inputs: SizedInputs) -> None:
+    """Raise UsageError, worded for the command line, when `model`'s forward cannot take `inputs`."""
+    positional = len(inputs.positional) + int(inputs.timestep)
+    check_call(model, CallShape(positional, tuple(inputs.keywords), timestep=inputs.timestep, flags=True))
 
 
 def _tensor(spec: TensorSpec, model_dtype: torch.dtype | None) -> tuple[tuple[int, ...], torch.dtype]:
@@ -97,7 +117,7 @@ def _tensor(spec: TensorSpec, model_dtype: torch.dtype | None) -> tuple[tuple[in
     return spec.shape, dtype
 
 
-def _build(target: str, init: dict[str, Any], device: torch.device, dtype: torch.dtype | None) -> nn.Module:
+def build_target(target: str, init: dict[str, Any], device: torch.device, dtype: torch.dtype | None) -> nn.Module:
     """A fresh model from TARGET (never the user's object itself), cast to `dtype` when given.
 
     Raises:

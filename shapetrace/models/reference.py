@@ -13,8 +13,9 @@ from shapetrace.api import diagnose
 from shapetrace.models.unet import UNet
 from shapetrace.records import BreakKind, CostOptions, SweepResult, Trace
 from shapetrace.size_search import Prober
-from shapetrace.tracing.inputs import activation, resolve_device, timesteps
-from shapetrace.tracing.light_pass import sweep
+from shapetrace.sizes import spatial_extents
+from shapetrace.sweep import sweep_model
+from shapetrace.tracing.inputs import SizedInputs, activation, resolve_device, timesteps
 from shapetrace.tracing.tracer import observe
 
 
@@ -67,7 +68,7 @@ def trace_reference(
 
 
 def sweep_reference(
-    sizes: Sequence[tuple[int, int]],
+    sizes: Sequence[tuple[int, ...]],
     chs: tuple[int, ...],
     n_channels: int = 64,
     img_channels: int = 3,
@@ -75,16 +76,18 @@ def sweep_reference(
     variant: str = "fixed",
     progress: Callable[[], None] | None = None,
 ) -> SweepResult:
-    """Every size's outcome for one config; the model is built once, on meta."""
-    meta = torch.device("meta")
-    with meta:
+    """Every size's outcome for one config; the model is built once, on meta.
+
+    Raises:
+        SweepInterrupted: Ctrl-C; it carries the sizes done so far.
+    """
+    with torch.device("meta"):
         model = UNet(img_channels, n_channels, chs, variant)  # type: ignore[arg-type]
-
-    def arguments_at(height: int, width: int) -> tuple[tuple[torch.Tensor, ...], dict[str, object]]:
-        return (activation((batch, img_channels, height, width), meta), timesteps(batch, meta)), {}
-
+    # The rule is read at the largest size swept: large enough for every level to have rounded.
+    largest = spatial_extents(max(sizes, key=max), 2) if sizes else (64, 64)
+    inputs = SizedInputs([((batch, img_channels, *largest), torch.float32)], timestep=True)
     label = " · ".join(f"{key} {value}" for key, value in reference_config(chs, n_channels, variant))
-    return SweepResult(label, tuple(sweep(model, sizes, arguments_at, progress)))
+    return sweep_model(model, inputs, sizes, label=label, progress=progress)
 
 
 AS_WRITTEN_CAUSE = (

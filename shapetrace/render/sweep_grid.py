@@ -58,9 +58,12 @@ def _outcome_table(outcomes: Sequence[Outcome]) -> Table:
 
 
 def compress_sizes(sizes: Sequence[tuple[int, ...]], limit: int = 12) -> str:
-    """Sizes as arithmetic runs: "224:1024:8" (start:stop:step, inclusive), then "…"."""
+    """Sizes as arithmetic runs: "224:1024:8" (start:stop:step, inclusive), then "…".
+
+    Sizes of unequal extents (rectangles) are listed as they are.
+    """
     runs: list[list[int]] = []
-    squares = [size[0] for size in sizes if size[0] == size[1]]
+    squares = [size[0] for size in sizes if len(set(size)) == 1]
     if len(squares) != len(sizes):
         return ", ".join(_size_label(size) for size in sizes[:limit]) + (" …" if len(sizes) > limit else "")
     for size in squares:
@@ -82,7 +85,8 @@ def _run_text(run: list[int]) -> str:
 
 
 def _size_label(size: tuple[int, ...]) -> str:
-    return str(size[0]) if size[0] == size[1] else f"{size[0]}x{size[1]}"
+    """ "224" for a square, cube or 1-D length; "224x256" otherwise."""
+    return str(size[0]) if len(set(size)) == 1 else "x".join(map(str, size))
 
 
 def sweep_json(results: Sequence[SweepResult]) -> str:
