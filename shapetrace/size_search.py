@@ -154,8 +154,14 @@ def _consistent(derived: Derived, trace: Trace) -> bool:
 
 
 def _confirmed(rule: SizeRule, requested: Shape, prober: Prober) -> bool:
-    """At most four traces: the nearest valid sizes, one refused size, one of another residue."""
+    """At most four traces: the nearest valid sizes (or a valid neighbour), one refused size, one of another residue."""
     accepted = [size for size in rule.nearest if size != requested]
+    if not accepted:
+        # The traced size is valid and the rule offers no other: probe a neighbour it accepts too,
+        # or a rule that accepts every size (no resampling recorded) would stand unprobed while
+        # the model's own check (`if h % 8: raise`) refuses most of them.
+        neighbours = (tuple(extent + step for extent in requested) for step in (1, -1))
+        accepted = [size for size in neighbours if min(size) >= 1 and rule.accepts(size)][:1]
     refused = invalid_near(rule.axes, rule.nearest[-1] if rule.nearest else requested)
     other = _another_residue(rule.axes, rule.nearest[-1] if rule.nearest else requested)
     if other is not None and other not in accepted:

@@ -524,6 +524,8 @@ def test_the_light_pass_breaks_where_and_as_the_full_trace_does(name: str) -> No
 
 
 def test_the_sweep_calls_the_models_own_size_check_a_size_break_as_a_trace_does() -> None:
+    from shapetrace.sweep import sweep_model
+    from shapetrace.tracing.inputs import SizedInputs
     from shapetrace.tracing.light_pass import sweep
 
     with torch.device("meta"):
@@ -535,6 +537,10 @@ def test_the_sweep_calls_the_models_own_size_check_a_size_break_as_a_trace_does(
         expected = (None, "") if traced.ok else (traced.breaks[0].kind, traced.model)
         assert (outcome.kind, outcome.place) == expected, outcome.size
     assert [outcome.size[0] for outcome in outcomes if outcome.kind is None] == [16, 24]
+    targeted = sweep_model(model, SizedInputs([((1, 3, 16, 16), torch.float32)]), [(n,) for n, _ in sizes])
+    assert [(outcome.kind, outcome.place) for outcome in targeted.outcomes] == [
+        (outcome.kind, outcome.place) for outcome in outcomes
+    ]
 
 
 def _same(arguments: tuple[tuple[torch.Tensor, ...], dict[str, Any]], *_size: int) -> Any:
