@@ -289,14 +289,16 @@ def _size_rule_dict(rule: SizeRule | None) -> dict[str, Any] | None:
     if rule is None:
         return None
     return {
-        "axes": [
-            {"axis": axis.axis, "modulus": axis.modulus, "residues": list(axis.residues), "minimum": axis.minimum}
-            for axis in rule.axes
-        ],
+        "axes": [_axis_rule_dict(axis) for axis in rule.axes],
         # One int where every axis has the same extent, else one extent per axis.
         "nearest": [size[0] if len(set(size)) == 1 else list(size) for size in rule.nearest],
         "exact": rule.exact,
     }
+
+
+def _axis_rule_dict(axis: AxisRule) -> dict[str, Any]:
+    item = {"axis": axis.axis, "modulus": axis.modulus, "residues": list(axis.residues), "minimum": axis.minimum}
+    return item if axis.maximum is None else {**item, "maximum": axis.maximum}
 
 
 def _size_rule(item: Any, inputs: tuple[Shape, ...]) -> SizeRule | None:
@@ -311,7 +313,8 @@ def _size_rule(item: Any, inputs: tuple[Shape, ...]) -> SizeRule | None:
         modulus = axis.get("modulus", int)
         if modulus < 1:
             raise TraceFileError(f"size_rule axis field 'modulus' is {modulus}, expected at least 1")
-        rule = AxisRule(axis.get("axis", int), modulus, axis.shape("residues"), axis.get("minimum", int))
+        minimum, maximum = axis.get("minimum", int), axis.get("maximum", int, default=None)
+        rule = AxisRule(axis.get("axis", int), modulus, axis.shape("residues"), minimum, maximum)
         axes.append(rule)
     nearest = tuple(_extents(size, len(axes)) for size in reader.items("nearest", required=False))
     return SizeRule(axes=tuple(axes), nearest=nearest, exact=reader.get("exact", bool, default=True))

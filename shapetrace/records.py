@@ -401,9 +401,15 @@ class AxisRule:
     modulus: int
     residues: tuple[int, ...]
     minimum: int
+    maximum: int | None = None
+    """The largest extent accepted, where there is one (a model built for one size: a fixed positional map)."""
 
     def accepts(self, extent: int) -> bool:
-        return extent >= self.minimum and extent % self.modulus in self.residues
+        return (
+            extent >= self.minimum
+            and (self.maximum is None or extent <= self.maximum)
+            and extent % self.modulus in self.residues
+        )
 
 
 @dataclass(frozen=True, slots=True)

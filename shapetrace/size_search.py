@@ -94,7 +94,23 @@ def with_size_rule(trace: Trace, prober: Prober) -> Trace:
     if not any(brk.kind in _SIZE_KINDS or brk.op == "AssertionError" for brk in trace.breaks) and not trace.warnings:
         return trace
     rule = size_rule_of(trace, prober)
-    return trace if rule is None else dataclasses.replace(trace, size_rule=rule)
+    return trace if rule is None else dataclasses.replace(size_dependent(trace, rule), size_rule=rule)
+
+
+def size_dependent(trace: Trace, rule: SizeRule) -> Trace:
+    """The trace with its failures of no known kind turned size breaks, where the size decides them.
+
+    A model's own check (`if h % 32: raise ValueError(...)`) or an op without a shape function
+    fails with a kind the tracer cannot tell from the exception (never read from its message).
+    When the rule refuses the traced size and sizes near it run, the size is what failed.
+    """
+    image = next((shape for shape in trace.inputs if len(shape) >= 3), None)
+    if image is None or not rule.nearest or rule.accepts(tuple(image[2:])):
+        return trace
+    breaks = tuple(
+        dataclasses.replace(brk, kind=BreakKind.SIZE) if brk.kind == BreakKind.ERROR else brk for brk in trace.breaks
+    )
+    return dataclasses.replace(trace, breaks=breaks)
 
 
 def size_rule_of(trace: Trace, prober: Prober) -> SizeRule | None:
@@ -138,8 +154,14 @@ def _consistent(derived: Derived, trace: Trace) -> bool:
 
 
 def _confirmed(rule: SizeRule, requested: Shape, prober: Prober) -> bool:
-    """At most four traces: the nearest valid sizes, one refused size, one of another residue."""
+    """At most four traces: the nearest valid sizes (or a valid neighbour), one refused size, one of another residue."""
     accepted = [size for size in rule.nearest if size != requested]
+    if not accepted:
+        # The traced size is valid and the rule offers no other: probe a neighbour it accepts too,
+        # or a rule that accepts every size (no resampling recorded) would stand unprobed while
+        # the model's own check (`if h % 8: raise`) refuses most of them.
+        neighbours = (tuple(extent + step for extent in requested) for step in (1, -1))
+        accepted = [size for size in neighbours if min(size) >= 1 and rule.accepts(size)][:1]
     refused = invalid_near(rule.axes, rule.nearest[-1] if rule.nearest else requested)
     other = _another_residue(rule.axes, rule.nearest[-1] if rule.nearest else requested)
     if other is not None and other not in accepted:
@@ -180,16 +202,22 @@ def find_size_rule(model: nn.Module, arguments_at: ArgumentsAt, requested: Shape
 
     with observed(model, light.before, light.after, with_kwargs=True):
         found = _search(valid, max(requested))
+        if found is None:
+            found = _search_below(valid, max(requested))
     if found is None:
         return None
-    multiple, minimum, nearest = found
-    rules = tuple(AxisRule(axis, multiple, (0,), minimum) for axis in range(2, 2 + axes))
+    multiple, minimum, nearest, maximum = found
+    rules = tuple(AxisRule(axis, multiple, (minimum % multiple,), minimum, maximum) for axis in range(2, 2 + axes))
     # Probed square sizes say nothing of residues a multiple misses (sizes 28, 31 and 32 all
     # valid give a multiple of 1): a guess, marked as one.
     return SizeRule(rules, tuple((size,) * axes for size in nearest), exact=False)
 
 
-def _search(valid: Callable[[int], bool], requested: int) -> tuple[int, int, tuple[int, ...]] | None:
+Found = tuple[int, int, tuple[int, ...], int | None]
+"""(multiple, minimum, nearest sizes, maximum or None)."""
+
+
+def _search(valid: Callable[[int], bool], requested: int) -> Found | None:
     probes = 0
     above: list[int] = []
     size = requested
@@ -206,4 +234,25 @@ def _search(valid: Callable[[int], bool], requested: int) -> tuple[int, int, tup
     minimum = next((k * multiple for k in range(1, above[0] // multiple + 1) if valid(k * multiple)), above[0])
     nearest_below = below if below is not None and below != requested else None
     nearest = tuple(s for s in (nearest_below, above[0] if below != requested else None) if s is not None)
-    return multiple, minimum, nearest or (requested,)
+    return multiple, minimum, nearest or (requested,), None
+
+
+def _search_below(valid: Callable[[int], bool], requested: int) -> Found | None:
+    """Sizes that run only below `requested`, none within reach above: a model built for one size or a few.
+
+    `_search` found no two valid sizes above; the valid ones below, down to the first size that
+    fails after them, give the largest size, the smallest, and the step between them.
+    """
+    low = max(requested - MAX_PROBES // 2, 0)
+    largest = next((size for size in range(requested, low, -1) if valid(size)), None)
+    if largest is None:
+        return None
+    found = [largest]
+    for size in range(largest - 1, max(largest - MAX_PROBES // 2, 0), -1):
+        if valid(size):
+            found.append(size)
+        elif found[-1] - size > 2 * (found[0] - found[-1] + 1):
+            break  # well past the last valid size: the band has ended
+    multiple = math.gcd(*(a - b for a, b in itertools.pairwise(found))) if len(found) > 1 else 1
+    nearest = (largest,) if largest != requested else (requested,)
+    return multiple, found[-1], nearest, largest

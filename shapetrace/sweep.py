@@ -30,7 +30,7 @@ from shapetrace.records import BreakKind, Outcome, SizeRule, SweepResult, Trace
 from shapetrace.size_search import Prober, exact_size_rule
 from shapetrace.sizes import Size, spatial_extents
 from shapetrace.tracing.inputs import SizedInputs
-from shapetrace.tracing.light_pass import LightPass, first_break
+from shapetrace.tracing.light_pass import LightPass, first_break, size_dependent
 from shapetrace.tracing.tracer import META_VALUES, observed
 from shapetrace.verify import meta_copy
 
@@ -97,7 +97,7 @@ def sweep_model(
         _sweep(model, inputs, tuple(image[2:]), extents, done, cpu_model)
     except KeyboardInterrupt:
         raise SweepInterrupted(SweepResult(label, tuple(outcomes))) from None
-    return SweepResult(label, tuple(outcomes))
+    return SweepResult(label, tuple(size_dependent(outcomes)))  # a model's own size check: a size break
 
 
 def _sweep(

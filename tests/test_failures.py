@@ -301,3 +301,30 @@ def test_failure_kind_reads_types_not_words() -> None:
     read = FailedOp(torch.Tensor.item, (torch.zeros(1, device="meta"),), {}, error)
     assert failure_kind(error, read) == BreakKind.META
     assert failure_kind(RuntimeError("another"), read) == BreakKind.ERROR
+
+
+class _OwnCheck(nn.Module):
+    """Raises from its own forward: at sizes that are no multiple of 8, or (`always`) at every size."""
+
+    def __init__(self, always: bool = False) -> None:
+        super().__init__()
+        self.always = always
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.always or x.shape[-1] % 8:
+            raise ValueError("input size must be divisible by 8")  # the words say size either way
+        output: torch.Tensor = self.conv(x)
+        return output
+
+
+@pytest.mark.parametrize(("always", "kind"), [(False, BreakKind.SIZE), (True, BreakKind.ERROR)])
+def test_a_models_own_failure_is_a_size_break_only_where_other_sizes_run(always: bool, kind: BreakKind) -> None:
+    with torch.device("meta"):
+        model = _OwnCheck(always)
+    x = torch.empty(1, 3, 20, 20, device="meta")
+    unprobed = shapetrace.run_trace(model, (x,), verify=False)
+    assert [brk.kind for brk in unprobed.breaks] == [BreakKind.ERROR]  # the tracer reads no message
+    probed = shapetrace.trace(model, x)
+    assert [brk.kind for brk in probed.breaks] == [kind]
+    assert (probed.size_rule is not None) == (kind == BreakKind.SIZE)

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shapetrace import Trace, trace, trace_sizes
-from shapetrace.records import Break
+from shapetrace import Trace, run_trace, trace, trace_sizes
+from shapetrace.records import Break, Shape
 from tests.fixtures import pairing_patterns as patterns
 
 Pair = tuple[str, str, str]
@@ -95,11 +95,13 @@ def test_2_diffusers_skip_blocks_pair_all_six_concatenations() -> None:
 # --- 3. residuals around layers that change rank ------------------------------------------------
 
 
-def test_3_residuals_around_rank_changing_layers_are_not_skips() -> None:
-    traced = _traced(patterns.RankResidualUNet, _meta(4, 3, 16, 16))  # 2 clips of 2 frames
+@pytest.mark.parametrize(("functional", "saved"), [(False, "temporal.unfold"), (True, "temporal")])
+def test_3_residuals_around_rank_changing_layers_are_not_skips(functional: bool, saved: str) -> None:
+    traced = _traced(lambda: patterns.RankResidualUNet(functional=functional), _meta(4, 3, 16, 16))  # 2 clips of 2
     assert traced.ok
-    # `h + temporal(h)` continues the main path: the saved sum's data came from temporal.
-    assert _pairs(traced) == sorted([("temporal", "dec1", "cat"), ("stem", "dec0", "cat")])
+    # `h + temporal(h)` continues the main path: the saved sum's data came from the call that
+    # last made it (the unfold module, or temporal itself where its forward unfolds by functions).
+    assert _pairs(traced) == sorted([(saved, "dec1", "cat"), ("stem", "dec0", "cat")])
 
 
 # --- 4. attention-gated skips ----------------------------------------------------------------------
@@ -341,27 +343,19 @@ def test_11_the_same_layer_at_the_right_width_pairs_as_usual() -> None:
 
 
 SIZE_FAILURES = [
-    # (model, size, the layer that fails, the multiple the model needs, the smallest size it takes)
-    (patterns.PixelUnshuffleNet, 15, "shuffle", 2, 2),
-    (patterns.PoolTooSmallNet, 6, "pools.2", 1, 8),
-    (patterns.InstanceNormNet, 4, "norm", 1, 5),
-    pytest.param(
-        patterns.DivisibleCheckNet,
-        20,
-        "",
-        8,
-        8,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="the model's own ValueError: failures.py classifies by type and shape functions, never by message",
-        ),
-    ),
+    # (model, size, the layer that fails, the multiple the model needs, the smallest size it takes, nearest valid)
+    (patterns.PixelUnshuffleNet, 15, "shuffle", 2, 2, [(14, 14), (16, 16)]),
+    (patterns.PoolTooSmallNet, 6, "pools.2", 1, 8, [(8, 8)]),
+    (patterns.InstanceNormNet, 4, "norm", 1, 5, [(5, 5)]),
+    # The model's own `raise ValueError` is no shape mismatch torch knows: its kind comes from
+    # probing (16 and 24 run, 20 does not), never from its message.
+    (patterns.DivisibleCheckNet, 20, "", 8, 8, [(16, 16), (24, 24)]),
 ]
 
 
-@pytest.mark.parametrize(("build", "size", "layer", "multiple", "minimum"), SIZE_FAILURES)
+@pytest.mark.parametrize(("build", "size", "layer", "multiple", "minimum", "nearest"), SIZE_FAILURES)
 def test_12_size_failures_away_from_a_merge_are_size_breaks_with_a_size_rule(
-    build: Callable[[], nn.Module], size: int, layer: str, multiple: int, minimum: int
+    build: Callable[[], nn.Module], size: int, layer: str, multiple: int, minimum: int, nearest: list[Shape]
 ) -> None:
     with torch.device("meta"):
         model = build()
@@ -370,8 +364,46 @@ def test_12_size_failures_away_from_a_merge_are_size_breaks_with_a_size_rule(
     assert brk.kind == "size"
     assert _name(traced, brk.leaf) == layer
     assert traced.size_rule is not None
-    rules = {(rule.modulus, rule.residues, rule.minimum) for rule in traced.size_rule.axes}
-    assert rules == {(multiple, (0,), minimum)}
+    rules = {(rule.modulus, rule.residues, rule.minimum, rule.maximum) for rule in traced.size_rule.axes}
+    assert rules == {(multiple, (0,), minimum, None)}
+    assert list(traced.size_rule.nearest) == nearest
+
+
+@pytest.mark.parametrize(("build", "size", "layer", "multiple", "minimum", "nearest"), SIZE_FAILURES)
+def test_12_the_size_hint_is_the_fix_verified_by_a_trace(
+    build: Callable[[], nn.Module], size: int, layer: str, multiple: int, minimum: int, nearest: list[Shape]
+) -> None:
+    with torch.device("meta"):
+        model = build()
+    traced = trace_sizes(model, [(1, 3, size, size)])
+    (cause,) = traced.causes
+    fix = cause.fixes[0]
+    assert fix.verified
+    assert fix.action == tuple(f"size:{height},{width}" for height, width in nearest)
+    assert "see the shapes recorded before this layer" not in traced.breaks[0].fix
+    assert f"at least {minimum}" in fix.text
+    assert (f"multiple of {multiple}" in fix.text) == (multiple > 1)
+
+
+def test_12_a_fixed_size_parameter_takes_only_the_size_it_was_built_for() -> None:
+    with torch.device("meta"):
+        model = patterns.PositionalNet()
+    traced = trace_sizes(model, [(2, 3, 18, 18)])  # 18 → 9 against the 8×8 map; 15 and 16 give 8
+    assert traced.size_rule is not None
+    assert {(rule.minimum, rule.maximum) for rule in traced.size_rule.axes} == {(15, 16)}
+    assert traced.size_rule.nearest == ((16, 16),)
+    assert [traced.size_rule.accepts((size, size)) for size in (14, 15, 16, 17, 32)] == [
+        False,
+        True,
+        True,
+        False,
+        False,
+    ]
+    (cause,) = traced.causes
+    assert cause.kind == "other"  # no skip, so no wrong level
+    assert cause.fixes[0].verified and cause.fixes[0].action == ("size:16,16",)
+    assert "from 15 to 16" in cause.fixes[0].text and "pad" not in cause.fixes[0].text
+    assert Trace.from_json(traced.to_json()).size_rule == traced.size_rule  # the largest size is saved too
 
 
 def test_12_a_fixed_size_parameter_is_a_size_break_with_both_shapes() -> None:
@@ -436,3 +468,99 @@ def test_13_wrapped_torch_functions_change_nothing(device: str) -> None:
     traced = trace(model, torch.zeros(1, 3, 16, 16, device=device), torch.zeros(1, dtype=torch.long, device=device))
     assert traced.ok, [brk.message for brk in traced.breaks]
     assert len(traced.skips) == 4
+
+
+@pytest.mark.usefixtures("wrapped_torch")
+@pytest.mark.parametrize(
+    ("build", "expected"),
+    [
+        (lambda: patterns.MergeModuleUNet("scaled"), TWO_LEVEL_CATS),
+        (patterns.AddUNet, [("enc1", "dec1", "add"), ("stem", "dec0", "add")]),
+    ],
+)
+def test_13_wrapped_torch_functions_pair_as_unwrapped(build: Callable[[], nn.Module], expected: list[Pair]) -> None:
+    traced = _traced(build, _meta(2, 3, 16, 16))
+    assert traced.ok, [brk.message for brk in traced.breaks]
+    assert _pairs(traced) == sorted(expected)
+
+
+# --- the sweep's light pass decides as the full trace --------------------------------------------------------
+
+
+LIGHT_PASS_MODELS: dict[str, tuple[Callable[[], nn.Module], int]] = {
+    # name: (model, spatial dims)
+    "a residual that widens the channels": (patterns.WideResidual, 2),
+    "an additive skip of other channels": (patterns.WideAddedSkip, 2),
+    "the same in 1-D": (patterns.WideAddedSkip1d, 1),
+    "a per-channel scale of other width": (lambda: patterns.ScaledDecoderUNet(norm_channels=12), 2),
+    "a fixed-size positional parameter": (patterns.PositionalNet, 2),
+    "a pixel-unshuffle": (patterns.PixelUnshuffleNet, 2),
+    "a pool on a map too small": (patterns.PoolTooSmallNet, 2),
+    "InstanceNorm on 1×1": (patterns.InstanceNormNet, 2),
+    "a scaled additive skip in a small module": (patterns.NestedUNet, 2),
+    "an attention-gated skip": (patterns.GatedUNet, 2),
+    "additive skips": (patterns.AddUNet, 2),
+}
+
+
+@pytest.mark.parametrize("name", list(LIGHT_PASS_MODELS))
+def test_the_light_pass_breaks_where_and_as_the_full_trace_does(name: str) -> None:
+    from shapetrace.analysis.placement import block_name
+    from shapetrace.tracing.light_pass import sweep
+
+    build, dims = LIGHT_PASS_MODELS[name]
+    with torch.device("meta"):
+        model = build()
+    sizes = [(size, size) for size in range(3, 20)]
+    outcomes = sweep(model, sizes, lambda h, w: ((_meta(1, 3, *(h, w)[:dims]),), {}), workers=1)
+    kinds = set()
+    for outcome in outcomes:
+        traced = run_trace(model, (_meta(1, 3, *outcome.size[:dims]),), verify=False)
+        first = traced.breaks[0] if traced.breaks else None
+        expected = (None, "") if first is None else (first.kind, block_name(traced, first.layer))
+        assert (outcome.kind, outcome.place) == expected, outcome.size
+        kinds.add(outcome.kind)
+    assert kinds - {None}, "no size broke: the comparison would prove nothing"
+
+
+def test_the_sweep_calls_the_models_own_size_check_a_size_break_as_a_trace_does() -> None:
+    from shapetrace.sweep import sweep_model
+    from shapetrace.tracing.inputs import SizedInputs
+    from shapetrace.tracing.light_pass import sweep
+
+    with torch.device("meta"):
+        model = patterns.DivisibleCheckNet()
+    sizes = [(size, size) for size in range(12, 26)]
+    outcomes = sweep(model, sizes, lambda h, w: ((_meta(1, 3, h, w),), {}), workers=1)
+    for outcome in outcomes:
+        traced = trace_sizes(model, [(1, 3, *outcome.size)])
+        expected = (None, "") if traced.ok else (traced.breaks[0].kind, traced.model)
+        assert (outcome.kind, outcome.place) == expected, outcome.size
+    assert [outcome.size[0] for outcome in outcomes if outcome.kind is None] == [16, 24]
+    targeted = sweep_model(model, SizedInputs([((1, 3, 16, 16), torch.float32)]), [(n,) for n, _ in sizes])
+    assert [(outcome.kind, outcome.place) for outcome in targeted.outcomes] == [
+        (outcome.kind, outcome.place) for outcome in outcomes
+    ]
+
+
+def _same(arguments: tuple[tuple[torch.Tensor, ...], dict[str, Any]], *_size: int) -> Any:
+    return arguments
+
+
+def test_the_light_pass_calls_a_channel_mismatch_at_an_add_a_channel_break() -> None:
+    from shapetrace.records import BreakKind
+    from shapetrace.tracing.light_pass import sweep
+
+    kinds = {}
+    for name in ("a residual that widens the channels", "an additive skip of other channels", "the same in 1-D"):
+        build, dims = LIGHT_PASS_MODELS[name]
+        with torch.device("meta"):
+            model = build()
+        arguments: tuple[tuple[torch.Tensor, ...], dict[str, Any]] = ((_meta(*(1, 3, 16, 16)[: 2 + dims]),), {})
+        (outcome,) = sweep(model, [(16, 16)], functools.partial(_same, arguments), workers=1)
+        kinds[name] = (outcome.kind, outcome.place)
+    assert kinds == {
+        "a residual that widens the channels": (BreakKind.CHANNELS, "out"),
+        "an additive skip of other channels": (BreakKind.CHANNELS, "out"),
+        "the same in 1-D": (BreakKind.SIZE, "out"),
+    }

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from shapetrace.analysis.chains import Axis
 from shapetrace.analysis.fixes import channel_fixes, level_fixes, order_fixes, rounding_fixes, transpose_fixes
 from shapetrace.analysis.order import Misorder, level_source, main_scale, skip_scale
-from shapetrace.analysis.placement import spatial
+from shapetrace.analysis.placement import block_name, spatial
 from shapetrace.analysis.rounding import Rounded, missing_output_padding, rounded_between
 from shapetrace.analysis.texts import level_text, order_text, rounding_text, transpose_text
 from shapetrace.extents import rounding
+from shapetrace.formatting import format_size
 from shapetrace.records import Break, BreakKind, BreakSide, Cause, CauseKind, Fix, Resampling, SideRole, Trace
 
 MERGE_OPS = ("cat", "stack", "add")
@@ -106,6 +107,8 @@ def _key(  # noqa: PLR0911 - one return per kind of cause
             return (CauseKind.OUTPUT_PADDING,)
         if rounded.down:
             return (CauseKind.ROUNDING,)
+        if not any(side.role == SideRole.SKIP for side in brk.sides):
+            return (CauseKind.OTHER, index)  # no skip, so no level: a map of fixed size, a branch that shrank
         return (CauseKind.WRONG_LEVEL, pair if pair is not None else -1, index)
     if brk.kind == BreakKind.CHANNELS:
         return (CauseKind.CHANNELS, _additive_origin(trace, brk, index))
@@ -150,10 +153,24 @@ def _cause(
     if kind == CauseKind.CHANNELS:
         return Cause(CauseKind.CHANNELS, first.leaf, first.cause, channel_fixes(trace, first), indices)
     fixes = tuple(Fix(text) for text in [first.fix] if text)
-    if first.op == "AssertionError" and trace.size_rule is not None:
-        fixes = tuple(size_fix())
     cause_kind = CauseKind.TOO_SMALL if kind == CauseKind.TOO_SMALL else CauseKind.OTHER
-    return Cause(cause_kind, first.leaf, first.cause, fixes, indices) if first.cause else None
+    text = first.cause or _unpaired_sizes(trace, first)
+    if trace.size_rule is not None and (first.op == "AssertionError" or first.kind == BreakKind.SIZE):
+        # A size failure away from a merge: the sizes the model accepts, then (for a map that
+        # shrank too far) fewer levels.
+        fixes = (*size_fix(), *(fixes if cause_kind == CauseKind.TOO_SMALL else ()))
+    return Cause(cause_kind, first.leaf, text, fixes, indices) if text else None
+
+
+def _unpaired_sizes(trace: Trace, brk: Break) -> str:
+    """The cause of a merge of two sizes where neither side is a skip (no level to blame)."""
+    if brk.kind != BreakKind.SIZE or brk.op not in MERGE_OPS or len(brk.sides) < 2:
+        return ""
+    sizes = " and ".join(format_size(spatial(side.shape)) for side in brk.sides)
+    return (
+        f"{block_name(trace, brk.layer)} joins maps of {sizes}, neither a skip: one side does not follow "
+        "the input size (a map of fixed size, a branch that shrinks on its own)"
+    )
 
 
 def _wrong_level(trace: Trace, axes: list[Axis], brk: Break, indices: tuple[int, ...]) -> Cause:

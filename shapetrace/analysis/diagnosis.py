@@ -49,7 +49,8 @@ def _channels_at_add(brk: Break) -> Break:
         return brk
     shapes = [side.shape for side in brk.sides]
     # A side with one channel broadcasts over the other's: no channel mismatch.
-    if any(len(shape) < 2 for shape in shapes) or len({shape[1] for shape in shapes} - {1}) < 2:
+    # Only in maps with two or more spatial dims: dim 1 of (B, N, C) tokens is no channel count.
+    if any(len(shape) < 4 for shape in shapes) or len({shape[1] for shape in shapes} - {1}) < 2:
         return brk
     sides = tuple(dataclasses.replace(side, channels=side.shape[1]) for side in brk.sides)
     main = next((side for side in sides if side.role == "up path"), sides[0])
@@ -168,10 +169,10 @@ def _unpaired_message(trace: Trace, brk: Break) -> str:
     sizes = [format_extents([shape[d] for d in differing]) for shape in (first.shape, second.shape)]
     names = [_producer_name(trace, side, beside) for side, beside in ((first, second), (second, first))]
     function = _FUNCTION_NAMES[brk.op] + (f"(dim={brk.dim})" if brk.dim >= 0 else "")
+    dims = f"dim {differing[0]} differs" if len(differing) == 1 else f"dims {', '.join(map(str, differing))} differ"
     return (
         f"{_where(trace, brk)}: {function} joins {format_shape(first.shape)} from {names[0]} and "
-        f"{format_shape(second.shape)} from {names[1]}; dims {', '.join(map(str, differing))} differ "
-        f"({sizes[0]} vs {sizes[1]})"
+        f"{format_shape(second.shape)} from {names[1]}; {dims} ({sizes[0]} vs {sizes[1]})"
     )
 
 

@@ -34,12 +34,15 @@ def size_fixes(rule: SizeRule | None) -> list[Fix]:
         return [Fix("use an input size that every downsampling stride divides, or pad the input")]
     sizes = " or ".join(format_size(size) for size in rule.nearest)
     multiple = is_multiple_rule(rule)
-    if multiple is not None:
-        minimum = min(axis.minimum for axis in rule.axes)
+    minimum = min(axis.minimum for axis in rule.axes)
+    if multiple == 1:
+        text = f"use an input size of at least {minimum}, e.g. {sizes}"
+    elif multiple is not None:
         text = f"use an input size that is a multiple of {multiple} (at least {minimum}), e.g. {sizes}"
     else:
         text = f"use an input size the model accepts ({rule_text(rule)}), e.g. {sizes}"
-    text += f"; or pad the input to {format_size(rule.nearest[-1])} and crop the output back"
+    if all(axis.maximum is None for axis in rule.axes):  # a model built for one size: padding cannot reach it
+        text += f"; or pad the input to {format_size(rule.nearest[-1])} and crop the output back"
     return [Fix(text, action=tuple(step("size", *size) for size in rule.nearest))]
 
 

@@ -133,6 +133,8 @@ def nearest_sizes(rules: tuple[AxisRule, ...], requested: Shape) -> tuple[Shape,
 
 def _nearest(rule: AxisRule, extent: int, step: int) -> int | None:
     candidate = max(extent, rule.minimum) if step > 0 else extent
+    if step < 0 and rule.maximum is not None:
+        candidate = min(candidate, rule.maximum)
     for _ in range(rule.modulus + 1):
         if candidate < rule.minimum:
             return None
@@ -158,23 +160,32 @@ def rule_text(rule: SizeRule, names: Callable[[int], str] | None = None) -> str:
     parts = []
     for axis in rule.axes:
         name = names(axis.axis) if names is not None else axis_name(axis.axis, len(rule.axes))
+        bounds = _bounds(axis)
         if axis.modulus == 1:
-            parts.append(f"{name} at least {axis.minimum}")
+            parts.append(f"{name} {bounds}")
             continue
         if axis.residues == (0,):
-            parts.append(f"{name} multiples of {axis.modulus}, at least {axis.minimum}")
+            parts.append(f"{name} multiples of {axis.modulus}, {bounds}")
             continue
         residues = " or ".join(str(residue) for residue in axis.residues)
-        parts.append(f"{name} ≡ {residues} (mod {axis.modulus}), at least {axis.minimum}")
+        parts.append(f"{name} ≡ {residues} (mod {axis.modulus}), {bounds}")
     merged = _merged(parts, rule)
     return merged if merged is not None else "; ".join(parts)
+
+
+def _bounds(axis: AxisRule) -> str:
+    """ "at least 8", or "from 15 to 16" (a model built for one size), or "exactly 16"."""
+    if axis.maximum is None:
+        return f"at least {axis.minimum}"
+    return f"exactly {axis.minimum}" if axis.maximum == axis.minimum else f"from {axis.minimum} to {axis.maximum}"
 
 
 def _merged(parts: list[str], rule: SizeRule) -> str | None:
     """One clause for axes that share a rule ("H and W ≡ 0 (mod 8), at least 8")."""
     first = rule.axes[0]
     if len(rule.axes) < 2 or any(
-        (a.modulus, a.residues, a.minimum) != (first.modulus, first.residues, first.minimum) for a in rule.axes
+        (a.modulus, a.residues, a.minimum, a.maximum) != (first.modulus, first.residues, first.minimum, first.maximum)
+        for a in rule.axes
     ):
         return None
     names = [axis_name(axis.axis, len(rule.axes)) for axis in rule.axes]
@@ -191,6 +202,6 @@ def axis_name(dim: int, count: int) -> str:
 def is_multiple_rule(rule: SizeRule) -> int | None:
     """The common multiple when every axis takes exactly the multiples of one number."""
     moduli = {axis.modulus for axis in rule.axes}
-    if len(moduli) == 1 and all(axis.residues == (0,) for axis in rule.axes):
+    if len(moduli) == 1 and all(axis.residues == (0,) and axis.maximum is None for axis in rule.axes):
         return moduli.pop()
     return None

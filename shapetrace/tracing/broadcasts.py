@@ -59,8 +59,11 @@ class Mismatch:
 
     @property
     def channels(self) -> bool:
-        """Only dim 1 of a feature map (B, C, ...) disagrees: a channel count."""
-        return self.dims == (1,) and self.rank >= 3
+        """Only dim 1 of a feature map (B, C, H, W, ...) disagrees: a channel count.
+
+        Not in 3-D tensors, where dim 1 is as often a token count (B, N, C) as channels (B, C, L).
+        """
+        return self.dims == (1,) and self.rank >= 4
 
 
 def mismatch(func: Callable[..., Any], args: Sequence[Any]) -> Mismatch | None:

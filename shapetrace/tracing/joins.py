@@ -130,7 +130,7 @@ class Joins:
         main_shape = operands[main].shape
         pairs = enumerate(zip(*(t.shape for t in operands), strict=True))
         differing = [d for d, (a, b) in pairs if a != b and 1 not in (a, b)]
-        if differing == [1]:
+        if differing == [1] and len(main_shape) >= 4:  # (B, N, C) tokens: dim 1 is no channel count
             sides = tuple(BreakSide(side_role(p, parts), p.shape, p.producer, p.shape[1]) for p in parts)
             expected = (main_shape[1],)
             recorder.breaks.append(
@@ -160,7 +160,7 @@ def _pending(recorder: Recorder, tensors: Sequence[torch.Tensor]) -> tuple[int, 
 def _residual(recorder: Recorder, parts: Sequence[Part], main: int) -> bool:
     """Whether the other input of an add feeds the main one (`x + f(x)`)."""
     other = parts[1 - main]
-    return recorder.ancestry(other.producer, parts[main].producer) is not None
+    return pairing.ancestry(recorder, other.producer, parts[main].producer) is not None
 
 
 def side_role(part: Part, parts: Sequence[Part]) -> SideRole:

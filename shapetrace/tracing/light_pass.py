@@ -22,9 +22,10 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from shapetrace.records import BreakKind, Outcome
-from shapetrace.tracing import metashapes
+from shapetrace.tracing import broadcasts, metashapes
 from shapetrace.tracing._torch_compat import has_children
 from shapetrace.tracing.failures import FailedOp, failure_kind, internal_error, is_internal, noted
+from shapetrace.tracing.leaves import TORCH_LEAVES
 from shapetrace.tracing.merges import (
     ADDITIONS,
     CONCATENATIONS,
@@ -69,7 +70,9 @@ class LightPass(TorchFunctionMode):
 
     def reset(self) -> None:
         self.stack: list[str] = []
+        self.root = ""  # the model's class name: the block of a failure in its own forward, as `block_name`
         self.pending: BreakKind | None = None  # a merge broke; its consumer is the next call to begin
+        self.merged_in = ""  # the block that merge ran in: the break's place if no call receives it
         self.failed_in = ""  # the block an exception left first
         self.failure: FailedOp | None = None
         self.calls = 0
@@ -83,7 +86,10 @@ class LightPass(TorchFunctionMode):
     def before(self, module: nn.Module, args: Any) -> None:
         if id(module) not in self.names:
             return  # global hooks see every module; only the swept model's count
-        leaf = not has_children(module)
+        # As the Recorder: only torch's own leaves are opaque; a custom leaf's tensors keep producers.
+        leaf = type(module).forward in TORCH_LEAVES and not has_children(module)
+        if not self.stack:
+            self.root = type(module).__name__
         # Pushed before raising: the always-called post-hook of this module pops both again.
         self.events += 1
         self.stack.append(self.names[id(module)])
@@ -136,7 +142,20 @@ class LightPass(TorchFunctionMode):
         return self.inputs[call]
 
     def block(self) -> str:
-        return self.stack[1] if len(self.stack) > 1 else (self.stack[0] if self.stack else "")
+        """The running block at the display depth; the model's class for its own forward, as the full trace names it."""
+        if len(self.stack) > 1:
+            return self.stack[1]
+        return (self.stack[0] or self.root) if self.stack else ""
+
+    def track_inputs(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """Track the model's own inputs, as the Recorder tags them: their sums break as merges do."""
+        for tensor in tensors_in(args) + tensors_in(kwargs):
+            self.producers[id(tensor)] = (tensor, MODEL_INPUT, 0, True)
+
+    def tracked(self, tensor: torch.Tensor) -> bool:
+        """Whether the tensor came from the model's inputs (the Recorder's tags), not a parameter or a constant."""
+        known = self.producers.get(id(tensor))
+        return known is not None and known[0] is tensor
 
     def __torch_function__(
         self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
@@ -159,6 +178,8 @@ class LightPass(TorchFunctionMode):
             raise
         except Exception as error:
             self.failure = noted(self.failure, func, args, kwargs, error)
+            if isinstance(error, RuntimeError):
+                self._broadcast_break(func, args)
             raise
         if not (self.running and self.running[-1][2]):  # inside a leaf, its outputs are the leaf's anyway
             for item in output if isinstance(output, (tuple, list)) else (output,):
@@ -181,6 +202,27 @@ class LightPass(TorchFunctionMode):
             self.events += 1
             self.producers[id(output)] = (output, best, self.events, False)
 
+    def _broadcast_break(self, func: Callable[..., Any], args: Sequence[Any]) -> None:
+        """As the Observer: a tracked feature map that does not broadcast with the other operand breaks here.
+
+        Only dim 1 of a map of rank four or more differing: a channel break; else a size break.
+
+        Raises:
+            _FirstBreak: the op is such a mismatch; otherwise nothing happens.
+        """
+        found = broadcasts.mismatch(func, args)
+        if found is None:
+            return
+        first, second = args[found.first], args[found.second]
+        received = first if self.tracked(first) else second if self.tracked(second) else None
+        if received is None or received.dim() != found.rank:
+            return
+        raise _FirstBreak(BreakKind.CHANNELS if found.channels else BreakKind.SIZE, self.block())
+
+    def _merge_broke(self, kind: BreakKind) -> None:
+        if self.pending is None:
+            self.pending, self.merged_in = kind, self.block()
+
     def _add(
         self,
         func: Callable[..., Any],
@@ -191,12 +233,14 @@ class LightPass(TorchFunctionMode):
         """As the Observer: an addition that joins a skip to the main path is a merge; None if it is none."""
         producers = [self.producer_of(t) for t in operands]
         roles, main = merge_roles(producers, self.inputs_of)
-        if roles[1 - main] != "skip":
+        broken = operands[0].shape != operands[1].shape and any(self.tracked(t) for t in operands)
+        if roles[1 - main] != "skip" and not broken:
             return None
-        if operands[0].shape == operands[1].shape:
+        if not broken:
             output = metashapes.call(func, args, kwargs)
         else:
-            self.pending = BreakKind.SIZE
+            # As the Observer's: any sum of two maps that disagree breaks, at the call that receives it.
+            self._merge_broke(_addition_kind(operands))
             resized = stand_ins(operands, operands[main].shape, None)
             rest = {key: value for key, value in kwargs.items() if key not in ("input", "other")}
             output = metashapes.call(func, (*resized, *args[2:]), rest)
@@ -212,12 +256,23 @@ class LightPass(TorchFunctionMode):
         producers = [self.producer_of(t) for t in tensors]
         main = main_input(producers)
         if mismatched(tensors, main, keep):
-            self.pending = BreakKind.SIZE
+            self._merge_broke(BreakKind.SIZE)
             tensors = stand_ins(tensors, tensors[main].shape, keep)
         output = concatenate(func, op, tensors, dim)
         self.events += 1
         self.producers[id(output)] = (output, producers[main], self.events, False)
         return output
+
+
+def _addition_kind(operands: tuple[torch.Tensor, torch.Tensor]) -> BreakKind:
+    """As the full trace's analysis: maps with two or more spatial dims whose channel counts differ.
+
+    A channel break whatever else differs (the diagnosis reads a sum's sides so); a size break
+    otherwise, and always in 3-D tensors, where dim 1 of (B, N, C) tokens is no channel count.
+    """
+    left, right = (tuple(t.shape) for t in operands)
+    channels = len(left) >= 4 and left[1] != right[1] and 1 not in (left[1], right[1])
+    return BreakKind.CHANNELS if channels else BreakKind.SIZE
 
 
 def first_break(light: LightPass, model: nn.Module, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[str, str]:
@@ -227,6 +282,7 @@ def first_break(light: LightPass, model: nn.Module, args: Sequence[Any], kwargs:
         InternalError: shapetrace's own code failed (`failures.is_internal`), not the model.
     """
     light.reset()
+    light.track_inputs(args, kwargs)
     try:
         with torch.no_grad(), light:
             model(*args, **kwargs)
@@ -239,7 +295,7 @@ def first_break(light: LightPass, model: nn.Module, args: Sequence[Any], kwargs:
     finally:
         light.producers.clear()  # the tensors of this forward go now, not at the next one
     if light.pending is not None:
-        return light.pending, light.block()
+        return light.pending, light.merged_in  # no call received the merged tensor
     return "", ""
 
 
@@ -258,7 +314,7 @@ def sweep(
     sizes = list(sizes)
     workers = workers or _worker_count(len(sizes))
     if workers == 1:
-        return _sweep_serial(model, sizes, arguments_at, progress)
+        return size_dependent(_sweep_serial(model, sizes, arguments_at, progress))
     global _INHERITED  # noqa: PLW0603 - handed to forked workers, which cannot unpickle closures
     _INHERITED = (model, arguments_at)
     chunks = [sizes[start : start + _CHUNK] for start in range(0, len(sizes), _CHUNK)]
@@ -271,7 +327,22 @@ def sweep(
                     progress()  # type: ignore[misc]
     finally:
         _INHERITED = None
-    return outcomes
+    return size_dependent(outcomes)
+
+
+def size_dependent(outcomes: list[Outcome]) -> list[Outcome]:
+    """Failures of no known kind turned size breaks where other sizes run, as the full trace's probes decide.
+
+    A model's own `raise ValueError` on its input size is an ERROR to the tracer (never read
+    from its message); a trace turns it into a size break when sizes near it run. The sweep's
+    sizes are such probes already: where any of them runs, the size is what failed.
+    """
+    if not any(outcome.kind is None for outcome in outcomes):
+        return outcomes
+    return [
+        Outcome(outcome.size, BreakKind.SIZE, outcome.place) if outcome.kind == BreakKind.ERROR else outcome
+        for outcome in outcomes
+    ]
 
 
 _CHUNK = 32  # sizes per task: small enough for a smooth progress bar, large enough to amortise

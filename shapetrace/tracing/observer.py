@@ -341,7 +341,9 @@ class Observer(Joins, TorchFunctionMode):
         if mismatch.channels:
             expected = broadcasts.reference_size(reference, received, 1)
             return self._stand_in(func, Expectation(position, 1, expected, received.shape[1]), args, kwargs)
-        if tag.bad < 0:
+        reference_tag = recorder.tag_of(reference)
+        consequence = reference_tag is not None and (reference_tag.downstream or reference_tag.bad >= 0)
+        if tag.bad < 0 and not consequence:  # not a stand-in's size meeting the original: one break, not two
             tag.bad = len(recorder.breaks)
             sides = tuple(
                 BreakSide(SideRole.INPUT, tuple(t.shape), recorder.producer_of(t)) for t in (received, reference)

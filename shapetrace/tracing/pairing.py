@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from shapetrace.records import Shape
+from shapetrace.tracing import merges
 from shapetrace.tracing.recorder import MODEL_INPUT, Recorder
 
 UP, DOWN, NONE = 1, -1, 0
@@ -148,7 +149,7 @@ def classify(recorder: Recorder, operands: Sequence[Operand], op: str) -> tuple[
         roles = [MAIN if i == main else _residual_from_outside(recorder, operands[i], operands[main]) for i in (0, 1)]
         return roles, main
     roles = [
-        MAIN if i == main else (SKIP if recorder.ancestry(o.producer, operands[main].producer) is not None else INPUT)
+        MAIN if i == main else (SKIP if ancestry(recorder, o.producer, operands[main].producer) is not None else INPUT)
         for i, o in enumerate(operands)
     ]
     return roles, main
@@ -168,7 +169,7 @@ def _role_beside_up_path(
     if entry != arrivals[main][1]:
         return SKIP
     # Both at the level the up path entered: a dense connection when one feeds the other.
-    return SKIP if recorder.ancestry(operand.producer, operands[main].producer) is not None else INPUT
+    return SKIP if ancestry(recorder, operand.producer, operands[main].producer) is not None else INPUT
 
 
 def _residual_from_outside(recorder: Recorder, side: Operand, main: Operand) -> str:
@@ -185,7 +186,7 @@ def _residual_from_outside(recorder: Recorder, side: Operand, main: Operand) -> 
         independent = side.input_index >= 0 and side.input_index not in recorder.received_inputs
     else:
         independent = not _inside(recorder, side.producer, current)
-        independent = independent and recorder.ancestry(side.producer, main.producer) is None
+        independent = independent and ancestry(recorder, side.producer, main.producer) is None
     return SKIP if independent else INPUT
 
 
@@ -205,7 +206,7 @@ def skip_source(recorder: Recorder, producer: int, main_producer: int) -> tuple[
         index >= 0
         and _inside(recorder, index, current)
         and index != main_producer
-        and recorder.ancestry(index, main_producer) is None
+        and ancestry(recorder, index, main_producer) is None
     ):
         chain.append(index)
         index = primary_input(recorder, index)[0]
@@ -217,6 +218,22 @@ def skip_source(recorder: Recorder, producer: int, main_producer: int) -> tuple[
         if call < main_producer:
             return call, tuple(chain[:position])
     return index, tuple(chain)
+
+
+def ancestry(recorder: Recorder, source: int, main: int) -> set[int] | None:
+    """Calls on paths from `source` to `main` (exclusive), or None if `source` does not feed it.
+
+    A call's predecessors are the producers of its inputs and, for an output it made from a
+    child's output by functions, that child (`inputs_of`).
+    """
+    return merges.ancestry(source, main, lambda call: inputs_of(recorder, call))
+
+
+def inputs_of(recorder: Recorder, call: int) -> tuple[int, ...]:
+    """The calls a call's output comes from: its inputs' producers, and the child it made its output from."""
+    found = recorder.calls[call]
+    inner = found.inner
+    return (*found.producers, inner) if inner > call else found.producers
 
 
 def _inside(recorder: Recorder, index: int, ancestor: int) -> bool:

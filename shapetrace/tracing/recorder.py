@@ -33,7 +33,6 @@ from shapetrace.records import (
 from shapetrace.tracing._torch_compat import has_children
 from shapetrace.tracing.geometry import RESAMPLING_MODULES, module_resampling
 from shapetrace.tracing.leaves import TORCH_LEAVES
-from shapetrace.tracing.merges import ancestry
 
 MODEL_INPUT = -1  # producer of the tensors handed to the model
 
@@ -333,22 +332,6 @@ class Recorder:
         while end < len(self.calls) and self.calls[end].depth > depth:
             end += 1
         return end
-
-    # --- data flow --------------------------------------------------------------------
-
-    def inputs_of(self, call: int) -> tuple[int, ...]:
-        """The calls a call's output comes from: its inputs' producers, and the child it made its output from."""
-        found = self.calls[call]
-        inner = found.inner
-        return (*found.producers, inner) if inner > call else found.producers
-
-    def ancestry(self, source: int, main: int) -> set[int] | None:
-        """Calls on paths from `source` to `main` (exclusive), or None if `source` does not feed it.
-
-        A call's predecessors are the producers of its inputs and, for an output it made from a
-        child's output by functions, that child (`inputs_of`).
-        """
-        return ancestry(source, main, self.inputs_of)
 
     # --- freezing ---------------------------------------------------------------------
 
