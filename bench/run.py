@@ -1,4 +1,4 @@
-"""Benchmarks B1–B6 of issue 6 (start-up, overhead, peers, scale, sweep, rendering), B7 (cost, issue 14) and B8 (sweep TARGET, issue 15).
+"""Benchmarks B1–B8: B1–B6 of issue 6 (start-up, overhead, peers, scale, sweep, rendering), B7 cost, B8 sweep TARGET.
 
     python bench/run.py                  every benchmark, 5 alternated rounds (about 10 minutes)
     python bench/run.py --quick          3 rounds

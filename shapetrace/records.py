@@ -111,6 +111,9 @@ class CauseKind(StrEnum):
     """A layer built for another channel count than it receives."""
     TOO_SMALL = "too small"
     """The size shrank below what a layer can take."""
+    INPUT_SIZE = "input size"
+    """An input size the model refuses away from any skip: a layer that needs divisible extents,
+    a map of fixed size, the model's own check."""
     OTHER = "other"
     """A failure that is not about shapes (an error, a value read on meta, Ctrl-C)."""
 

@@ -82,6 +82,8 @@ def _clean_for(original: Trace, cause: Cause, retrace: Trace, first_break: bool)
     """No break of `cause` left, none new, as many skips, all in mirror order (no ORDER break).
 
     After --first-break the original knows only its first break, so only that one must go.
+    A forward the break stopped saw only the skips before it: the fix must keep those, and
+    may find the rest.
     """
     mine = {_break_key(original, original.breaks[index]) for index in cause.breaks}
     others = {_break_key(original, brk) for index, brk in enumerate(original.breaks) if index not in cause.breaks}
@@ -91,7 +93,10 @@ def _clean_for(original: Trace, cause: Cause, retrace: Trace, first_break: bool)
             return False
         if key not in others and not first_break:
             return False
-    return first_break or len(retrace.skips) == len(original.skips)
+    if first_break:
+        return True
+    stopped = not original.outputs
+    return len(retrace.skips) >= len(original.skips) if stopped else len(retrace.skips) == len(original.skips)
 
 
 def _break_key(trace: Trace, brk: Any) -> tuple[str, str]:

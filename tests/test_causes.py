@@ -367,3 +367,37 @@ def test_where_the_chains_cannot_tell_a_near_miss_after_a_floor_is_still_roundin
     with torch.device("meta"):
         model = WrongLevelUNet()
     assert run_trace(model, (torch.empty(1, 3, 33, 33, device="meta"),)).causes[0].kind == CauseKind.ORDER
+
+
+class UnshuffleUNet(nn.Module):
+    """Two levels down by pixel-unshuffle, as einops' `Rearrange` downsamplers do, each level's output a skip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.down1 = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(16, 8, 1))
+        self.down2 = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(32, 8, 1))
+        self.up2 = nn.Upsample(scale_factor=2)
+        self.merge1 = nn.Conv2d(16, 8, 3, padding=1)
+        self.up1 = nn.Upsample(scale_factor=2)
+        self.merge0 = nn.Conv2d(12, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        level0 = self.stem(x)
+        level1 = self.down1(level0)
+        bottom = self.down2(level1)
+        y = self.merge1(torch.cat([self.up2(bottom), level1], dim=1))
+        return self.merge0(torch.cat([self.up1(y), level0], dim=1))
+
+
+def test_an_input_size_a_deep_layer_refuses_is_an_input_size_cause_with_a_verified_size_fix() -> None:
+    """62 halves to 31, which the second unshuffle cannot split: the forward stops before the up path."""
+    model = UnshuffleUNet()
+    traced = trace(model, torch.randn(1, 3, 62, 62))
+    (cause,) = traced.causes
+    assert cause.kind == "input size"
+    fix = cause.fixes[0]
+    assert fix.verified, fix.text
+    for size in [tuple(int(extent) for extent in step.split(":")[1].split(",")) for step in fix.action]:
+        with torch.no_grad():
+            assert model(torch.randn(1, 3, *size)).shape[2:] == size  # the offered sizes run for real

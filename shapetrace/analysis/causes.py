@@ -108,12 +108,14 @@ def _key(  # noqa: PLR0911 - one return per kind of cause
         if rounded.down:
             return (CauseKind.ROUNDING,)
         if not any(side.role == SideRole.SKIP for side in brk.sides):
-            return (CauseKind.OTHER, index)  # no skip, so no level: a map of fixed size, a branch that shrank
+            return (CauseKind.INPUT_SIZE, index)  # no skip, so no level: a map of fixed size, a branch that shrank
         return (CauseKind.WRONG_LEVEL, pair if pair is not None else -1, index)
     if brk.kind == BreakKind.CHANNELS:
         return (CauseKind.CHANNELS, _additive_origin(trace, brk, index))
     if brk.kind == BreakKind.SIZE and ("too small" in brk.message or "smaller than" in brk.message):
         return (CauseKind.TOO_SMALL, index)
+    if brk.kind == BreakKind.SIZE:
+        return (CauseKind.INPUT_SIZE, index)
     return (CauseKind.OTHER, index)
 
 
@@ -153,7 +155,7 @@ def _cause(
     if kind == CauseKind.CHANNELS:
         return Cause(CauseKind.CHANNELS, first.leaf, first.cause, channel_fixes(trace, first), indices)
     fixes = tuple(Fix(text) for text in [first.fix] if text)
-    cause_kind = CauseKind.TOO_SMALL if kind == CauseKind.TOO_SMALL else CauseKind.OTHER
+    cause_kind = kind if kind in (CauseKind.TOO_SMALL, CauseKind.INPUT_SIZE) else CauseKind.OTHER
     text = first.cause or _unpaired_sizes(trace, first)
     if trace.size_rule is not None and (first.op == "AssertionError" or first.kind == BreakKind.SIZE):
         # A size failure away from a merge: the sizes the model accepts, then (for a map that
