@@ -387,7 +387,8 @@ class UnshuffleUNet(nn.Module):
         level1 = self.down1(level0)
         bottom = self.down2(level1)
         y = self.merge1(torch.cat([self.up2(bottom), level1], dim=1))
-        return self.merge0(torch.cat([self.up1(y), level0], dim=1))
+        output: torch.Tensor = self.merge0(torch.cat([self.up1(y), level0], dim=1))
+        return output
 
 
 def test_an_input_size_a_deep_layer_refuses_is_an_input_size_cause_with_a_verified_size_fix() -> None:

@@ -155,7 +155,7 @@ def _cause(
     if kind == CauseKind.CHANNELS:
         return Cause(CauseKind.CHANNELS, first.leaf, first.cause, channel_fixes(trace, first), indices)
     fixes = tuple(Fix(text) for text in [first.fix] if text)
-    cause_kind = kind if kind in (CauseKind.TOO_SMALL, CauseKind.INPUT_SIZE) else CauseKind.OTHER
+    cause_kind = CauseKind(str(kind)) if kind in (CauseKind.TOO_SMALL, CauseKind.INPUT_SIZE) else CauseKind.OTHER
     text = first.cause or _unpaired_sizes(trace, first)
     if trace.size_rule is not None and (first.op == "AssertionError" or first.kind == BreakKind.SIZE):
         # A size failure away from a merge: the sizes the model accepts, then (for a map that
