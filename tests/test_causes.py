@@ -402,3 +402,43 @@ def test_an_input_size_a_deep_layer_refuses_is_an_input_size_cause_with_a_verifi
     for size in [tuple(int(extent) for extent in step.split(":")[1].split(",")) for step in fix.action]:
         with torch.no_grad():
             assert model(torch.randn(1, 3, *size)).shape[2:] == size  # the offered sizes run for real
+
+
+class ResizedToWrongLevel(nn.Module):
+    """The up path interpolates to its skip's size, and its first merge takes the finest skip
+    (`skip = s0`, meant `s1`): the resize hides the wrong level, and level 1 goes unused."""
+
+    def __init__(self, widths: tuple[int, int, int]) -> None:
+        super().__init__()
+        w0, w1, w2 = widths
+        self.enc0 = nn.Conv2d(3, w0, 3, padding=1)
+        self.enc1 = nn.Conv2d(w0, w1, 3, padding=1)
+        self.enc2 = nn.Conv2d(w1, w2, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.dec1 = nn.Conv2d(w2 + w1, w1, 3, padding=1)
+        self.dec0 = nn.Conv2d(w1 + w0, w0, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s0 = self.enc0(x)
+        s1 = self.enc1(self.pool(s0))
+        bottom = self.enc2(self.pool(s1))
+        skip = s0 if not hasattr(self, "fixed") else s1
+        y = self.dec1(torch.cat([F.interpolate(bottom, size=skip.shape[2:]), skip], 1))
+        output: torch.Tensor = self.dec0(torch.cat([F.interpolate(y, size=s0.shape[2:]), s0], 1))
+        return output
+
+
+@pytest.mark.parametrize("widths", [(8, 16, 32), (8, 8, 8)], ids=["channels differ", "one width"])
+def test_a_wrong_level_hidden_by_a_resize_to_the_skip_is_named_with_the_unused_level(
+    widths: tuple[int, int, int],
+) -> None:
+    """Whether channels break or every shape lines up, the cause is the wrong level, and the fix the level at 1/2."""
+    model = ResizedToWrongLevel(widths)
+    traced = trace(model, torch.randn(1, 3, 32, 32))
+    (cause,) = traced.causes
+    assert cause.kind == "wrong level"
+    assert "resized to the skip from enc0" in cause.text and "1/2" in cause.text
+    fix = cause.fixes[0]
+    assert fix.verified and "from enc1" in fix.text, fix.text
+    model.fixed = True  # the fix, as the user would write it: skip = s1
+    assert not trace(model, torch.randn(1, 3, 32, 32)).breaks

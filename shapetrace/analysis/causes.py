@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from shapetrace.analysis.chains import Axis
 from shapetrace.analysis.fixes import channel_fixes, level_fixes, order_fixes, rounding_fixes, transpose_fixes
-from shapetrace.analysis.order import Misorder, level_source, main_scale, skip_scale
+from shapetrace.analysis.order import Misorder, intended_scale, level_source, resized_from, skip_scale
 from shapetrace.analysis.placement import block_name, spatial
 from shapetrace.analysis.rounding import Rounded, missing_output_padding, rounded_between
 from shapetrace.analysis.texts import level_text, order_text, rounding_text, transpose_text
@@ -94,11 +94,13 @@ def _key(  # noqa: PLR0911 - one return per kind of cause
     trace: Trace, axes: list[Axis], order: Misorder | None, brk: Break, index: int
 ) -> Key:
     pair = pair_of(trace, brk)
+    if pair is not None and order is not None and pair in order.resized and _joined_twice(trace, pair):
+        return (CauseKind.WRONG_LEVEL, pair)  # resized to a skip that another merge takes too
     if pair is not None and order is not None and pair in order.pairs:
         return (CauseKind.ORDER,)
     merge_size = brk.kind in (BreakKind.SIZE, BreakKind.ORDER) and brk.op in MERGE_OPS
     if pair is not None and (merge_size or brk.kind == BreakKind.CHANNELS):
-        main, skip = main_scale(axes, pair), skip_scale(axes, pair)
+        main, skip = intended_scale(trace, axes, pair), skip_scale(axes, pair)
         if main is not None and skip is not None and main != skip:
             return (CauseKind.WRONG_LEVEL, pair)
     if merge_size:
@@ -117,6 +119,11 @@ def _key(  # noqa: PLR0911 - one return per kind of cause
     if brk.kind == BreakKind.SIZE:
         return (CauseKind.INPUT_SIZE, index)
     return (CauseKind.OTHER, index)
+
+
+def _joined_twice(trace: Trace, pair: int) -> bool:
+    source = trace.skips[pair].source
+    return sum(1 for skip in trace.skips if skip.source == source) > 1
 
 
 def _additive_origin(trace: Trace, brk: Break, index: int) -> int:
@@ -180,8 +187,9 @@ def _wrong_level(trace: Trace, axes: list[Axis], brk: Break, indices: tuple[int,
     main_side = next((side for side in brk.sides if side.role == "up path"), brk.sides[0])
     skip_side = next((side for side in brk.sides if side.role == "skip"), brk.sides[-1])
     partner = level_source(trace, axes, pair) if pair is not None else None
-    scales = (main_scale(axes, pair), skip_scale(axes, pair)) if pair is not None else (None, None)
-    text = level_text(trace, brk.layer, main_side, skip_side, *scales)
+    scales = (intended_scale(trace, axes, pair), skip_scale(axes, pair)) if pair is not None else (None, None)
+    resized = resized_from(axes, pair) if pair is not None else None
+    text = level_text(trace, brk.layer, main_side, skip_side, *scales, resized_from=resized)
     skip_pair = trace.skips[pair] if pair is not None else None
     fixes = level_fixes(trace, skip_pair, _occurrence(trace, pair), partner)
     return Cause(CauseKind.WRONG_LEVEL, brk.layer, text, fixes, indices)

@@ -85,20 +85,70 @@ def _resized_from_other_level(trace: Trace, axes: list[Axis]) -> list[int]:
 
     Interpolating to the skip's size may be the upsampler itself (`F.interpolate(x,
     size=skip.shape[2:])` from the level below); resizing to any other level's skip, or
-    down to a smaller one, joins a level the up path is not at.
+    down to a smaller one, joins a level the up path is not at (out of order, or, for a
+    skip joined twice while its neighbour level goes unused, a skip of the wrong level).
     """
     found = []
     for axis in axes:
-        saved = sorted({axis.scale(constraint.skip) for constraint in axis.constraints})
         for constraint in axis.constraints:
             node = axis.nodes[constraint.main]
             if node.record is None or node.record.kind != ResamplingKind.RESIZE or node.alias != constraint.skip:
                 continue
             before, skip = axis.scale(node.parent), axis.scale(constraint.skip)
-            next_up = next((scale for scale in saved if scale > before), None)
+            next_up = _next_level_up(trace, axis, before)
             if before and skip and skip not in (before, next_up) and constraint.pair not in found:
                 found.append(constraint.pair)
     return sorted(found)
+
+
+def _next_level_up(trace: Trace, axis: Axis, scale: Fraction) -> Fraction | None:
+    """The finest-but-one resolution above `scale` that the down path works at, used as a skip or not.
+
+    The down path is every op before the first merge that takes a skip; an unused level
+    counts, so that a skip taken from the level above it is seen to skip it.
+    """
+    first_target = min((pair.target for pair in trace.skips), default=len(trace.layers))
+    levels = {
+        axis.scale(index)
+        for index, node in enumerate(axis.nodes)
+        if node.record is not None and node.record.kind != ResamplingKind.RESIZE and node.position < first_target
+    }
+    levels.add(Fraction(1))
+    return min((level for level in levels if level > scale), default=None)
+
+
+def intended_scale(trace: Trace, axes: list[Axis], pair: int) -> Fraction | None:
+    """The scale of the level mirror pairing joins at `pair`: the up path's own.
+
+    Where the up path is resized to the skip from a coarser scale, the resize is the
+    upsampler itself, and the level it should join is the next one up from where it began.
+    """
+    for axis in axes:
+        for constraint in axis.constraints:
+            if constraint.pair != pair:
+                continue
+            node = axis.nodes[constraint.main]
+            if node.record is None or node.record.kind != ResamplingKind.RESIZE:
+                return axis.scale(constraint.main)
+            before = axis.scale(node.parent)
+            if not before or axis.scale(constraint.main) <= before:
+                return before  # a resize that fixes rounding, or shrinks: the up path was at its level
+            return _next_level_up(trace, axis, before) or before
+    return None
+
+
+def resized_from(axes: list[Axis], pair: int) -> tuple[int, ...] | None:
+    """The up path's extents before it was resized to the skip at `pair`; None where it was not."""
+    extents = []
+    for axis in axes:
+        constraint = next((c for c in axis.constraints if c.pair == pair), None)
+        if constraint is None:
+            return None
+        node = axis.nodes[constraint.main]
+        if node.record is None or node.record.kind != ResamplingKind.RESIZE:
+            return None
+        extents.append(axis.nodes[node.parent].value if node.parent >= 0 else node.value)
+    return tuple(extents) or None
 
 
 def _mirror(trace: Trace, blamed: list[int], axes: list[Axis]) -> dict[int, int]:
@@ -138,7 +188,7 @@ def level_source(trace: Trace, axes: list[Axis], pair: int) -> int | None:
     Among the calls before the first merge, those whose input and output both work at that
     scale (a level's blocks, not the pool that enters it); a saved one first, else the last.
     """
-    scale = main_scale(axes, pair)
+    scale = intended_scale(trace, axes, pair)
     if scale is None or not axes:
         return None
     first_target = min(skip.target for skip in trace.skips)

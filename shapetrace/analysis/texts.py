@@ -81,8 +81,21 @@ def level_text(
     skip: BreakSide,
     main_scale: Fraction | None,
     skip_scale: Fraction | None,
+    *,
+    resized_from: tuple[int, ...] | None = None,
 ) -> str:
-    """A skip from another level than the up path it joins."""
+    """A skip from another level than the up path it joins.
+
+    `resized_from`: the up path's extents before it was resized to the skip, where it was;
+    `main_scale` is then the level that resize should have reached.
+    """
+    if resized_from is not None and main_scale is not None and skip_scale is not None and main_scale != skip_scale:
+        return (
+            f"the up path reaches {full_name(trace, target)} at {format_size(resized_from)} and is resized to the "
+            f"skip from {block_name(trace, skip.producer)}, {format_size(spatial(skip.shape))} "
+            f"({scale_text(skip_scale)}); the next level up works at {scale_text(main_scale)}, "
+            "so the skip comes from another level than the up path"
+        )
     text = (
         f"the up path reaches {full_name(trace, target)} at {format_size(spatial(main.shape))} but the skip from "
         f"{block_name(trace, skip.producer)} is {format_size(spatial(skip.shape))}"
