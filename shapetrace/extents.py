@@ -89,3 +89,13 @@ def is_valid_geometry(record: Resampling) -> bool:
     if record.kind == ResamplingKind.INTERPOLATE:
         return len(record.scale) == axes and all(n >= 1 and d >= 1 for n, d in record.scale)
     return True
+
+
+def has_channel_dim(rank: int, image_rank: int | None) -> bool:
+    """Whether dim 1 of a tensor of `rank` dims is a channel count, as in a feature map (B, C, *spatial).
+
+    Always in maps of two or more spatial dims. A 3-D tensor is a 1-D signal (B, C, L) in a model
+    whose image input is 3-D itself (audio, sequences of features), and elsewhere a token
+    sequence (B, N, C), whose dim 1 counts tokens.
+    """
+    return rank >= 4 or (rank == 3 and image_rank == 3)

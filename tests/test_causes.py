@@ -408,8 +408,9 @@ class ResizedToWrongLevel(nn.Module):
     """The up path interpolates to its skip's size, and its first merge takes the finest skip
     (`skip = s0`, meant `s1`): the resize hides the wrong level, and level 1 goes unused."""
 
-    def __init__(self, widths: tuple[int, int, int]) -> None:
+    def __init__(self, widths: tuple[int, int, int], *, fixed: bool = False) -> None:
         super().__init__()
+        self.fixed = fixed
         w0, w1, w2 = widths
         self.enc0 = nn.Conv2d(3, w0, 3, padding=1)
         self.enc1 = nn.Conv2d(w0, w1, 3, padding=1)
@@ -422,7 +423,7 @@ class ResizedToWrongLevel(nn.Module):
         s0 = self.enc0(x)
         s1 = self.enc1(self.pool(s0))
         bottom = self.enc2(self.pool(s1))
-        skip = s0 if not hasattr(self, "fixed") else s1
+        skip = s1 if self.fixed else s0
         y = self.dec1(torch.cat([F.interpolate(bottom, size=skip.shape[2:]), skip], 1))
         output: torch.Tensor = self.dec0(torch.cat([F.interpolate(y, size=s0.shape[2:]), s0], 1))
         return output
@@ -440,5 +441,5 @@ def test_a_wrong_level_hidden_by_a_resize_to_the_skip_is_named_with_the_unused_l
     assert "resized to the skip from enc0" in cause.text and "1/2" in cause.text
     fix = cause.fixes[0]
     assert fix.verified and "from enc1" in fix.text, fix.text
-    model.fixed = True  # the fix, as the user would write it: skip = s1
-    assert not trace(model, torch.randn(1, 3, 32, 32)).breaks
+    fixed = ResizedToWrongLevel(widths, fixed=True)  # the fix, as the user would write it: skip = s1
+    assert not trace(fixed, torch.randn(1, 3, 32, 32)).breaks

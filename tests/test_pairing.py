@@ -563,5 +563,29 @@ def test_the_light_pass_calls_a_channel_mismatch_at_an_add_a_channel_break() -> 
     assert kinds == {
         "a residual that widens the channels": (BreakKind.CHANNELS, "out"),
         "an additive skip of other channels": (BreakKind.CHANNELS, "out"),
-        "the same in 1-D": (BreakKind.SIZE, "out"),
+        # In a model of 1-D signals a 3-D tensor is a map (B, C, L): dim 1 counts channels there too.
+        "the same in 1-D": (BreakKind.CHANNELS, "out"),
     }
+
+
+class TokenSum(nn.Module):
+    """A 2-D model whose transformer adds positional tokens (B, N, C) of a fixed count to its patches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patches = nn.Conv2d(3, 8, 4, stride=4)
+        self.position = nn.Parameter(torch.zeros(1, 16, 8))  # 16 tokens: a 16×16 input only
+        self.head = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patches(x).flatten(2).transpose(1, 2)
+        output: torch.Tensor = self.head(tokens + self.position)
+        return output
+
+
+def test_dim_1_of_tokens_in_a_2d_model_is_no_channel_count() -> None:
+    """(B, N, C) tokens whose count differs break on size: 36 tokens against 16 is not '36 channels'."""
+    traced = _traced(TokenSum, _meta(1, 3, 24, 24))
+    (brk,) = traced.breaks
+    assert brk.kind == "size"
+    assert "channels" not in brk.message

@@ -17,9 +17,9 @@ from shapetrace.analysis.fixes import size_fixes
 from shapetrace.analysis.order import misorder
 from shapetrace.analysis.placement import block_name, full_name, spatial
 from shapetrace.analysis.texts import op_name, scale_text
-from shapetrace.extents import rounding
+from shapetrace.extents import has_channel_dim, rounding
 from shapetrace.formatting import format_extents, format_shape, format_size, format_size_change
-from shapetrace.records import Break, BreakKind, BreakSide, ShapeWarning, SideRole, Trace, WarningKind
+from shapetrace.records import Break, BreakKind, BreakSide, Shape, ShapeWarning, SideRole, Trace, WarningKind
 
 _FUNCTION_NAMES = {"cat": "torch.cat", "stack": "torch.stack", "add": "+"}
 
@@ -29,7 +29,7 @@ def explain(trace: Trace) -> Trace:
 
     Reads only the records: the tracer records what happened, this says what it means.
     """
-    trace = dataclasses.replace(trace, breaks=tuple(_channels_at_add(brk) for brk in trace.breaks))
+    trace = dataclasses.replace(trace, breaks=tuple(_channels_at_add(brk, trace.inputs) for brk in trace.breaks))
     # An axis whose chain misses a size change (a crop, a pad) would match tensors to the wrong
     # nodes: causes then come from the break's own numbers instead.
     axes = [axis for axis in axes_of(trace) if axis.complete]
@@ -43,14 +43,15 @@ def explain(trace: Trace) -> Trace:
     return find_causes(trace, axes, order, lambda: size_fixes(trace.size_rule))
 
 
-def _channels_at_add(brk: Break) -> Break:
+def _channels_at_add(brk: Break, inputs: tuple[Shape, ...]) -> Break:
     """`up(x) + skip` whose channel counts differ is a channel break, whatever else differs."""
     if brk.kind != BreakKind.SIZE or brk.op != "add" or len(brk.sides) < 2:
         return brk
     shapes = [side.shape for side in brk.sides]
     # A side with one channel broadcasts over the other's: no channel mismatch.
-    # Only in maps with two or more spatial dims: dim 1 of (B, N, C) tokens is no channel count.
-    if any(len(shape) < 4 for shape in shapes) or len({shape[1] for shape in shapes} - {1}) < 2:
+    # Only in feature maps: dim 1 of (B, N, C) tokens is no channel count.
+    image_rank = next((len(shape) for shape in inputs if len(shape) >= 3), None)
+    if not all(has_channel_dim(len(shape), image_rank) for shape in shapes) or len({s[1] for s in shapes} - {1}) < 2:
         return brk
     sides = tuple(dataclasses.replace(side, channels=side.shape[1]) for side in brk.sides)
     main = next((side for side in sides if side.role == "up path"), sides[0])

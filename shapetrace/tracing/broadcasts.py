@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from shapetrace.extents import has_channel_dim
+
 ELEMENTWISE = frozenset(
     {
         "add",
@@ -57,13 +59,13 @@ class Mismatch:
     rank: int
     """The broadcast result's rank."""
 
-    @property
-    def channels(self) -> bool:
-        """Only dim 1 of a feature map (B, C, H, W, ...) disagrees: a channel count.
+    def channels(self, image_rank: int | None) -> bool:
+        """Only dim 1 of a feature map (B, C, *spatial) disagrees: a channel count.
 
-        Not in 3-D tensors, where dim 1 is as often a token count (B, N, C) as channels (B, C, L).
+        `image_rank`: the dims of the model's image input; 3-D tensors are feature maps only
+        in a model of 1-D signals, and token sequences (B, N, C) elsewhere (`has_channel_dim`).
         """
-        return self.dims == (1,) and self.rank >= 4
+        return self.dims == (1,) and has_channel_dim(self.rank, image_rank)
 
 
 def mismatch(func: Callable[..., Any], args: Sequence[Any]) -> Mismatch | None:

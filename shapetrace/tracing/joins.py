@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from shapetrace.extents import has_channel_dim
 from shapetrace.records import BreakSide, SideRole
 from shapetrace.tracing import pairing
 from shapetrace.tracing.merges import (
@@ -130,7 +131,7 @@ class Joins:
         main_shape = operands[main].shape
         pairs = enumerate(zip(*(t.shape for t in operands), strict=True))
         differing = [d for d, (a, b) in pairs if a != b and 1 not in (a, b)]
-        if differing == [1] and len(main_shape) >= 4:  # (B, N, C) tokens: dim 1 is no channel count
+        if differing == [1] and has_channel_dim(len(main_shape), recorder.image_rank):  # not (B, N, C) tokens
             sides = tuple(BreakSide(side_role(p, parts), p.shape, p.producer, p.shape[1]) for p in parts)
             expected = (main_shape[1],)
             recorder.breaks.append(

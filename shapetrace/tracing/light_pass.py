@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from shapetrace.extents import has_channel_dim
 from shapetrace.records import BreakKind, Outcome
 from shapetrace.tracing import broadcasts, metashapes
 from shapetrace.tracing._torch_compat import has_children
@@ -40,7 +41,7 @@ from shapetrace.tracing.merges import (
     stand_ins,
 )
 from shapetrace.tracing.observer import tensors_in
-from shapetrace.tracing.tracer import observed
+from shapetrace.tracing.tracer import image_rank, observed
 
 MODEL_INPUT = -1  # the producer of the model's own inputs, as in the Recorder
 
@@ -70,6 +71,7 @@ class LightPass(TorchFunctionMode):
 
     def reset(self) -> None:
         self.stack: list[str] = []
+        self.image_rank: int | None = None  # dims of the model's image input (`tracer.image_rank`)
         self.root = ""  # the model's class name: the block of a failure in its own forward, as `block_name`
         self.pending: BreakKind | None = None  # a merge broke; its consumer is the next call to begin
         self.merged_in = ""  # the block that merge ran in: the break's place if no call receives it
@@ -149,8 +151,10 @@ class LightPass(TorchFunctionMode):
 
     def track_inputs(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
         """Track the model's own inputs, as the Recorder tags them: their sums break as merges do."""
-        for tensor in tensors_in(args) + tensors_in(kwargs):
+        inputs = tensors_in(args) + tensors_in(kwargs)
+        for tensor in inputs:
             self.producers[id(tensor)] = (tensor, MODEL_INPUT, 0, True)
+        self.image_rank = image_rank(inputs)
 
     def tracked(self, tensor: torch.Tensor) -> bool:
         """Whether the tensor came from the model's inputs (the Recorder's tags), not a parameter or a constant."""
@@ -217,7 +221,7 @@ class LightPass(TorchFunctionMode):
         received = first if self.tracked(first) else second if self.tracked(second) else None
         if received is None or received.dim() != found.rank:
             return
-        raise _FirstBreak(BreakKind.CHANNELS if found.channels else BreakKind.SIZE, self.block())
+        raise _FirstBreak(BreakKind.CHANNELS if found.channels(self.image_rank) else BreakKind.SIZE, self.block())
 
     def _merge_broke(self, kind: BreakKind) -> None:
         if self.pending is None:
@@ -240,7 +244,7 @@ class LightPass(TorchFunctionMode):
             output = metashapes.call(func, args, kwargs)
         else:
             # As the Observer's: any sum of two maps that disagree breaks, at the call that receives it.
-            self._merge_broke(_addition_kind(operands))
+            self._merge_broke(_addition_kind(operands, self.image_rank))
             resized = stand_ins(operands, operands[main].shape, None)
             rest = {key: value for key, value in kwargs.items() if key not in ("input", "other")}
             output = metashapes.call(func, (*resized, *args[2:]), rest)
@@ -264,14 +268,14 @@ class LightPass(TorchFunctionMode):
         return output
 
 
-def _addition_kind(operands: tuple[torch.Tensor, torch.Tensor]) -> BreakKind:
-    """As the full trace's analysis: maps with two or more spatial dims whose channel counts differ.
+def _addition_kind(operands: tuple[torch.Tensor, torch.Tensor], image_rank: int | None) -> BreakKind:
+    """As the full trace's analysis: feature maps whose channel counts differ.
 
     A channel break whatever else differs (the diagnosis reads a sum's sides so); a size break
-    otherwise, and always in 3-D tensors, where dim 1 of (B, N, C) tokens is no channel count.
+    otherwise, and in token sequences (B, N, C), whose dim 1 is no channel count (`has_channel_dim`).
     """
     left, right = (tuple(t.shape) for t in operands)
-    channels = len(left) >= 4 and left[1] != right[1] and 1 not in (left[1], right[1])
+    channels = has_channel_dim(len(left), image_rank) and left[1] != right[1] and 1 not in (left[1], right[1])
     return BreakKind.CHANNELS if channels else BreakKind.SIZE
 
 

@@ -338,7 +338,7 @@ class Observer(Joins, TorchFunctionMode):
         tag = recorder.tag_of(received)
         if tag is None or received.dim() != mismatch.rank:
             return None
-        if mismatch.channels:
+        if mismatch.channels(recorder.image_rank):
             expected = broadcasts.reference_size(reference, received, 1)
             return self._stand_in(func, Expectation(position, 1, expected, received.shape[1]), args, kwargs)
         reference_tag = recorder.tag_of(reference)

@@ -138,6 +138,8 @@ class Recorder:
         self.events = 0
         self.resamplings: list[Resampling] = []
         """The resampling functions seen outside resampling modules, as they ran (see `geometry`)."""
+        self.image_rank: int | None = None
+        """Dims of the model's first input with spatial dims: 3 makes (B, C, L) signals feature maps."""
         self.received_inputs: set[int] = set()
         """Model inputs some call below the model received (an unreceived one feeds nothing yet)."""
         self.arrivals: dict[int, tuple[int, int]] = {}

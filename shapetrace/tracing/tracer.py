@@ -87,6 +87,7 @@ def _observe(
     inputs = tensors_in(args) + tensors_in(kwargs)
     for position, tensor in enumerate(inputs):
         recorder.set_tag(tensor, MODEL_INPUT, input_index=position)
+    recorder.image_rank = image_rank(inputs)
     meta = any(t.device.type == "meta" for t in inputs)
     if cost is not None:
         from shapetrace.tracing.cost import observe_cost
@@ -191,3 +192,8 @@ def _out_of_memory(observer: Observer, device: str) -> UsageError:
 
 def _device_of(tensors: list[torch.Tensor]) -> str:
     return tensors[0].device.type if tensors else "cpu"
+
+
+def image_rank(tensors: Sequence[torch.Tensor]) -> int | None:
+    """Dims of the first tensor with spatial dims (three or more), whose layout says what dim 1 counts."""
+    return next((tensor.dim() for tensor in tensors if tensor.dim() >= 3), None)
