@@ -88,5 +88,6 @@ def spatial_extents(size: Size, axes: int) -> Size:
         return size * axes
     if len(size) != axes:
         shown = "x".join(map(str, size))
-        raise ValueError(f"size {shown} has {len(size)} extents, but the input has {axes} spatial axes")
+        noun = "axis" if axes == 1 else "axes"
+        raise ValueError(f"size {shown} has {len(size)} extents, but the input has {axes} spatial {noun}")
     return size
