@@ -86,7 +86,7 @@ def test_sweep_leaves_the_model_as_it_was() -> None:
 
 
 def test_sizes_with_other_extent_counts_are_refused() -> None:
-    with pytest.raises(ValueError, match="has 2 extents, but the input has 1 spatial axes"):
+    with pytest.raises(ValueError, match="has 2 extents, but the input has 1 spatial axis"):
         sweep_model(sweep_models.UNet1d(), SizedInputs([((1, 2, 32), torch.float32)]), [(8, 8)])
 
 
@@ -166,7 +166,7 @@ def test_target_options_without_a_target_exit_2(runner: CliRunner, arguments: li
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--sizes", "8x8"], "size 8x8 has 2 extents, but the input has 1 spatial axes"),
+        (["--sizes", "8x8"], "size 8x8 has 2 extents, but the input has 1 spatial axis"),
         (["--sizes", "8", "--input", "2,32"], "sweep resizes the first --input, which is 2,32"),
         (["--sizes", "8", "--kw", "x=1,2,32"], "sweep resizes the first --input, which is none"),
     ],

@@ -118,7 +118,7 @@ def test_assert_aligned_takes_a_factory_and_every_form_of_sizes() -> None:
 def test_assert_aligned_says_what_it_cannot_use() -> None:
     with pytest.raises(ValueError, match="'8:x' is not a valid size"):
         assert_aligned(TinyUNet(2), torch.randn(1, 1, 8, 8), sizes="8:x")
-    with pytest.raises(ValueError, match="size 8x8 has 2 extents, but the input has 1 spatial axes"):
+    with pytest.raises(ValueError, match="size 8x8 has 2 extents, but the input has 1 spatial axis"):
         assert_aligned(TinyUNet(1), torch.randn(1, 1, 8), sizes="8x8")
     with pytest.raises(ValueError, match="sizes given, but no input has spatial axes"):
         assert_aligned(nn.Linear(3, 3), torch.randn(2, 3), sizes=8)
