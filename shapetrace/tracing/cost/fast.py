@@ -47,7 +47,12 @@ def _convolution(*, transposed: bool) -> Handler:
         source, weight = args[0], args[1]
         if type(source) not in _TENSORS or type(weight) not in _TENSORS:
             return False
-        grad = meter.requires_grad(weight) or meter.requires_grad(source) or meter.any_grad(args[2:])
+        # A layer's own weight, never handed out by an op: its requires_grad is the answer.
+        if type(weight) is _PARAMETER and weight._base is None and id(weight) not in meter.tensors:
+            weight_grad = weight.requires_grad
+        else:
+            weight_grad = meter.requires_grad(weight)
+        grad = weight_grad or meter.requires_grad(source) or meter.any_grad(args[2:])
         meter.track(output, grad, call)
         meter.flops[call] += products.convolution_flops(source.shape, weight.shape, output.shape, transposed=transposed)
         if grad:
@@ -67,12 +72,25 @@ def _linear(meter: CostMeter, args: Sequence[Any], kwargs: dict[str, Any], outpu
     source, weight = args[0], args[1]
     if type(source) not in _TENSORS or type(weight) not in _TENSORS:
         return False
-    grad = meter.requires_grad(weight) or meter.requires_grad(source) or meter.any_grad(args[2:])
+    if type(weight) is _PARAMETER and weight._base is None and id(weight) not in meter.tensors:
+        weight_grad = weight.requires_grad  # as in _convolution
+    else:
+        weight_grad = meter.requires_grad(weight)
+    source_grad = meter.requires_grad(source)
+    grad = weight_grad or source_grad or meter.any_grad(args[2:])
     meter.track(output, grad, call)
     meter.flops[call] += products.linear_flops(source.shape, weight.shape)
     if grad:
+        # saving's linear rule, with the two answers it would ask for again.
         meter.saving = meter.saved_by_call[call]
-        saving.SAVES[C_LINEAR](meter, args, kwargs, output)
+        if weight_grad:
+            # Rows flattened for addmm: a view of a contiguous input, a copy of any other.
+            if source.dim() <= 2 or source.is_contiguous():
+                meter.save(source)
+            else:
+                meter.save_new(source.numel() * source.element_size())
+        if source_grad and type(weight) is not _PARAMETER:  # a parameter is never kept as saved
+            meter.save(weight)
     return True
 
 
@@ -86,12 +104,11 @@ def _normalisation(rule: saving.Rule) -> Handler:
         if type(source) is not _TENSOR:
             return False
         weight = kwargs.get("weight")
-        grad = (
-            (weight is not None and type(weight) in _TENSORS and meter.requires_grad(weight))
-            or meter.requires_grad(source)
-            or meter.any_grad(args[1:])
-            or meter.any_grad(kwargs.values())
-        )
+        if type(weight) is _PARAMETER and weight._base is None and id(weight) not in meter.tensors:
+            grad = weight.requires_grad  # as in _convolution
+        else:
+            grad = isinstance(weight, _TENSOR) and meter.requires_grad(weight)
+        grad = grad or meter.requires_grad(source) or meter.any_grad(args[1:]) or meter.any_grad(kwargs.values())
         meter.track(output, grad, call)
         meter.other_flops[call] += 5 * output.numel()
         if grad:
