@@ -169,7 +169,8 @@ class CostMeter:
             ops = self.ops = self.ops + 1
             self.dtypes[call] = (ops, tensor.dtype)
         identity = id(tensor)
-        known = self.tensors.get(identity)
+        tensors = self.tensors
+        known = tensors.get(identity)
         if known is not None and known() is tensor:
             known.grad = known.grad or grad  # returned again (in place, or `.float()` of a float)
             return
@@ -177,7 +178,7 @@ class CostMeter:
         if base is not None:
             # A view needs no following of its own: torch keeps its base's Python object while it
             # lives, and its grad is its base's. A base no op made (a kernel's own) is followed.
-            known = self.tensors.get(id(base))
+            known = tensors.get(id(base))
             if known is None or known() is not base:
                 self.track(base, grad)
             return
@@ -187,27 +188,31 @@ class CostMeter:
             return  # no storage (a sparse or nested tensor): not counted
         key = storage_object._cdata
         reference = _Reference(tensor, self._died)
-        reference.storage, reference.grad = key, grad and tensor.is_floating_point()
-        self.tensors[identity] = reference
+        reference.storage = key
+        reference.grad = grad and tensor.is_floating_point()
+        tensors[identity] = reference
         if self.dead:
             self._release_dead()  # before this storage counts: the peak is of tensors alive together
-        holders = self.holders.get(key)
-        if holders is None:
-            # No view here (views follow their base above): a parameter or buffer is the tensor itself.
-            # issubclass, not isinstance: nn.Parameter's metaclass answers isinstance in Python.
-            kind = type(tensor)
-            if key in self.state or identity in self.buffers or (kind is not _TENSOR and issubclass(kind, _PARAMETER)):
-                return  # a parameter or a buffer, handed back as it is: never a live activation here
-            nbytes = storage_object.nbytes()
-            self.serials[key] = len(self.serial_bytes)
-            self.serial_bytes.append(nbytes)
-            self.live += nbytes
-            if self.live > self.peak:  # noqa: PLR1730 - cheaper than max() on every new storage
-                self.peak = self.live
-            if nbytes > self.largest:  # noqa: PLR1730 - cheaper than max() on every new storage
-                self.largest = nbytes
-            holders = 0
-        self.holders[key] = holders + 1
+        holders = self.holders
+        count = holders.get(key)
+        if count is not None:
+            holders[key] = count + 1
+            return
+        # No view here (views follow their base above): a parameter or buffer is the tensor itself.
+        # issubclass, not isinstance: nn.Parameter's metaclass answers isinstance in Python.
+        kind = type(tensor)
+        if key in self.state or identity in self.buffers or (kind is not _TENSOR and issubclass(kind, _PARAMETER)):
+            return  # a parameter or a buffer, handed back as it is: never a live activation here
+        nbytes = storage_object.nbytes()
+        serial_bytes = self.serial_bytes
+        self.serials[key] = len(serial_bytes)
+        serial_bytes.append(nbytes)
+        holders[key] = 1
+        live = self.live = self.live + nbytes
+        if live > self.peak:  # noqa: PLR1730 - cheaper than max() on every new storage
+            self.peak = live
+        if nbytes > self.largest:  # noqa: PLR1730 - cheaper than max() on every new storage
+            self.largest = nbytes
 
     def _is_model_state(self, tensor: torch.Tensor) -> bool:
         """A parameter or buffer handed back by an op, or a view of one."""
