@@ -11,8 +11,9 @@ trainable parameter or an op made it from one that does, and `saving.SAVES` name
 op's backward would keep. Storages get serial numbers that are never reused, so a saved
 tensor freed by this no_grad forward is still counted once however its memory is reused.
 
-Every op of a forward passes through `op`, so it is written for speed: one table lookup per
-op, one weak reference object per tensor that carries the tensor's state itself.
+Every op of a forward passes through here, so it is written for speed: the common functions
+take their own shorter paths (`fast.HANDLERS`, tried by the observer), the rest `op` with one
+table lookup; one weak reference object per tensor carries the tensor's state itself.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ import torch
 from torch import nn
 
 from shapetrace.tracing._torch_compat import is_lazy, own_buffers, own_parameters
+from shapetrace.tracing.cost.fast import HANDLERS as _HANDLERS
 from shapetrace.tracing.cost.flops import ATTENTION, FLOP_FORMULAS, OTHER_FLOPS
 from shapetrace.tracing.cost.saving import SAVES
 from shapetrace.tracing.walk import every_module
 
 MODEL_INPUT = -1
+_TENSOR = torch.Tensor
+_PARAMETER = nn.Parameter
 
 _ENTRIES = {
     func: (FLOP_FORMULAS.get(func), OTHER_FLOPS.get(func), ATTENTION.get(func), SAVES.get(func))
@@ -43,13 +47,11 @@ _ENTRIES = {
 class _Reference(weakref.ref):  # type: ignore[type-arg]  # the referent is always a tensor
     """A weak reference to a tracked tensor that holds what is known of it."""
 
-    __slots__ = ("dtype", "grad", "identity", "storage")
+    __slots__ = ("grad", "storage")
     storage: int
     """The storage's key: its StorageImpl's address, which its views share."""
     grad: bool
     """The tensor would require grad in training."""
-    identity: int
-    dtype: torch.dtype
 
 
 @dataclass(slots=True)
@@ -101,6 +103,8 @@ class CostMeter:
         """Serials of the model's buffer storages, by key (parameters and buffers are never live activations)."""
         self.buffers: set[int] = set()
         """id() of each buffer: an op may hand one back as it is (`.float()` of a float)."""
+        self.handlers = _HANDLERS
+        """The shorter path of each common function (`fast`), which the observer tries before `op`."""
         self._collect(model)
 
     def _collect(self, model: nn.Module) -> None:
@@ -154,13 +158,19 @@ class CostMeter:
             return base.requires_grad
         return tensor.requires_grad  # a parameter, or one of the user's tensors
 
-    def track(self, tensor: torch.Tensor, grad: bool) -> None:
+    def track(self, tensor: torch.Tensor, grad: bool, call: int | None = None) -> None:
         """Follow `tensor` until it is collected; its storage is live while any such tensor is.
 
         `grad`: an input of the op that made it requires grad (integer outputs never do).
+        `call`: the call whose op returned `tensor`, which counts the op (one frame less per op
+        than counting it apart); None for a tensor no single op returned.
         """
+        if call is not None:
+            ops = self.ops = self.ops + 1
+            self.dtypes[call] = (ops, tensor.dtype)
         identity = id(tensor)
-        known = self.tensors.get(identity)
+        tensors = self.tensors
+        known = tensors.get(identity)
         if known is not None and known() is tensor:
             known.grad = known.grad or grad  # returned again (in place, or `.float()` of a float)
             return
@@ -168,7 +178,7 @@ class CostMeter:
         if base is not None:
             # A view needs no following of its own: torch keeps its base's Python object while it
             # lives, and its grad is its base's. A base no op made (a kernel's own) is followed.
-            known = self.tensors.get(id(base))
+            known = tensors.get(id(base))
             if known is None or known() is not base:
                 self.track(base, grad)
             return
@@ -178,32 +188,31 @@ class CostMeter:
             return  # no storage (a sparse or nested tensor): not counted
         key = storage_object._cdata
         reference = _Reference(tensor, self._died)
-        dtype = tensor.dtype
-        reference.storage, reference.grad, reference.identity, reference.dtype = (
-            key,
-            grad and dtype.is_floating_point,
-            identity,
-            dtype,
-        )
-        self.tensors[identity] = reference
+        reference.storage = key
+        reference.grad = grad and tensor.is_floating_point()
+        tensors[identity] = reference
         if self.dead:
             self._release_dead()  # before this storage counts: the peak is of tensors alive together
-        holders = self.holders.get(key)
-        if holders is None:
-            # No view here (views follow their base above): a parameter or buffer is the tensor itself.
-            # issubclass, not isinstance: nn.Parameter's metaclass answers isinstance in Python.
-            if key in self.state or issubclass(type(tensor), nn.Parameter) or identity in self.buffers:
-                return  # a parameter or a buffer, handed back as it is: never a live activation here
-            nbytes = storage_object.nbytes()
-            self.serials[key] = len(self.serial_bytes)
-            self.serial_bytes.append(nbytes)
-            self.live += nbytes
-            if self.live > self.peak:  # noqa: PLR1730 - cheaper than max() on every new storage
-                self.peak = self.live
-            if nbytes > self.largest:  # noqa: PLR1730 - cheaper than max() on every new storage
-                self.largest = nbytes
-            holders = 0
-        self.holders[key] = holders + 1
+        holders = self.holders
+        count = holders.get(key)
+        if count is not None:
+            holders[key] = count + 1
+            return
+        # No view here (views follow their base above): a parameter or buffer is the tensor itself.
+        # issubclass, not isinstance: nn.Parameter's metaclass answers isinstance in Python.
+        kind = type(tensor)
+        if key in self.state or identity in self.buffers or (kind is not _TENSOR and issubclass(kind, _PARAMETER)):
+            return  # a parameter or a buffer, handed back as it is: never a live activation here
+        nbytes = storage_object.nbytes()
+        serial_bytes = self.serial_bytes
+        self.serials[key] = len(serial_bytes)
+        serial_bytes.append(nbytes)
+        holders[key] = 1
+        live = self.live = self.live + nbytes
+        if live > self.peak:  # noqa: PLR1730 - cheaper than max() on every new storage
+            self.peak = live
+        if nbytes > self.largest:  # noqa: PLR1730 - cheaper than max() on every new storage
+            self.largest = nbytes
 
     def _is_model_state(self, tensor: torch.Tensor) -> bool:
         """A parameter or buffer handed back by an op, or a view of one."""
@@ -215,12 +224,11 @@ class CostMeter:
         """Account the tensors collected since the last op: a storage is freed with its last tensor.
 
         Deaths are queued by the weak references' callback (a list's append) and settled here in
-        one loop, before the next storage is counted.
+        one loop, before the next storage is counted. A dead reference stays in `tensors` until
+        its id is reused: every lookup there asks the reference for its tensor first.
         """
-        tensors, holders, dead = self.tensors, self.holders, self.dead
+        holders, dead = self.holders, self.dead
         for reference in dead:
-            if tensors.get(reference.identity) is reference:
-                del tensors[reference.identity]
             key = reference.storage
             count = holders.get(key)
             if count == 1:
@@ -283,7 +291,16 @@ class CostMeter:
     def op(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], output: Any, call: int) -> None:  # noqa: PLR0912 - every op runs this: written out, not split into calls
         """Charge one op to `call`: its FLOPs, its outputs' bytes and what its backward keeps."""
         if isinstance(output, torch.Tensor):
-            # Whether an input requires grad, the loop of _any_grad written out: every op asks.
+            base = output._base
+            if base is not None and func not in _ENTRIES:
+                # A view (transpose, reshape) of a followed tensor: its base holds its storage and
+                # its grad, and no formula or rule waits for it. Nothing to ask of its inputs.
+                known = self.tensors.get(id(base))
+                if known is not None and known() is base:
+                    self.ops += 1
+                    self.dtypes[call] = (self.ops, output.dtype)
+                    return
+            # Whether an input requires grad, the loop of any_grad written out: every op asks.
             grad = False
             tensors = self.tensors
             for value in args:
@@ -292,14 +309,12 @@ class CostMeter:
                     if known.grad if known is not None and known() is value else self.requires_grad(value):
                         grad = True
                         break
-                elif isinstance(value, (list, tuple)) and self._any_grad(value):
+                elif isinstance(value, (list, tuple)) and self.any_grad(value):
                     grad = True
                     break
             if kwargs and not grad:
-                grad = self._any_grad(kwargs.values())
-            self.track(output, grad)
-            self.ops += 1
-            self.dtypes[call] = (self.ops, output.dtype)
+                grad = self.any_grad(kwargs.values())
+            self.track(output, grad, call)
         else:
             made = self._track_all(args, kwargs, output)
             if made is None:
@@ -327,15 +342,18 @@ class CostMeter:
 
     def _track_all(self, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> bool | None:
         """Track each tensor of a tuple or list output; whether an input requires grad, or None if none was made."""
-        if not isinstance(output, (tuple, list)) or not any(isinstance(item, torch.Tensor) for item in output):
+        kind = type(output)
+        if kind is torch.Size or not isinstance(output, (tuple, list)):  # a shape: every .shape asks the mode
             return None
-        grad = self._any_grad(args) or (bool(kwargs) and self._any_grad(kwargs.values()))
+        if not any(isinstance(item, torch.Tensor) for item in output):
+            return None
+        grad = self.any_grad(args) or (bool(kwargs) and self.any_grad(kwargs.values()))
         for tensor in output:
             if isinstance(tensor, torch.Tensor):
                 self.track(tensor, grad)
         return grad
 
-    def _any_grad(self, values: Any) -> bool:
+    def any_grad(self, values: Any) -> bool:
         """Whether a tensor among `values` (or in a list among them) requires grad."""
         tensors = self.tensors
         for value in values:
@@ -343,7 +361,7 @@ class CostMeter:
                 known = tensors.get(id(value))
                 if known.grad if known is not None and known() is value else self.requires_grad(value):
                     return True
-            elif isinstance(value, (list, tuple)) and self._any_grad(value):
+            elif isinstance(value, (list, tuple)) and self.any_grad(value):
                 return True
         return False
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from shapetrace.tracing._torch_compat import NoFunctionMode
 from shapetrace.tracing.cost.meter import CostMeter
+from shapetrace.tracing.failures import noted
 from shapetrace.tracing.observer import Observer, tensors_in
 from shapetrace.tracing.recorder import Recorder
 
@@ -33,9 +34,20 @@ class CostObserver(Observer):
         self, func: Callable[..., Any], types: Any, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
         kwargs = kwargs or {}
-        output = Observer.__torch_function__(self, func, types, args, kwargs)
+        try:  # Observer.__torch_function__ written out: one frame less on every op
+            output = self._dispatch(func, types, args, kwargs)
+        except Exception as error:
+            self.failure = noted(self.failure, func, args, kwargs, error)
+            raise
         stack = self.recorder.stack
-        self.meter.op(func, args, kwargs, output, stack[-1] if stack else -1)
+        call = stack[-1] if stack else -1
+        meter = self.meter
+        try:
+            handler = meter.handlers.get(func)
+        except TypeError:  # an unhashable stand-in another tool put in torch's place
+            handler = None
+        if handler is None or not handler(meter, args, kwargs, output, call):
+            meter.op(func, args, kwargs, output, call)
         return output
 
 

@@ -203,10 +203,14 @@ def _scaled_dot_product(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any
     bound = bind(_ATTENTION, args, kwargs)
     if bound is None or not isinstance(output, torch.Tensor):
         return
-    query, key, value = bound["query"], bound["key"], bound["value"]
+    fused_or_math_attention(saver, bound["query"], bound["key"], bound["value"], bound["attn_mask"], output)
+
+
+def fused_or_math_attention(saver: Saver, query: Any, key: Any, value: Any, mask: Any, output: torch.Tensor) -> None:
+    """What attention's backward keeps, by the kernel its inputs' rank would pick."""
     if query.dim() >= 4:
         # A fused kernel: q, k, v, the mask, the output and the float32 logsumexp of each query row.
-        for tensor in (query, key, value, bound["attn_mask"], output):
+        for tensor in (query, key, value, mask, output):
             saver.save(tensor)
         saver.save_new(math.prod(query.shape[:-1]) * 4)
         return
