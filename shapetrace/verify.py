@@ -189,7 +189,7 @@ def _output_padding(model: nn.Module, rewire: Rewire, words: list[str]) -> Undo:
 
 
 def _reroute(model: nn.Module, rewire: Rewire, words: list[str]) -> Undo:
-    rewire.reroute(words[0], words[1], int(words[2]))
+    rewire.reroute(words[0], words[1], int(words[2]), *words[3:4])
     return lambda: None
 
 

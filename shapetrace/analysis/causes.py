@@ -12,7 +12,14 @@ import dataclasses
 from collections.abc import Callable
 
 from shapetrace.analysis.chains import Axis
-from shapetrace.analysis.fixes import channel_fixes, level_fixes, order_fixes, rounding_fixes, transpose_fixes
+from shapetrace.analysis.fixes import (
+    channel_fixes,
+    level_fixes,
+    occurrence,
+    order_fixes,
+    rounding_fixes,
+    transpose_fixes,
+)
 from shapetrace.analysis.order import Misorder, level_source, main_scale, skip_scale
 from shapetrace.analysis.placement import block_name, spatial
 from shapetrace.analysis.rounding import Rounded, missing_output_padding, rounded_between
@@ -188,10 +195,8 @@ def _wrong_level(trace: Trace, axes: list[Axis], brk: Break, indices: tuple[int,
 
 
 def _occurrence(trace: Trace, pair: int | None) -> int:
-    """How many earlier pairs take a skip from the same source (the reroute counts uses)."""
-    if pair is None:
-        return 0
-    return sum(1 for earlier in trace.skips[:pair] if earlier.source == trace.skips[pair].source)
+    """How many earlier pairs take a skip from the same source by the same kind of merge (the reroute counts uses)."""
+    return 0 if pair is None else occurrence(trace, pair)
 
 
 def _rounding(
