@@ -296,3 +296,20 @@ def test_cli_sweep_agrees_with_real_forwards(runner: Any) -> None:
     runs = {size: _runs(model, _image(3), size) for size in range(8, 13)}
     assert runs == {8: True, 9: False, 10: False, 11: False, 12: True}
     assert "8" in result.output and "12" in result.output
+
+
+def test_cross_attention_with_more_context_tokens_than_pixels_adds_no_skip() -> None:
+    # At 4×4 the bottom level has 4 pixels, fewer than the 7 context tokens: the attention's
+    # output is still made from the image (its queries), so `proj_out(x) + x_in` is a residual.
+    traced = _meta_trace(CASES["cross_attention"], size=4)
+    assert traced.ok, [b.message for b in traced.breaks]
+    assert _pairs(traced) == list(CASES["cross_attention"].pairs)
+
+
+def test_a_time_embedding_added_at_a_one_pixel_level_is_no_skip() -> None:
+    # At 4 the bottom level is 1×1: the time MLP's shift, (B, C, 1, 1), has the map's own shape there.
+    model = user.DiffusionUNet().eval()
+    assert _runs(model, _image_and_time(3), 4)
+    traced = _meta_trace(CASES["diffusion"], size=4)
+    assert traced.ok, [b.message for b in traced.breaks]
+    assert _pairs(traced) == list(CASES["diffusion"].pairs)
