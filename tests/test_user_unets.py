@@ -313,3 +313,19 @@ def test_a_time_embedding_added_at_a_one_pixel_level_is_no_skip() -> None:
     traced = _meta_trace(CASES["diffusion"], size=4)
     assert traced.ok, [b.message for b in traced.breaks]
     assert _pairs(traced) == list(CASES["diffusion"].pairs)
+
+
+def test_a_valid_conv_unet_that_forgot_the_crop_is_told_to_crop_its_skips() -> None:
+    torch.manual_seed(0)
+    model = user.ValidUNet3d(crop=False).eval()
+    x = torch.randn(1, 1, 44, 44, 44)
+    traced = trace(model, x)
+    (cause,) = traced.causes
+    # Unpadded 3×3×3 convs trim the border at every stride-1 step: nothing was floored.
+    assert "unpadded" in cause.text and "divisible by 1" not in cause.text
+    fix = cause.fixes[0]
+    assert fix.verified and "crop" in fix.text
+    with applied(model, parse_action(fix.action)), torch.no_grad():
+        output = model(x)
+    with torch.no_grad():
+        assert output.shape == user.ValidUNet3d().eval()(x).shape == (1, 2, 4, 4, 4)

@@ -23,7 +23,7 @@ from shapetrace.analysis.fixes import (
 from shapetrace.analysis.order import Misorder, level_source, main_scale, skip_scale
 from shapetrace.analysis.placement import block_name, spatial
 from shapetrace.analysis.rounding import Rounded, missing_output_padding, rounded_between
-from shapetrace.analysis.texts import level_text, order_text, rounding_text, transpose_text
+from shapetrace.analysis.texts import is_unpadded, level_text, order_text, rounding_text, transpose_text
 from shapetrace.extents import rounding
 from shapetrace.formatting import format_size
 from shapetrace.records import Break, BreakKind, BreakSide, Cause, CauseKind, Fix, Resampling, SideRole, Trace
@@ -213,7 +213,8 @@ def _rounding(
         fixes = transpose_fixes(trace, transposes, missing_output_padding) + sizes
         return Cause(kind, transposes[0].layer, text, fixes, indices)
     text = rounding_text(trace, rounded.down, spatial(main.shape), spatial(skip.shape))
-    return Cause(kind, rounded.down[0].layer, text, rounding_fixes(size_fix()), indices)
+    unpadded = any(is_unpadded(record) for record in rounded.down)
+    return Cause(kind, rounded.down[0].layer, text, rounding_fixes(size_fix(), unpadded), indices)
 
 
 def _rounded(trace: Trace, axes: list[Axis], brk: Break) -> Rounded:

@@ -5,6 +5,7 @@ An action is a tuple of steps, each "verb:argument,argument" (module names as
 
     size:224,224                 trace at this spatial size
     resize:                      resize the up path to the skip at every merge whose sizes differ
+    crop:                        centre-crop every input of a merge to the smallest size among them
     in_channels:ups.0,96,144     the module is built for 96 input channels instead of 144
     out_channels:up1,32,48       the module outputs 32 channels instead of 48
     output_padding:up1,1,1       the ConvTranspose gets this output_padding per axis
@@ -62,8 +63,15 @@ def size_fixes(rule: SizeRule | None) -> list[Fix]:
     return [Fix(text, action=tuple(step("size", *size) for size in rule.nearest))]
 
 
-def rounding_fixes(sizes: list[Fix]) -> tuple[Fix, ...]:
-    return (*sizes, Fix(RESIZE_TEXT, action=(step("resize"),)))
+CROP_TEXT = "centre-crop each skip to the up path's size before the merge, as valid-convolution UNets do"
+
+
+def rounding_fixes(sizes: list[Fix], unpadded: bool = False) -> tuple[Fix, ...]:
+    """Sizes the model takes, then resizing the up path; with unpadded convs in the way, cropping the skip first."""
+    resize = Fix(RESIZE_TEXT, action=(step("resize"),))
+    if unpadded:
+        return (Fix(CROP_TEXT, action=(step("crop"),)), *sizes, resize)
+    return (*sizes, resize)
 
 
 def transpose_fixes(

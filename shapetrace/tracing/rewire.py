@@ -34,6 +34,8 @@ class Rewire(TorchFunctionMode):
         self.routes: dict[tuple[str, str, int], str] = {}
         """(source, merge kind, use) -> the module whose output replaces that use of the source's output."""
         self.resize_to_skips = False
+        self.crop_to_smallest = False
+        """Centre-crop a merge's inputs to the smallest size among them (a valid-convolution UNet's crop)."""
         self.outputs: dict[str, torch.Tensor] = {}
         self.uses: dict[tuple[str, str], int] = {}
         """(source, merge kind) -> how many merges of that kind joined its output so far."""
@@ -53,7 +55,7 @@ class Rewire(TorchFunctionMode):
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         """Hooks on the copy for the length of one forward; the mode rides the model's own call."""
-        if not self.routes and not self.resize_to_skips:
+        if not self.routes and not self.resize_to_skips and not self.crop_to_smallest:
             yield
             return
         names = {name for route, replacement in self.routes.items() for name in (route[0], replacement)}
@@ -129,6 +131,8 @@ class Rewire(TorchFunctionMode):
         if not all(isinstance(tensor, torch.Tensor) for tensor in tensors):
             return tensors
         rerouted = [self._rerouted(tensor, kind) for tensor in tensors]
+        if self.crop_to_smallest and kind == "cat":
+            return _cropped(rerouted)
         return self._resized(rerouted) if self.resize_to_skips else rerouted
 
     def _rerouted(self, tensor: torch.Tensor, kind: str) -> torch.Tensor:
@@ -160,6 +164,20 @@ class Rewire(TorchFunctionMode):
             tensor if tuple(tensor.shape[2:]) == tuple(target) else F.interpolate(tensor, size=target)
             for tensor in tensors
         ]
+
+
+def _cropped(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Every input centre-cropped to the smallest extent on each spatial axis, where sizes differ."""
+    if len({tensor.dim() for tensor in tensors}) != 1 or tensors[0].dim() < 3:
+        return tensors
+    smallest = [min(extents) for extents in zip(*(tensor.shape[2:] for tensor in tensors), strict=True)]
+    cropped = []
+    for tensor in tensors:
+        window = tensor
+        for axis, want in enumerate(smallest, start=2):
+            window = window.narrow(axis, (window.shape[axis] - want) // 2, want)
+        cropped.append(window)
+    return cropped
 
 
 def _broadcast(left: Any, right: Any) -> bool:
