@@ -237,6 +237,8 @@ PLANTED = {
     "functional_odd": PlantedCase(user.FunctionalUNet, _image(3), 18, CauseKind.ROUNDING),
     "class_labels_odd": PlantedCase(user.ClassUNet, _class_inputs, 10, CauseKind.ROUNDING),
     "diffusion_odd": PlantedCase(user.DiffusionUNet, _image_and_time(3), 18, CauseKind.INPUT_SIZE),
+    # Forgetting `skip_connections[::-1]`: the interpolate hides the sizes, the channels break.
+    "aladdin_not_reversed": PlantedCase(lambda: user.AladdinUNet(reverse=False), _image(3), 16, CauseKind.ORDER),
 }
 
 
@@ -329,3 +331,14 @@ def test_a_valid_conv_unet_that_forgot_the_crop_is_told_to_crop_its_skips() -> N
         output = model(x)
     with torch.no_grad():
         assert output.shape == user.ValidUNet3d().eval()(x).shape == (1, 2, 4, 4, 4)
+
+
+def test_a_wave_unet_popping_its_first_shortcut_is_an_order_cause() -> None:
+    # The crop happens before the merge, on the wrong shortcut: a reroute at the merge cannot
+    # reach it, so the fix stays unverified, but the cause is the order.
+    torch.manual_seed(0)
+    model = user.WaveUNet(pop_first=True).eval()
+    assert not _runs(model, _image(1, dims=1), 101)
+    traced = trace(model, torch.randn(1, 1, 101))
+    assert [cause.kind for cause in traced.causes] == [CauseKind.ORDER]
+    assert "up_convs.0 takes down_convs.2" in traced.causes[0].fixes[0].text
