@@ -58,7 +58,7 @@ class LightPass(TorchFunctionMode):
     decide as the Observer does: which call produced each tensor (the main input of a merge
     is the latest call's) and which calls each call's inputs came from (a skip feeds the main
     input). Calls are numbered as they begin, as the Recorder numbers them; a call's outputs
-    carry its number, a function's output the number of its largest tracked input. The
+    carry its number, a function's output the number of its input `provenance_rank` ranks first. The
     tracked tensors are held until the forward ends (on meta they cost nothing), so an id is
     never reused meanwhile.
     """

@@ -3,7 +3,8 @@
 The rule (ARCHITECTURE.md, "The pairing rule", says it in words):
 
 - Every tensor carries a producer: the innermost call that returned it, or, for a tensor made
-  by functions (`x * 0.5`, slicing, a reshape), the producer of its largest tagged input.
+  by functions (`x * 0.5`, slicing, a reshape), the producer of its largest tagged input of its
+  own shape, else of its largest tagged input.
 - A tensor's *arrival* is how it reached its resolution, read backwards along that chain:
   from a coarser level (UP: the last size change on the way was an upsampling), from a finer
   one (DOWN), or neither (NONE, since the model's input). The call where that last change
