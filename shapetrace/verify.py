@@ -189,7 +189,7 @@ def _output_padding(model: nn.Module, rewire: Rewire, words: list[str]) -> Undo:
 
 
 def _reroute(model: nn.Module, rewire: Rewire, words: list[str]) -> Undo:
-    rewire.reroute(words[0], words[1], int(words[2]))
+    rewire.reroute(words[0], words[1], int(words[2]), *words[3:4])
     return lambda: None
 
 
@@ -198,11 +198,17 @@ def _resize(model: nn.Module, rewire: Rewire, words: list[str]) -> Undo:
     return lambda: None
 
 
+def _crop(model: nn.Module, rewire: Rewire, words: list[str]) -> Undo:
+    rewire.crop_to_smallest = True
+    return lambda: None
+
+
 _APPLY: dict[str, Callable[[nn.Module, Rewire, list[str]], Undo]] = {
     "in_channels": _in_channels,
     "out_channels": _out_channels,
     "output_padding": _output_padding,
     "reroute": _reroute,
+    "crop": _crop,
     "resize": _resize,
 }
 

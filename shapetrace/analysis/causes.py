@@ -12,11 +12,18 @@ import dataclasses
 from collections.abc import Callable
 
 from shapetrace.analysis.chains import Axis
-from shapetrace.analysis.fixes import channel_fixes, level_fixes, order_fixes, rounding_fixes, transpose_fixes
+from shapetrace.analysis.fixes import (
+    channel_fixes,
+    level_fixes,
+    occurrence,
+    order_fixes,
+    rounding_fixes,
+    transpose_fixes,
+)
 from shapetrace.analysis.order import Misorder, intended_scale, level_source, resized_from, skip_scale
 from shapetrace.analysis.placement import block_name, spatial
 from shapetrace.analysis.rounding import Rounded, missing_output_padding, rounded_between
-from shapetrace.analysis.texts import level_text, order_text, rounding_text, transpose_text
+from shapetrace.analysis.texts import is_unpadded, level_text, order_text, rounding_text, transpose_text
 from shapetrace.extents import rounding
 from shapetrace.formatting import format_size
 from shapetrace.records import Break, BreakKind, BreakSide, Cause, CauseKind, Fix, Resampling, SideRole, Trace
@@ -196,10 +203,8 @@ def _wrong_level(trace: Trace, axes: list[Axis], brk: Break, indices: tuple[int,
 
 
 def _occurrence(trace: Trace, pair: int | None) -> int:
-    """How many earlier pairs take a skip from the same source (the reroute counts uses)."""
-    if pair is None:
-        return 0
-    return sum(1 for earlier in trace.skips[:pair] if earlier.source == trace.skips[pair].source)
+    """How many earlier pairs take a skip from the same source by the same kind of merge (the reroute counts uses)."""
+    return 0 if pair is None else occurrence(trace, pair)
 
 
 def _rounding(
@@ -216,7 +221,8 @@ def _rounding(
         fixes = transpose_fixes(trace, transposes, missing_output_padding) + sizes
         return Cause(kind, transposes[0].layer, text, fixes, indices)
     text = rounding_text(trace, rounded.down, spatial(main.shape), spatial(skip.shape))
-    return Cause(kind, rounded.down[0].layer, text, rounding_fixes(size_fix()), indices)
+    unpadded = any(is_unpadded(record) for record in rounded.down)
+    return Cause(kind, rounded.down[0].layer, text, rounding_fixes(size_fix(), unpadded), indices)
 
 
 def _rounded(trace: Trace, axes: list[Axis], brk: Break) -> Rounded:

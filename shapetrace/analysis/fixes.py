@@ -5,10 +5,12 @@ An action is a tuple of steps, each "verb:argument,argument" (module names as
 
     size:224,224                 trace at this spatial size
     resize:                      resize the up path to the skip at every merge whose sizes differ
+    crop:                        centre-crop every input of a merge to the smallest size among them
     in_channels:ups.0,96,144     the module is built for 96 input channels instead of 144
     out_channels:up1,32,48       the module outputs 32 channels instead of 48
     output_padding:up1,1,1       the ConvTranspose gets this output_padding per axis
-    reroute:enc0,enc1,0          the first merge joining enc0's output joins enc1's instead
+    reroute:enc0,enc1,0,cat      the first concatenation joining enc0's output joins enc1's instead
+                                 (uses count per merge kind, cat or add; with no kind, every merge counts)
 """
 
 from __future__ import annotations
@@ -19,13 +21,28 @@ from shapetrace.analysis.order import Misorder
 from shapetrace.analysis.placement import block_name, full_name
 from shapetrace.analysis.size_rules import is_multiple_rule, rule_text
 from shapetrace.formatting import format_shape, format_size
-from shapetrace.records import Break, Fix, Resampling, SizeRule, SkipPair, Trace
+from shapetrace.records import Break, Fix, MergeOp, Resampling, SizeRule, SkipPair, Trace
 
 RESIZE_TEXT = "pass the skip's size to the upsampler (F.interpolate(x, size=skip.shape[2:]))"
 
 
 def step(verb: str, *arguments: object) -> str:
     return f"{verb}:" + ",".join(str(argument) for argument in arguments)
+
+
+def merge_kind(pair: SkipPair) -> str:
+    """The merges a reroute counts uses among: sums apart from concatenations (a residual sum is no skip)."""
+    return "add" if pair.op == MergeOp.ADD else "cat"
+
+
+def occurrence(trace: Trace, index: int) -> int:
+    """How many earlier pairs join the same source's output by the same kind of merge (a reroute's use)."""
+    pair = trace.skips[index]
+    return sum(
+        1
+        for earlier in trace.skips[:index]
+        if earlier.source == pair.source and merge_kind(earlier) == merge_kind(pair)
+    )
 
 
 def size_fixes(rule: SizeRule | None) -> list[Fix]:
@@ -46,8 +63,15 @@ def size_fixes(rule: SizeRule | None) -> list[Fix]:
     return [Fix(text, action=tuple(step("size", *size) for size in rule.nearest))]
 
 
-def rounding_fixes(sizes: list[Fix]) -> tuple[Fix, ...]:
-    return (*sizes, Fix(RESIZE_TEXT, action=(step("resize"),)))
+CROP_TEXT = "centre-crop each skip to the up path's size before the merge, as valid-convolution UNets do"
+
+
+def rounding_fixes(sizes: list[Fix], unpadded: bool = False) -> tuple[Fix, ...]:
+    """Sizes the model takes, then resizing the up path; with unpadded convs in the way, cropping the skip first."""
+    resize = Fix(RESIZE_TEXT, action=(step("resize"),))
+    if unpadded:
+        return (Fix(CROP_TEXT, action=(step("crop"),)), *sizes, resize)
+    return (*sizes, resize)
 
 
 def transpose_fixes(
@@ -76,7 +100,7 @@ def level_fixes(trace: Trace, pair: SkipPair | None, occurrence: int, partner: i
     outputs = trace.layers[partner].outputs
     shape = f" (its output is {format_shape(outputs[0])})" if outputs else ""
     text = f"take the skip of {block_name(trace, pair.target)} from {chosen}{shape}, the down level at its resolution"
-    return (Fix(text, action=(step("reroute", source, chosen, occurrence),)),)
+    return (Fix(text, action=(step("reroute", source, chosen, occurrence, merge_kind(pair)),)),)
 
 
 def order_fixes(trace: Trace, order: Misorder) -> tuple[Fix, ...]:
@@ -86,8 +110,8 @@ def order_fixes(trace: Trace, order: Misorder) -> tuple[Fix, ...]:
         pair = trace.skips[index]
         if mirror == pair.source:
             continue
-        uses = sum(1 for earlier in trace.skips[:index] if earlier.source == pair.source)
-        steps.append(step("reroute", full_name(trace, pair.source), full_name(trace, mirror), uses))
+        uses = occurrence(trace, index)
+        steps.append(step("reroute", full_name(trace, pair.source), full_name(trace, mirror), uses, merge_kind(pair)))
         moves.append(f"{block_name(trace, pair.target)} takes {block_name(trace, mirror)}")
     if not moves:
         return (Fix("consume the skips last in, first out (skips.pop(), not skips.pop(0))"),)

@@ -70,7 +70,16 @@ def _mirror_key(trace: Trace, pair: int) -> tuple[int, int]:
     inner calls it contains, although it began before them)."""
     skip = trace.skips[pair]
     saved = _end(trace, skip.source) if skip.source >= 0 else skip.source
-    return _area(skip.shape), -saved
+    return _saved_area(trace, pair), -saved
+
+
+def _saved_area(trace: Trace, pair: int) -> int:
+    """The skip's resolution when it was saved: a centre crop (valid convs, Wave-U-Net) shrinks the
+    map to the up path's size, which says nothing of its level once the up path shrinks too."""
+    skip = trace.skips[pair]
+    made = trace.layers[skip.source].outputs if skip.source >= 0 else ()
+    cropped_from = [_area(shape) for shape in made if len(shape) == len(skip.shape) and shape[:2] == skip.shape[:2]]
+    return max([_area(skip.shape), *cropped_from])
 
 
 def _area(shape: tuple[int, ...]) -> int:

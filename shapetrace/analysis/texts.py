@@ -26,11 +26,12 @@ def op_name(trace: Trace, record: Resampling) -> str:
 def rounding_text(trace: Trace, downs: Sequence[Resampling], main: Shape, skip: Shape) -> str:
     """The first inexact downsampler and what it did, the later ones, and the two sizes that met."""
     first = downs[0]
-    text = (
-        f"{op_name(trace, first)} {_verb(first)} an odd size: "
-        f"{format_size_change(first.input_size, first.output_size)} ({_odd(first)} is not divisible by "
-        f"{_stride(first)})"
-    )
+    change = format_size_change(first.input_size, first.output_size)
+    if is_unpadded(first):
+        text = f"{op_name(trace, first)} shrank {change} (an unpadded kernel trims the border)"
+    else:
+        text = f"{op_name(trace, first)} {_verb(first)} an odd size: {change} ({_odd(first)} is not divisible by "
+        text += f"{_stride(first)})"
     for later in downs[1:]:
         text += (
             f"; then {op_name(trace, later)} {_verb(later)} {format_size_change(later.input_size, later.output_size)}"
@@ -38,8 +39,16 @@ def rounding_text(trace: Trace, downs: Sequence[Resampling], main: Shape, skip: 
     return text + f"; the up path doubles back to {format_size(main)} while the skip kept {format_size(skip)}"
 
 
+def is_unpadded(record: Resampling) -> bool:
+    """A stride-1 op that shrinks (an unpadded 3×3 conv: 20 → 18): no level change, only a trimmed border."""
+    axes = range(len(record.input_size))
+    return all(scale_of(record, axis) == 1 for axis in axes) and any(rounding(record, axis) < 0 for axis in axes)
+
+
 def _verb(record: Resampling) -> str:
-    """ "floored" (a pool: 225 → 112) or "rounded up" (a padded strided conv: 65 → 33)."""
+    """ "floored" (a pool: 225 → 112), "rounded up" (a padded strided conv: 65 → 33), "shrank" (unpadded)."""
+    if is_unpadded(record):
+        return "shrank"
     signs = [rounding(record, axis) for axis in range(len(record.input_size))]
     return "rounded up" if any(sign > 0 for sign in signs) else "floored"
 

@@ -40,7 +40,7 @@ from shapetrace.tracing.merges import (
     mismatched,
     stand_ins,
 )
-from shapetrace.tracing.observer import tensors_in
+from shapetrace.tracing.observer import provenance_rank, tensors_in
 from shapetrace.tracing.tracer import image_rank, observed
 
 MODEL_INPUT = -1  # the producer of the model's own inputs, as in the Recorder
@@ -59,7 +59,7 @@ class LightPass(TorchFunctionMode):
     decide as the Observer does: which call produced each tensor (the main input of a merge
     is the latest call's) and which calls each call's inputs came from (a skip feeds the main
     input). Calls are numbered as they begin, as the Recorder numbers them; a call's outputs
-    carry its number, a function's output the number of its largest tracked input. The
+    carry its number, a function's output the number of its input `provenance_rank` ranks first. The
     tracked tensors are held until the forward ends (on meta they cost nothing), so an id is
     never reused meanwhile.
     """
@@ -192,17 +192,17 @@ class LightPass(TorchFunctionMode):
         return output
 
     def _derive(self, output: torch.Tensor, args: Sequence[Any]) -> None:
-        """As the Observer: a function's output keeps the producer of its largest tracked input."""
+        """As the Observer: a function's output keeps the producer of its input ranked first by `provenance_rank`."""
         if id(output) in self.producers and self.producers[id(output)][0] is output:
             return  # in place, or a view returned as the same object
-        best, best_size = MODEL_INPUT, -1
+        best, best_rank = MODEL_INPUT, (False, -1)
         for argument in args:
             for tensor in argument if isinstance(argument, (list, tuple)) else (argument,):
-                if isinstance(tensor, torch.Tensor) and tensor.numel() > best_size:
+                if isinstance(tensor, torch.Tensor) and (rank := provenance_rank(tensor, output)) > best_rank:
                     known = self.producers.get(id(tensor))
                     if known is not None and known[0] is tensor:
-                        best, best_size = known[1], tensor.numel()
-        if best_size >= 0:
+                        best, best_rank = known[1], rank
+        if best_rank[1] >= 0:
             self.events += 1
             self.producers[id(output)] = (output, best, self.events, False)
 

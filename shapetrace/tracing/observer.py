@@ -42,6 +42,13 @@ class StopTracing(Exception):  # noqa: N818 - a signal to unwind the forward, no
     """Raised inside the forward to stop at the first break (--first-break)."""
 
 
+def provenance_rank(tensor: torch.Tensor, output: torch.Tensor) -> tuple[bool, int]:
+    """How strongly a function's output comes from this input: first one of the output's own
+    shape, then the largest. Attention makes its output the shape of its queries, whichever of
+    the queries or a longer context (77 text tokens over an 8×8 map) holds more elements."""
+    return tensor.shape == output.shape, tensor.numel()
+
+
 def tensors_in(value: Any, depth: int = 0) -> list[torch.Tensor]:
     """Every tensor in a value: tuples, lists, dicts, dataclasses (ModelOutput), nested."""
     if isinstance(value, torch.Tensor):
@@ -222,18 +229,19 @@ class Observer(Joins, TorchFunctionMode):
         return self._plain(func, args, kwargs)
 
     def _derive(self, output: torch.Tensor, args: Sequence[Any]) -> None:
-        """A plain function's output keeps the producer of its largest tagged input."""
+        """A plain function's output keeps the producer of its largest tagged input of its own shape,
+        else of its largest tagged input (`provenance_rank`)."""
         recorder = self.recorder
         if recorder.tag_of(output) is not None:
             return  # in place, or a view returned as the same object
         best: Tag | None = None
-        best_size = -1
+        best_rank = (False, -1)
         for argument in args:
             for tensor in argument if isinstance(argument, (list, tuple)) else (argument,):
                 if isinstance(tensor, torch.Tensor):
                     tag = recorder.tag_of(tensor)
-                    if tag is not None and tensor.numel() > best_size:
-                        best, best_size = tag, tensor.numel()
+                    if tag is not None and (rank := provenance_rank(tensor, output)) > best_rank:
+                        best, best_rank = tag, rank
         if best is not None:
             recorder.inherit(output, best)
 

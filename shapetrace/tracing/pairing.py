@@ -3,7 +3,8 @@
 The rule (ARCHITECTURE.md, "The pairing rule", says it in words):
 
 - Every tensor carries a producer: the innermost call that returned it, or, for a tensor made
-  by functions (`x * 0.5`, slicing, a reshape), the producer of its largest tagged input.
+  by functions (`x * 0.5`, slicing, a reshape), the producer of its largest tagged input of its
+  own shape, else of its largest tagged input.
 - A tensor's *arrival* is how it reached its resolution, read backwards along that chain:
   from a coarser level (UP: the last size change on the way was an upsampling), from a finer
   one (DOWN), or neither (NONE, since the model's input). The call where that last change
@@ -147,7 +148,10 @@ def classify(recorder: Recorder, operands: Sequence[Operand], op: str) -> tuple[
     main = max(range(len(operands)), key=lambda i: operands[i].producer)
     if op == "add":
         roles = [MAIN if i == main else _residual_from_outside(recorder, operands[i], operands[main]) for i in (0, 1)]
-        return roles, main
+        return [
+            INPUT if role == SKIP and _from_vector(recorder, o) else role
+            for role, o in zip(roles, operands, strict=True)
+        ], main
     roles = [
         MAIN if i == main else (SKIP if ancestry(recorder, o.producer, operands[main].producer) is not None else INPUT)
         for i, o in enumerate(operands)
@@ -170,6 +174,17 @@ def _role_beside_up_path(
         return SKIP
     # Both at the level the up path entered: a dense connection when one feeds the other.
     return SKIP if ancestry(recorder, operand.producer, operands[main].producer) is not None else INPUT
+
+
+def _from_vector(recorder: Recorder, operand: Operand) -> bool:
+    """A map reshaped from a vector: a time embedding's scale or shift, (B, C) made (B, C, 1, 1).
+
+    At a 1×1 level it has the map's own shape, so nothing broadcasts, yet it is no skip.
+    """
+    if operand.producer < 0 or not operand.tagged:
+        return False
+    outputs = recorder.calls[operand.producer].outputs
+    return bool(outputs) and all(len(output) < len(operand.shape) for output in outputs)
 
 
 def _residual_from_outside(recorder: Recorder, side: Operand, main: Operand) -> str:

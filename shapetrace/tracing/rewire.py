@@ -21,6 +21,8 @@ from shapetrace.tracing.merges import broadcastable
 
 _MERGES = {torch.cat, torch.concat, torch.concatenate, torch.stack}
 _ADDITIONS = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__}
+ANY = "any"
+"""A route's merge kind when the action names none: every merge, sums and concatenations alike, counts a use."""
 
 
 class Rewire(TorchFunctionMode):
@@ -29,26 +31,34 @@ class Rewire(TorchFunctionMode):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.routes: dict[tuple[str, int], str] = {}
-        """(source, use) -> the module whose output replaces that use of the source's output."""
+        self.routes: dict[tuple[str, str, int], str] = {}
+        """(source, merge kind, use) -> the module whose output replaces that use of the source's output."""
         self.resize_to_skips = False
+        self.crop_to_smallest = False
+        """Centre-crop a merge's inputs to the smallest size among them (a valid-convolution UNet's crop)."""
         self.outputs: dict[str, torch.Tensor] = {}
-        self.uses: dict[str, int] = {}
+        self.uses: dict[tuple[str, str], int] = {}
+        """(source, merge kind) -> how many merges of that kind joined its output so far."""
         self.made: dict[int, tuple[torch.Tensor, int]] = {}
         """id(tensor) -> the tensor (kept alive, so its id is not reused) and the order modules returned it in."""
 
-    def reroute(self, source: str, replacement: str, use: int) -> None:
+    def reroute(self, source: str, replacement: str, use: int, kind: str = ANY) -> None:
+        """The `use`-th merge of `kind` ("cat", "add" or ANY) joining source's output joins replacement's.
+
+        Counting concatenations apart from sums keeps a residual sum (`h + x` inside the block
+        that follows the saved map) from taking the use a skip concatenation was meant to have.
+        """
         self.model.get_submodule(source)
         self.model.get_submodule(replacement)  # both must exist: LookupError otherwise
-        self.routes[(source, use)] = replacement
+        self.routes[(source, kind, use)] = replacement
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         """Hooks on the copy for the length of one forward; the mode rides the model's own call."""
-        if not self.routes and not self.resize_to_skips:
+        if not self.routes and not self.resize_to_skips and not self.crop_to_smallest:
             yield
             return
-        names = {name for route in self.routes for name in (route[0], self.routes[route])}
+        names = {name for route, replacement in self.routes.items() for name in (route[0], replacement)}
         handles = [
             self.model.register_forward_pre_hook(lambda module, args: self._enter()),
             self.model.register_forward_hook(lambda module, args, output: self._leave(), always_call=True),
@@ -86,10 +96,10 @@ class Rewire(TorchFunctionMode):
     ) -> Any:
         kwargs = kwargs or {}
         if func in _MERGES and args and isinstance(args[0], (list, tuple)):
-            tensors = self._rewired(list(args[0]))
+            tensors = self._rewired(list(args[0]), "cat")
             return func(type(args[0])(tensors), *args[1:], **kwargs)
         if func in _ADDITIONS and len(args) >= 2 and not _broadcast(args[0], args[1]):
-            left, right = self._rewired(list(args[:2]))
+            left, right = self._rewired(list(args[:2]), "add")
             return func(left, right, *args[2:], **kwargs)
         if func is F.interpolate and self.routes and "size" in kwargs:
             kwargs = {**kwargs, "size": self._rerouted_size(kwargs["size"])}
@@ -103,25 +113,35 @@ class Rewire(TorchFunctionMode):
         """
         wanted = tuple(size) if isinstance(size, (tuple, list, torch.Size)) else None
         for name, output in self.outputs.items():
-            replacement = self.routes.get((name, self.uses.get(name, 0)))
+            replacement = self._route(name, "cat")
             if replacement is None or replacement not in self.outputs or tuple(output.shape[2:]) != wanted:
                 continue
             return tuple(self.outputs[replacement].shape[2:])
         return size
 
-    def _rewired(self, tensors: list[Any]) -> list[Any]:
+    def _route(self, name: str, kind: str) -> str | None:
+        """The replacement for the next merge of `kind` joining name's output, if a route names one."""
+        for counted in (kind, ANY):
+            replacement = self.routes.get((name, counted, self.uses.get((name, counted), 0)))
+            if replacement is not None:
+                return replacement
+        return None
+
+    def _rewired(self, tensors: list[Any], kind: str) -> list[Any]:
         if not all(isinstance(tensor, torch.Tensor) for tensor in tensors):
             return tensors
-        rerouted = [self._rerouted(tensor) for tensor in tensors]
+        rerouted = [self._rerouted(tensor, kind) for tensor in tensors]
+        if self.crop_to_smallest and kind == "cat":
+            return _cropped(rerouted)
         return self._resized(rerouted) if self.resize_to_skips else rerouted
 
-    def _rerouted(self, tensor: torch.Tensor) -> torch.Tensor:
+    def _rerouted(self, tensor: torch.Tensor, kind: str) -> torch.Tensor:
         for name, output in self.outputs.items():
             if output is not tensor:
                 continue
-            use = self.uses.get(name, 0)
-            self.uses[name] = use + 1
-            replacement = self.routes.get((name, use))
+            replacement = self._route(name, kind)
+            for counted in (kind, ANY):
+                self.uses[(name, counted)] = self.uses.get((name, counted), 0) + 1
             if replacement is not None and replacement in self.outputs:
                 return self.outputs[replacement]
         return tensor
@@ -144,6 +164,20 @@ class Rewire(TorchFunctionMode):
             tensor if tuple(tensor.shape[2:]) == tuple(target) else F.interpolate(tensor, size=target)
             for tensor in tensors
         ]
+
+
+def _cropped(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Every input centre-cropped to the smallest extent on each spatial axis, where sizes differ."""
+    if len({tensor.dim() for tensor in tensors}) != 1 or tensors[0].dim() < 3:
+        return tensors
+    smallest = [min(extents) for extents in zip(*(tensor.shape[2:] for tensor in tensors), strict=True)]
+    cropped = []
+    for tensor in tensors:
+        window = tensor
+        for axis, want in enumerate(smallest, start=2):
+            window = window.narrow(axis, (window.shape[axis] - want) // 2, want)
+        cropped.append(window)
+    return cropped
 
 
 def _broadcast(left: Any, right: Any) -> bool:
