@@ -342,3 +342,12 @@ def test_a_wave_unet_popping_its_first_shortcut_is_an_order_cause() -> None:
     traced = trace(model, torch.randn(1, 1, 101))
     assert [cause.kind for cause in traced.causes] == [CauseKind.ORDER]
     assert "up_convs.0 takes down_convs.2" in traced.causes[0].fixes[0].text
+
+
+def test_the_verdict_names_every_map_a_deep_supervision_unet_returns() -> None:
+    with torch.device("meta"):
+        model = user.NestedUNet(deep_supervision=True)
+    traced = trace(model, torch.empty(1, 3, 16, 16, device="meta"))
+    assert len(traced.outputs) > 1
+    verdict = next(line for line in str(traced).splitlines() if line.startswith("✓ aligned"))
+    assert verdict.endswith(", ".join(str(list(shape)) for shape in traced.outputs))

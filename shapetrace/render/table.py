@@ -138,7 +138,7 @@ def verdict(trace: Trace) -> Text:
     if trace.ok:
         skips = len(trace.skips)
         text = f"✓ aligned: {skips} skip{'s' * (skips != 1)} pair down and up; "
-        text += f"{format_shape(_first(trace.inputs))} → {format_shape(_first(trace.outputs))}"
+        text += f"{format_shape(_first(trace.inputs))} → {_outputs(trace.outputs)}"
         return Text(text, style="bold green")
     count = len(trace.breaks)
     kinds = ", ".join(sorted({brk.kind for brk in trace.breaks}))
@@ -235,3 +235,9 @@ def skip_notes(trace: Trace, depth: int = BLOCK_DEPTH) -> dict[int, list[str]]:
 
 def _first(shapes: tuple[Shape, ...]) -> Shape:
     return shapes[0] if shapes else ()
+
+
+def _outputs(shapes: tuple[Shape, ...]) -> str:
+    """Every map the model returned (deep supervision returns one per level), else its first output."""
+    maps = [shape for shape in shapes if len(shape) >= 3]
+    return ", ".join(format_shape(shape) for shape in maps) if len(maps) > 1 else format_shape(_first(shapes))
