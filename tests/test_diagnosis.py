@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 from click.testing import CliRunner
+from torch import nn
 
 from shapetrace import SizeRule, Trace, run_trace
 from shapetrace.analysis.placement import block_name, full_name
@@ -413,3 +414,24 @@ def test_wrong_level_fix_does_not_ask_for_another_input_size() -> None:
     trace = _wrong_level_trace(32)
     for brk in trace.breaks:
         assert "input size" not in brk.fix and "pad the input" not in brk.fix, brk.fix
+
+
+class ClassConditioned(nn.Module):
+    """A class label looked up by an embedding, as class-conditional diffusion UNets take it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.label = nn.Embedding(10, 8)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        output: torch.Tensor = self.conv(x) + self.label(y)[:, :, None, None]
+        return output
+
+
+def test_float_labels_to_an_embedding_are_told_to_be_integers_not_to_run_on_cpu() -> None:
+    traced = run_trace(ClassConditioned(), (torch.randn(2, 3, 8, 8), torch.zeros(2)))
+    (cause,) = traced.causes
+    assert "integer indices" in cause.text
+    assert "int64" in cause.fixes[0].text and "--device cpu" not in cause.fixes[0].text
+    assert run_trace(ClassConditioned(), (torch.randn(2, 3, 8, 8), torch.zeros(2, dtype=torch.long))).ok

@@ -246,6 +246,10 @@ def _explain_channels(trace: Trace, brk: Break) -> Break:
     return dataclasses.replace(brk, message=message, cause=cause)
 
 
+_INDEX_LAYERS = ("Embedding", "EmbeddingBag")
+"""Layers whose input is integer indices, as nn.Embedding's."""
+
+
 def _explain_error(trace: Trace, brk: Break) -> Break:
     leaf = trace.layers[brk.leaf] if trace.layers else None
     where = f"{full_name(trace, brk.leaf)} ({leaf.type})" if leaf is not None else trace.model
@@ -274,6 +278,10 @@ def _explain_error(trace: Trace, brk: Break) -> Break:
         )
     elif brk.op == "AssertionError":
         cause = f"{where} asserts on its input before running a layer (its inputs: {inputs})"
+    elif leaf is not None and leaf.type in _INDEX_LAYERS and brk.op == "RuntimeError":
+        # An embedding looks up integer indices; a float tensor there is the input's dtype, not the model.
+        cause = f"{where} looks up integer indices, and received {inputs or 'no tensors'} of another dtype"
+        fix = "give it integer inputs: --input SHAPE:int64 or --kw NAME=SHAPE:int64 (a torch.long tensor)"
     else:
         cause = f"{where} raised something that is not a shape mismatch (its inputs: {inputs or 'none'})"
     return dataclasses.replace(brk, message=message, cause=cause, fix=fix)
