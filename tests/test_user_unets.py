@@ -351,3 +351,10 @@ def test_the_verdict_names_every_map_a_deep_supervision_unet_returns() -> None:
     assert len(traced.outputs) > 1
     verdict = next(line for line in str(traced).splitlines() if line.startswith("✓ aligned"))
     assert verdict.endswith(", ".join(str(list(shape)) for shape in traced.outputs))
+
+
+def test_a_1d_model_whose_output_is_shorter_than_its_input_is_warned_of() -> None:
+    """Wave-U-Net's unpadded convolutions return a shorter signal: said, as for 2-D models."""
+    traced = trace(user.WaveUNet().eval(), torch.randn(1, 1, 200))
+    assert traced.ok and traced.outputs[0][-1] < 200
+    assert [warning.kind for warning in traced.warnings if warning.kind == "cropped output"] == ["cropped output"]

@@ -67,9 +67,13 @@ def parameter_counts(model: nn.Module) -> dict[int, int]:
 
 
 def _cropped_output(inputs: tuple[Shape, ...], outputs: tuple[Shape, ...]) -> tuple[ShapeWarning, ...]:
-    """A model whose image output is smaller than its image input crops silently: say so."""
-    image_in = next((shape for shape in inputs if len(shape) >= 4), None)
-    image_out = next((shape for shape in outputs if len(shape) >= 4), None)
+    """A model whose image output is smaller than its image input crops silently: say so.
+
+    The image is the first input with spatial dims (a 1-D signal (B, C, L) too), and the output
+    the first of the same rank.
+    """
+    image_in = next((shape for shape in inputs if len(shape) >= 3), None)
+    image_out = next((shape for shape in outputs if image_in is not None and len(shape) == len(image_in)), None)
     if image_in is None or image_out is None or len(image_in) != len(image_out):
         return ()
     before, after = image_in[2:], image_out[2:]
