@@ -17,8 +17,9 @@ from shapetrace.analysis.cost import with_levels
 from shapetrace.analysis.diagnosis import explain
 from shapetrace.records import Break, BreakKind, CostOptions, SizeRule, Trace
 from shapetrace.size_search import Prober, ProbesUnavailable, size_rule_of, with_size_rule
-from shapetrace.tracing.binding import CallShape, check_call
+from shapetrace.tracing.binding import CallShape, check_call, check_devices, weights_off_meta
 from shapetrace.tracing.inputs import SizedInputs, cast_copy, floating_dtype, resolve_device
+from shapetrace.tracing.observer import tensors_in
 from shapetrace.tracing.tracer import observe
 from shapetrace.verify import meta_copy, resized_arguments, verify_fixes
 
@@ -72,6 +73,7 @@ def run_trace(
     """
     if isinstance(model, nn.Module):
         check_call(model, CallShape(len(args), tuple(kwargs or {})))
+        model = _on_devices_of(model, tensors_in(list(args)) + tensors_in(kwargs or {}))
     trace = observe(model, args, kwargs, first_break=first_break, config=config, cost=cost)
     if cost is not None and cost.budget is not None and trace.device == "meta":
         from shapetrace.tracing.cost.budget import with_budget
@@ -92,7 +94,8 @@ def size_rule(model: nn.Module, *args: Any, **kwargs: Any) -> SizeRule | None:
 
     Returns:
         The rule (`rule.accepts(size)`, `rule.axes`, `rule.nearest`), or None when no argument has
-        spatial axes or no size within reach runs.
+        spatial axes, no size within reach runs, or the forward reads tensor values (which meta
+        tensors lack, so its layers never run there).
 
     Raises:
         UsageError: forward's signature cannot take these arguments.
@@ -151,6 +154,8 @@ def trace_sizes(
         timestep_value=None if isinstance(timestep, bool) else timestep,
         keywords={name: (tuple(shape), model_dtype or torch.float32) for name, shape in (kwargs or {}).items()},
     )
+    if device == "meta" and weights_off_meta(model):
+        model = meta_copy(model)  # meta tensors, and probes at other sizes, need meta weights: a copy
     probe_model = model if device == "meta" else None
     return trace_inputs(model, inputs, resolve_device(device), probe_model=probe_model, cost=cost)
 
@@ -173,6 +178,7 @@ def trace_inputs(
     positional = len(inputs.positional) + int(inputs.timestep)
     check_call(model, CallShape(positional, tuple(inputs.keywords), timestep=inputs.timestep))
     args, kwargs = inputs.make(device)
+    model = _on_devices_of(model, tensors_in(args) + tensors_in(kwargs))
     trace = observe(model, args, kwargs, first_break=first_break, config=config, cost=cost)
     if inputs.timestep and _wants_float_timestep(trace):
         inputs = SizedInputs(inputs.positional, True, inputs.timestep_value, inputs.keywords, torch.float32)
@@ -210,6 +216,18 @@ def diagnose(trace: Trace, prober: Prober | None, *, first_break: bool = False) 
         stopped = Break(0, 0, BreakKind.INTERRUPTED, "", "KeyboardInterrupt") if trace.layers else None
         breaks = trace.breaks + ((stopped,) if stopped is not None else ())
         return explain(dataclasses.replace(trace, breaks=breaks))
+
+
+def _on_devices_of(model: nn.Module, tensors: list[torch.Tensor]) -> nn.Module:
+    """The model to run on `tensors`: a meta copy for meta inputs to real weights, else the model itself.
+
+    Raises:
+        UsageError: every weight on one device and every input on another (meta inputs aside).
+    """
+    if tensors and all(tensor.device.type == "meta" for tensor in tensors) and weights_off_meta(model):
+        return meta_copy(model)  # shapes only, as asked; the user's weights are neither moved nor touched
+    check_devices(model, tensors)
+    return model
 
 
 def _wants_float_timestep(trace: Trace) -> bool:

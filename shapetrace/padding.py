@@ -204,7 +204,8 @@ def wrap(model: nn.Module, *example_inputs: Any, mode: PadMode = "reflect", **ex
     rule = size_rule(model, *example_inputs, **example_kwargs)
     if rule is None:
         raise ValueError(
-            f"{type(model).__name__} runs at no size near the example's: trace it (shapetrace.trace) to see why"
+            f"{type(model).__name__} runs at no size near the example's on the meta device, or its forward "
+            "reads tensor values there: trace it (shapetrace.trace) to see why"
         )
     return PaddedModel(model, rule, mode)
 

@@ -81,7 +81,11 @@ def observed_or_interrupted(model: nn.Module, args: Sequence[Any], kwargs: dict[
 
 
 def size_aligned(trace: Trace) -> bool:
-    return not any(brk.kind in _SIZE_KINDS or brk.op == "AssertionError" for brk in trace.breaks)
+    """Whether the trace ran without a break a size can cause; a forward that read values on meta
+    never ran its layers, so it says nothing of its size and counts as not aligned."""
+    return not any(
+        brk.kind in _SIZE_KINDS or brk.kind == BreakKind.META or brk.op == "AssertionError" for brk in trace.breaks
+    )
 
 
 def with_size_rule(trace: Trace, prober: Prober) -> Trace:
@@ -124,8 +128,8 @@ def size_rule_of(trace: Trace, prober: Prober) -> SizeRule | None:
         KeyboardInterrupt: Ctrl-C stopped a probe.
     """
     image = next((shape for shape in trace.inputs if len(shape) >= 3), None)
-    if image is None:
-        return None
+    if image is None or any(brk.kind == BreakKind.META for brk in trace.breaks):
+        return None  # no spatial input, or a forward that read values on meta: its layers never ran
     derived = derive_size_rule(trace)
     if derived is not None and _consistent(derived, trace):
         if derived.rule is None:
@@ -157,11 +161,10 @@ def _confirmed(rule: SizeRule, requested: Shape, prober: Prober) -> bool:
     """At most four traces: the nearest valid sizes (or a valid neighbour), one refused size, one of another residue."""
     accepted = [size for size in rule.nearest if size != requested]
     if not accepted:
-        # The traced size is valid and the rule offers no other: probe a neighbour it accepts too,
-        # or a rule that accepts every size (no resampling recorded) would stand unprobed while
-        # the model's own check (`if h % 8: raise`) refuses most of them.
-        neighbours = (tuple(extent + step for extent in requested) for step in (1, -1))
-        accepted = [size for size in neighbours if min(size) >= 1 and rule.accepts(size)][:1]
+        # The traced size is valid and the rule offers no other: probe the next sizes it accepts
+        # above and below, or the rule would stand unprobed while the model's own check
+        # (`if h % 8: raise`) or a map of fixed size refuses most of them.
+        accepted = _next_accepted(rule.axes, requested)
     refused = invalid_near(rule.axes, rule.nearest[-1] if rule.nearest else requested)
     other = _another_residue(rule.axes, rule.nearest[-1] if rule.nearest else requested)
     if other is not None and other not in accepted:
@@ -169,6 +172,27 @@ def _confirmed(rule: SizeRule, requested: Shape, prober: Prober) -> bool:
     if not all(prober.accepts(size) for size in accepted):
         return False
     return refused is None or not prober.accepts(refused)
+
+
+def _next_accepted(rules: tuple[AxisRule, ...], requested: Shape) -> list[Shape]:
+    """The nearest sizes the rule accepts strictly above and below `requested`, every axis moved at once."""
+    found = []
+    for step in (1, -1):
+        size = [_next_extent(rule, extent, step) for rule, extent in zip(rules, requested, strict=True)]
+        if all(extent is not None for extent in size):
+            found.append(tuple(extent for extent in size if extent is not None))
+    return found
+
+
+def _next_extent(rule: AxisRule, extent: int, step: int) -> int | None:
+    reach = rule.modulus + max(0, rule.minimum - extent)  # one period past the minimum at most
+    for distance in range(1, reach + 1):
+        candidate = extent + step * distance
+        if candidate < 1:
+            return None
+        if rule.accepts(candidate):
+            return candidate
+    return None
 
 
 def _another_residue(rules: tuple[AxisRule, ...], size: Shape) -> Shape | None:

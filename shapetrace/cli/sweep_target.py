@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 from shapetrace.cli.options import TargetCall
-from shapetrace.cli.trace_target import CPU_FALLBACK_PARAMS, build_target, check_inputs, target_inputs
+from shapetrace.cli.trace_target import (
+    CPU_FALLBACK_PARAMS,
+    build_target,
+    build_with_probe,
+    check_inputs,
+    target_inputs,
+)
 from shapetrace.records import SweepResult
 from shapetrace.sizes import Size
 from shapetrace.sweep import sweep_model
@@ -29,7 +35,7 @@ def sweep_target(target: str, call: TargetCall, sizes: list[Size], progress: Cal
     """
     inputs, model_dtype = target_inputs(call.inputs, call.keywords, call.timestep, call.dtype)
     init = dict(call.init)
-    model = build_target(target, init, torch.device("meta"), model_dtype)
+    model, _ = build_with_probe(target, init, torch.device("meta"), model_dtype)
     check_inputs(model, inputs)
     small = sum(parameter.numel() for parameter in model.parameters()) <= CPU_FALLBACK_PARAMS
 

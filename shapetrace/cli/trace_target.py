@@ -20,6 +20,7 @@ from shapetrace.tracing.binding import CallShape, check_call
 from shapetrace.tracing.inputs import SizedInputs, allocation_failed, floating_dtype, resolve_device
 from shapetrace.tracing.targets import build_model
 from shapetrace.tracing.tracer import META_VALUES
+from shapetrace.verify import meta_copy
 
 CPU_FALLBACK_PARAMS = 50_000_000  # about 200 MB of float32 weights: quick to build and run on a CPU
 
@@ -61,9 +62,8 @@ def trace_target(
     sized_inputs, model_dtype = target_inputs(inputs, keywords, timestep, dtype)
     init = dict(init)
     torch_device = resolve_device(device)
-    probe_model = build_target(target, init, torch.device("meta"), model_dtype)
+    model, probe_model = build_with_probe(target, init, torch_device, model_dtype)
     check_inputs(probe_model, sized_inputs)
-    model = probe_model if torch_device.type == "meta" else build_target(target, init, torch_device, model_dtype)
     config = [("target", target)] + [(key, str(value)) for key, value in init.items()]
     if dtype is not None:
         config.append(("dtype", dtype))
@@ -115,6 +115,31 @@ def _tensor(spec: TensorSpec, model_dtype: torch.dtype | None) -> tuple[tuple[in
     if model_dtype is not None and not spec.named and dtype.is_floating_point:
         dtype = model_dtype
     return spec.shape, dtype
+
+
+def build_with_probe(
+    target: str, init: dict[str, Any], device: torch.device, dtype: torch.dtype | None
+) -> tuple[nn.Module, nn.Module]:
+    """The model to trace on `device`, and a meta model to probe sizes and fixes on.
+
+    The meta model is built first: cheap, and it checks the inputs before any memory is taken.
+    A constructor that reads tensor values (`[x.item() for x in torch.linspace(0, rate, depth)]`,
+    as timm and Swin blocks do) cannot run on meta: then the model is built on `device` (the CPU
+    for meta) and the probe is its meta copy.
+
+    Raises:
+        TargetError: the TARGET cannot be imported or built with `init` anywhere.
+        UsageError: the device has not the memory for its weights.
+    """
+    meta = torch.device("meta")
+    try:
+        probe = build_target(target, init, meta, dtype)
+    except TargetError:
+        home = device if device.type != "meta" else torch.device("cpu")
+        built = build_target(target, init, home, dtype)  # raises the TargetError again if it is not meta's
+        probe = meta_copy(built)
+        return (probe if device.type == "meta" else built), probe
+    return (probe if device.type == "meta" else build_target(target, init, device, dtype)), probe
 
 
 def build_target(target: str, init: dict[str, Any], device: torch.device, dtype: torch.dtype | None) -> nn.Module:

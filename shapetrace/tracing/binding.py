@@ -12,13 +12,14 @@ import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from shapetrace.errors import UsageError
 from shapetrace.tracing._torch_compat import has_own_forward_hooks
 from shapetrace.tracing.walk import compiled_original
 
-__all__ = ["CallShape", "check_call"]
+__all__ = ["CallShape", "check_call", "check_devices", "weights_off_meta"]
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -153,3 +154,30 @@ def _described(parameters: Sequence[inspect.Parameter]) -> str:
             default = "" if _required(parameter) else f"={parameter.default!r:.20}"
             parts.append(f"{parameter.name}{default}")
     return f"forward({', '.join(parts)})"
+
+
+def check_devices(model: nn.Module, tensors: Sequence[torch.Tensor]) -> None:
+    """Raise UsageError when every weight sits on one device and every input on another.
+
+    Torch would raise deep inside the first layer ("Expected all tensors to be on the same
+    device"), which would read as the model breaking. Meta inputs to a model with real weights
+    are no mistake: the caller traces a meta copy (`weights_off_meta`). Models with weights on
+    several devices, or without weights, are left to run as they are.
+
+    Raises:
+        UsageError: the weights' device and the inputs' device differ.
+    """
+    weights = {tensor.device.type for tensor in (*model.parameters(), *model.buffers())}
+    given = {tensor.device.type for tensor in tensors}
+    if len(weights) != 1 or len(given) != 1 or weights == given:
+        return
+    (held,), (sent,) = weights, given
+    hint = f"give it {held} inputs" if held == "meta" else f"model.to({sent!r}), or give it {held} inputs"
+    raise UsageError(
+        f"{type(model).__name__}'s weights are on {held} but its inputs on {sent}: expected both on one device ({hint})"
+    )
+
+
+def weights_off_meta(model: nn.Module) -> bool:
+    """Whether some weight of the model holds real memory (a meta trace then runs on a meta copy)."""
+    return any(tensor.device.type != "meta" for tensor in (*model.parameters(), *model.buffers()))

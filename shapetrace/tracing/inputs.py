@@ -116,16 +116,21 @@ class SizedInputs:
     timestep_dtype: torch.dtype = torch.long
 
     def make(self, device: torch.device, spatial: tuple[int, ...] | None = None) -> tuple[list[Any], dict[str, Any]]:
-        """The tensors on `device`; `spatial` replaces the spatial extents of the first input of its rank."""
-        args: list[Any] = []
-        replaced = False
-        for shape, dtype in self.positional:
-            sized = shape
-            if spatial is not None and not replaced and len(shape) == 2 + len(spatial):
-                sized, replaced = (*shape[:2], *spatial), True
-            args.append(activation(sized, device, dtype))
+        """The tensors on `device`; `spatial` replaces the spatial extents of the first input of its
+        rank, and of every other input (positional or keyword) of that rank and those extents: a mask
+        or a conditioning image follows the image's size."""
+        image = None
+        if spatial is not None:
+            image = next((shape for shape, _ in self.positional if len(shape) == 2 + len(spatial)), None)
+
+        def sized(shape: tuple[int, ...]) -> tuple[int, ...]:
+            if spatial is None or image is None or len(shape) != len(image) or shape[2:] != image[2:]:
+                return shape
+            return (*shape[:2], *spatial)
+
+        args: list[Any] = [activation(sized(shape), device, dtype) for shape, dtype in self.positional]
         if self.timestep:
             batch = self.positional[0][0][0] if self.positional and self.positional[0][0] else 1
             args.append(timesteps(batch, device, self.timestep_value, self.timestep_dtype))
-        kwargs = {name: activation(shape, device, dtype) for name, (shape, dtype) in self.keywords.items()}
+        kwargs = {name: activation(sized(shape), device, dtype) for name, (shape, dtype) in self.keywords.items()}
         return args, kwargs

@@ -187,7 +187,9 @@ def _out_of_memory(observer: Observer, device: str) -> UsageError:
     if leaf < 0:
         return out_of_memory("the forward", (), device)
     call = recorder.calls[leaf]
-    return out_of_memory(f"{recorder.name_of(call)} ({type(call.module).__name__})", call.inputs, device)
+    name = recorder.name_of(call)  # "" for the model itself
+    where = f"{name} ({type(call.module).__name__})" if name else f"{type(call.module).__name__}'s own forward"
+    return out_of_memory(where, call.inputs, device)
 
 
 def _device_of(tensors: list[torch.Tensor]) -> str:
