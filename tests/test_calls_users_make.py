@@ -58,7 +58,7 @@ class Inpainting(Small):
     def __init__(self) -> None:
         super().__init__(channels=4)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return super().forward(torch.cat([x, mask], 1))
 
 
