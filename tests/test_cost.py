@@ -20,7 +20,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from shapetrace import run_trace
-from shapetrace.records import CostMode, CostOptions, Optimizer, Trace
+from shapetrace.records import CostMode, CostOptions, CostSummary, Optimizer, Trace
 from shapetrace.tracing.cost import products
 from shapetrace.tracing.tracer import observe
 from tests.fixtures.cost_models import CASES, CostCase, image, image_and_time
@@ -508,3 +508,39 @@ def test_a_schema_1_file_still_reads() -> None:
     data = json.loads(trace.to_json())
     data["schema"] = 1
     assert Trace.from_json(json.dumps(data)) == trace
+
+
+class _Signal(nn.Module):
+    """A 1-D UNet of one level: its memory grows with the batch and the length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv1d(2, 8, 3, padding=1)
+        self.down = nn.Conv1d(8, 8, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose1d(8, 8, 2, stride=2)
+        self.head = nn.Conv1d(16, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.stem(x)
+        output: torch.Tensor = self.head(torch.cat([self.up(self.down(skip)), skip], 1))
+        return output
+
+
+def test_a_budget_for_a_1d_model_grows_its_batch_and_length() -> None:
+    """The search resizes the (B, C, L) signal: the largest batch fits and one more does not."""
+    with torch.device("meta"):
+        model = _Signal()
+
+    def needs(batch: int, length: int, budget: int | None = None) -> CostSummary:
+        traced = run_trace(model, (torch.empty(batch, 2, length, device="meta"),), cost=CostOptions(budget=budget))
+        assert traced.cost is not None
+        return traced.cost
+
+    budget = 200_000
+    found = needs(1, 64, budget).budget
+    assert found is not None and found.max_batch > 1
+    assert (
+        needs(found.max_batch, 64).inference_peak_bytes <= budget < needs(found.max_batch + 1, 64).inference_peak_bytes
+    )
+    assert found.max_size % 2 == 0
+    assert needs(1, found.max_size).inference_peak_bytes <= budget < needs(1, found.max_size + 2).inference_peak_bytes

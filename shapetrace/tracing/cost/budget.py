@@ -69,7 +69,7 @@ def find_budget(trace: Trace, budget: int, mode: CostMode, model: nn.Module, arg
     """
     assert trace.cost is not None
     options = CostOptions(mode, trace.cost.options.optimizer, trace.cost.options.checkpointing)
-    batch, size = _batch_and_size(trace)
+    batch, size, axes = _batch_and_size(trace)
 
     def cost_at(batch: int, size: int) -> CostSummary | None:
         args, kwargs = arguments_at(batch, size, size)
@@ -79,17 +79,18 @@ def find_budget(trace: Trace, budget: int, mode: CostMode, model: nn.Module, arg
     fits = estimate(trace.cost, mode) <= budget
     largest_batch = largest_batch_at(trace.cost, batch, size, budget, mode, cost_at)
     largest_size = largest_size_at(
-        trace.cost, batch, size, budget, mode, cost_at, _acceptor(model, arguments_at, batch)
+        trace.cost, batch, size, budget, mode, cost_at, _acceptor(model, arguments_at, batch), axes=axes
     )
     return Budget(budget, mode, fits, largest_batch, largest_size)
 
 
-def _batch_and_size(trace: Trace) -> tuple[int, int]:
-    image = next((shape for shape in trace.inputs if len(shape) >= 4), None)
+def _batch_and_size(trace: Trace) -> tuple[int, int, int]:
+    """The batch, the largest spatial extent and the number of spatial axes of the image input."""
+    image = next((shape for shape in trace.inputs if len(shape) >= 3), None)  # a 1-D signal (B, C, L) too
     if image is None:
         first = trace.inputs[0] if trace.inputs and trace.inputs[0] else (1,)
-        return first[0], 0
-    return image[0], max(image[2:])
+        return first[0], 0, 0
+    return image[0], max(image[2:]), len(image) - 2
 
 
 def largest_batch_at(cost: CostSummary, batch: int, size: int, budget: int, mode: CostMode, cost_at: CostAt) -> int:
@@ -132,8 +133,13 @@ def largest_size_at(
     mode: CostMode,
     cost_at: CostAt,
     accepts: Callable[[int], bool],
+    *,
+    axes: int = 2,
 ) -> int:
-    """The largest square size the model accepts whose estimate fits at this batch; 0 if none."""
+    """The largest square size the model accepts whose estimate fits at this batch; 0 if none.
+
+    `axes`: the input's spatial axes, over which memory grows as the size to that power.
+    """
     if size < 1:
         return 0
     fixed = fixed_bytes(cost, mode)
@@ -146,10 +152,11 @@ def largest_size_at(
         return points[candidate] <= budget
 
     def guess(around: int, varying: int) -> int:
-        # Memory beyond the fixed part grows with the pixels: scale the side by the square root.
+        # Memory beyond the fixed part grows with the pixels: scale the side by the axes-th root.
         if varying <= 0:
             return MAX_EXTENT
-        return max(1, min(MAX_EXTENT, math.floor(around * math.sqrt(max(budget - fixed, 0) / varying))))
+        scale = math.pow(max(budget - fixed, 0) / varying, 1 / max(axes, 1))
+        return max(1, min(MAX_EXTENT, math.floor(around * scale)))
 
     best, ceiling = 0, MAX_EXTENT + 1
     candidate = _accepted_below(guess(size, estimate(cost, mode) - fixed), accepts)
@@ -202,11 +209,12 @@ def _acceptor(model: nn.Module, arguments_at: ArgumentsAt, batch: int) -> Callab
 def resized_arguments(args: Sequence[Any], kwargs: dict[str, Any]) -> ArgumentsAt:
     """Arguments like `args` and `kwargs`, on meta, at another batch and spatial size.
 
-    The first tensor with two or more spatial dims takes the new H×W; every tensor whose first
-    dim is the batch takes the new batch; anything else is passed as it was.
+    The first tensor with spatial dims takes the new H×W (a 1-D signal its length `height`, a
+    volume `height` on every axis: the searches ask for squares); every tensor whose first dim
+    is the batch takes the new batch; anything else is passed as it was.
     """
     image = next(
-        (value for value in (*args, *kwargs.values()) if isinstance(value, torch.Tensor) and value.dim() >= 4), None
+        (value for value in (*args, *kwargs.values()) if isinstance(value, torch.Tensor) and value.dim() >= 3), None
     )
     batch = image.shape[0] if image is not None else None
 
@@ -215,7 +223,7 @@ def resized_arguments(args: Sequence[Any], kwargs: dict[str, Any]) -> ArgumentsA
             return value
         shape = list(value.shape)
         if value is image:
-            shape[2:4] = [height, width]
+            shape[2:] = [height, width] if len(shape) == 4 else [height] * (len(shape) - 2)
         if shape and shape[0] == batch:
             shape[0] = new_batch
         return torch.empty(shape, dtype=value.dtype, device="meta")
