@@ -48,7 +48,8 @@ def pad_to_valid(x: torch.Tensor, rule: SizeRule | int, mode: PadMode = "reflect
         window is scaled too, its length rounded up to whole pixels.
 
     Raises:
-        ValueError: x has no spatial axes, the rule has another number of axes, or a bad mode or multiple.
+        ValueError: x has no spatial axes or an empty one, the rule has another number of axes, or a bad
+            mode or multiple.
     """
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is not a padding mode: expected one of {', '.join(MODES)}")
@@ -57,6 +58,8 @@ def pad_to_valid(x: torch.Tensor, rule: SizeRule | int, mode: PadMode = "reflect
             f"input of shape {list(x.shape)} has no spatial axes: expected (B, C, L), (B, C, H, W) or more"
         )
     size = tuple(x.shape[2:])
+    if 0 in size:
+        raise ValueError(f"input of shape {list(x.shape)} has an empty spatial axis: expected every extent >= 1")
     target = valid_extents(size, rule)
     pads = [
         ((goal - extent) // 2, goal - extent - (goal - extent) // 2) for extent, goal in zip(size, target, strict=True)

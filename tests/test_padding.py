@@ -214,3 +214,8 @@ def test_wrap_and_assert_aligned_on_cuda() -> None:
     assert y.shape == (2, 1, 13, 10) and y.device.type == "cuda"
     assert assert_aligned(model, torch.randn(1, 1, 8, 8, device="cuda"), sizes="8:16:4").ok
     assert all(p.device.type == "cuda" for p in model.parameters())
+
+
+def test_an_empty_spatial_axis_is_refused_in_one_line() -> None:
+    with pytest.raises(ValueError, match="empty spatial axis"):
+        shapetrace.pad_to_valid(torch.zeros(1, 1, 0, 3), 4)
