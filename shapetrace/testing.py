@@ -13,6 +13,7 @@ Every trace runs on a meta copy of the model: the model itself is neither run no
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -28,7 +29,7 @@ from shapetrace.analysis.placement import block_name
 from shapetrace.api import run_trace
 from shapetrace.errors import TraceFileError
 from shapetrace.formatting import format_extents
-from shapetrace.records import Shape, Trace
+from shapetrace.records import BreakKind, Shape, Trace
 from shapetrace.render.diff_table import diff_table
 from shapetrace.render.plain import plain_text
 from shapetrace.sizes import as_sizes, spatial_extents
@@ -73,16 +74,26 @@ def assert_aligned(
     at = resized_arguments(inputs, kwargs)
     first: Trace | None = None
     failing: list[tuple[Shape, Trace]] = []
+    traced_on = meta_model
     for size in checked:
         args, keywords = at(size) if size else ([_on_meta(arg) for arg in inputs], _on_meta(kwargs))
-        trace = run_trace(meta_model, args, keywords, first_break=True, verify=False)
+        if traced_on is not meta_model:
+            args, keywords = _materialised(args), _materialised(keywords)
+        trace = run_trace(traced_on, args, keywords, first_break=True, verify=False)
+        if traced_on is meta_model and any(brk.kind == BreakKind.META for brk in trace.breaks):
+            # The forward reads tensor values, which meta tensors lack: run a CPU copy for real, every size.
+            traced_on = _cpu_model(model)
+            args, keywords = _materialised(args), _materialised(keywords)
+            trace = run_trace(traced_on, args, keywords, first_break=True, verify=False)
         first = first or trace
         if not trace.ok:
             failing.append((size, trace))
     if failing:
         size, _ = failing[0]
         args, keywords = at(size) if size else ([_on_meta(arg) for arg in inputs], _on_meta(kwargs))
-        explained = run_trace(meta_model, args, keywords)  # every break, its cause and verified fixes
+        if traced_on is not meta_model:
+            args, keywords = _materialised(args), _materialised(keywords)
+        explained = run_trace(traced_on, args, keywords)  # every break, its cause and verified fixes
         raise AssertionError(_failure_message(explained, [size for size, _ in failing], len(checked)))
     assert first is not None
     return first
@@ -162,6 +173,27 @@ def _sizes_to_check(
     if not checked:
         raise ValueError(f"sizes {sizes!r} gives no size")
     return checked
+
+
+def _cpu_model(model: nn.Module | Callable[[], nn.Module]) -> nn.Module:
+    """A CPU copy of the model to run for real (the user's own is never run), or a factory's CPU build."""
+    built = copy.deepcopy(model) if isinstance(model, nn.Module) else model()
+    if any(tensor.device.type == "meta" for tensor in (*built.parameters(), *built.buffers())):
+        built = built.to_empty(device="cpu")  # a meta model's weights: uninitialised, as shapes need no values
+    return built.to("cpu").eval()
+
+
+def _materialised(value: Any) -> Any:
+    """Meta tensors as CPU tensors of the same shape and dtype: random floats, zero integers (valid indices)."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype.is_floating_point:
+            return torch.randn(value.shape, dtype=value.dtype)
+        return torch.zeros(value.shape, dtype=value.dtype)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_materialised(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _materialised(item) for key, item in value.items()}
+    return value
 
 
 def _on_meta(value: Any) -> Any:

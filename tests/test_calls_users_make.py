@@ -125,3 +125,15 @@ def test_real_inputs_to_a_meta_model_are_a_usage_error() -> None:
         model = Small()
     with pytest.raises(UsageError, match="weights are on meta but its inputs on cpu"):
         shapetrace.trace(model, torch.randn(1, 3, 16, 16))
+
+
+def test_assert_aligned_runs_a_forward_that_reads_values_on_a_cpu_copy() -> None:
+    """Meta tensors have no values: the helper runs a CPU copy, and fails exactly where the real forward does."""
+    from shapetrace.testing import assert_aligned
+
+    model = ReadsValues()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    assert assert_aligned(model, torch.randn(1, 3, 16, 16), sizes="16:20:2").ok
+    with pytest.raises(AssertionError, match="does not align at size 17×17"):
+        assert_aligned(model, torch.randn(1, 3, 16, 16), sizes="16:17")
+    assert all(torch.equal(model.state_dict()[name], value) for name, value in before.items())
