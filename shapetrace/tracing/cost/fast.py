@@ -38,6 +38,13 @@ _LAYER_NORM_KEYWORDS = frozenset({"weight", "bias", "eps"})
 _ATTENTION_KEYWORDS = frozenset({"attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa"})
 
 
+def _weight_grad(meter: CostMeter, weight: torch.Tensor) -> bool:
+    """Whether a layer's weight needs a gradient: a parameter the model holds answers itself."""
+    if type(weight) is _PARAMETER and weight._base is None and id(weight) not in meter.tensors:
+        return bool(weight.requires_grad)  # never handed out by an op, so nothing tracked overrides it
+    return meter.requires_grad(weight)
+
+
 def _convolution(*, transposed: bool) -> Handler:
     """torch.convNd as nn.ConvNd calls it: (input, weight, bias, stride, padding, dilation, groups)."""
 
@@ -47,12 +54,7 @@ def _convolution(*, transposed: bool) -> Handler:
         source, weight = args[0], args[1]
         if type(source) not in _TENSORS or type(weight) not in _TENSORS:
             return False
-        # A layer's own weight, never handed out by an op: its requires_grad is the answer.
-        if type(weight) is _PARAMETER and weight._base is None and id(weight) not in meter.tensors:
-            weight_grad = weight.requires_grad
-        else:
-            weight_grad = meter.requires_grad(weight)
-        grad = weight_grad or meter.requires_grad(source) or meter.any_grad(args[2:])
+        grad = _weight_grad(meter, weight) or meter.requires_grad(source) or meter.any_grad(args[2:])
         meter.track(output, grad, call)
         meter.flops[call] += products.convolution_flops(source.shape, weight.shape, output.shape, transposed=transposed)
         if grad:
@@ -72,10 +74,7 @@ def _linear(meter: CostMeter, args: Sequence[Any], kwargs: dict[str, Any], outpu
     source, weight = args[0], args[1]
     if type(source) not in _TENSORS or type(weight) not in _TENSORS:
         return False
-    if type(weight) is _PARAMETER and weight._base is None and id(weight) not in meter.tensors:
-        weight_grad = weight.requires_grad  # as in _convolution
-    else:
-        weight_grad = meter.requires_grad(weight)
+    weight_grad = _weight_grad(meter, weight)
     source_grad = meter.requires_grad(source)
     grad = weight_grad or source_grad or meter.any_grad(args[2:])
     meter.track(output, grad, call)
