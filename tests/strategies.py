@@ -296,4 +296,9 @@ def all_broken_traces(draw: st.DrawFn, max_layers: int = 12) -> Trace:
         )
         for layer in layers
     )
-    return dataclasses.replace(trace, layers=layers, breaks=every)
+    # The causes name breaks by index: keep the indices the new breaks still have.
+    causes = tuple(
+        dataclasses.replace(cause, breaks=tuple(index for index in cause.breaks if index < len(every)))
+        for cause in trace.causes
+    )
+    return dataclasses.replace(trace, layers=layers, breaks=every, causes=causes)
