@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from shapetrace import Trace, size_rule, trace
+from shapetrace import Trace, size_rule, trace, wrap
 from shapetrace.records import CauseKind
 from shapetrace.verify import applied, parse_action
 from tests.fixtures import user_unets2 as user
@@ -185,3 +185,19 @@ def test_an_odd_waveform_padded_to_its_skip_runs_and_traces_clean() -> None:
     args, _ = inputs(63, "cpu")
     traced = trace(model, *args)
     assert traced.ok and traced.outputs == ((1, 2, 63),)
+
+
+@pytest.mark.parametrize("name", ["seg_unet", "seg_linknet", "audio_pool", "guided_diffusion"])
+def test_wrap_returns_every_size_at_its_own_size(name: str) -> None:
+    # SegUnet maps 31 to 32 and 63 to 64: its output is one pixel larger than the padded input,
+    # which is no scale of it; the crop must still give back the input's own size.
+    case = CASES[name]
+    torch.manual_seed(0)
+    model = case.build().eval()
+    args, kwargs = case.inputs(case.size, "meta")
+    wrapped = wrap(model, *args, **kwargs)
+    for size in (case.size // 2 + 1, case.size - 3, case.size + 1):
+        args, kwargs = case.inputs(size, "cpu")
+        with torch.no_grad():
+            output = wrapped(*args, **kwargs)
+        assert output.shape[2:] == args[0].shape[2:]
