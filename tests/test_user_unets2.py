@@ -201,3 +201,15 @@ def test_wrap_returns_every_size_at_its_own_size(name: str) -> None:
         with torch.no_grad():
             output = wrapped(*args, **kwargs)
         assert output.shape[2:] == args[0].shape[2:]
+
+
+def test_rounding_in_an_encoder_that_returns_every_stage_names_each_stage() -> None:
+    # `features = encoder(x)` runs every strided stage inside one call: "encoder rounded up 17 → 9;
+    # then encoder rounded up 9 → 5" would not say which stage did what.
+    model = user.SegLinknet().eval()
+    assert not _runs(model, _image(3), 33)
+    traced = trace(model, torch.randn(1, 3, 33, 33))
+    (cause,) = traced.causes
+    assert cause.kind == CauseKind.ROUNDING
+    named = [f"encoder.stages.{stage} (Sequential)" for stage in (1, 2, 3, 4)]
+    assert all(name in cause.text for name in named), cause.text
