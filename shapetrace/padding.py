@@ -31,6 +31,10 @@ MODES = ("reflect", "replicate", "constant")
 Crop = Callable[[torch.Tensor], torch.Tensor]
 
 
+SIMPLEST_SCALE = 8
+"""The largest denominator of an output's scale to the padded input that is read as a scale."""
+
+
 def pad_to_valid(x: torch.Tensor, rule: SizeRule | int, mode: PadMode = "reflect") -> tuple[torch.Tensor, Crop]:
     """Pad `x` (B, C, *spatial) so every spatial axis has the smallest valid extent at or above its own.
 
@@ -44,8 +48,9 @@ def pad_to_valid(x: torch.Tensor, rule: SizeRule | int, mode: PadMode = "reflect
 
     Returns:
         (padded, crop): crop(y) cuts an output back to x's spatial size. It takes an output of the
-        padded size, or of a fixed scale of it (a model returning half or twice the size): the
-        window is scaled too, its length rounded up to whole pixels.
+        padded size, or of a fixed scale of it (a model returning half or twice the size, give or
+        take the pixel a rounding adds): the window is scaled too, its length rounded up to whole
+        pixels.
 
     Raises:
         ValueError: x has no spatial axes or an empty one, the rule has another number of axes, or a bad
@@ -126,7 +131,12 @@ def _cropper(size: Shape, padded: Shape, offsets: Sequence[int]) -> Crop:
         spatial = tuple(y.shape[y.dim() - axes :])
         if spatial == size:
             return y  # nothing was padded, or the model cropped already
-        scales = {Fraction(extent, goal) for extent, goal in zip(spatial, padded, strict=True)}
+        # A scale is a simple ratio (½, 2, 4); a pixel more or fewer on top (a model mapping 63
+        # to 64, its strided convolutions rounding up) is rounding, not a scale of its own.
+        scales = {
+            Fraction(extent, goal).limit_denominator(SIMPLEST_SCALE)
+            for extent, goal in zip(spatial, padded, strict=True)
+        }
         if len(scales) != 1:
             raise ValueError(
                 f"output of spatial size {list(spatial)} is no fixed scale of the padded size {list(padded)}"

@@ -154,6 +154,11 @@ def _constrain(axis: Axis, number: int, pair: SkipPair, ends: list[int]) -> bool
     skip = axis.find(pair.shape[axis.dim], ends[pair.source])
     main_end = ends[pair.main_source] if pair.main_source >= 0 else 0
     main = axis.find(pair.main_shape[axis.dim], main_end)
+    if main is None or main == skip:
+        # The main input was resampled by a function after its producer returned, inside the
+        # merging call (`F.interpolate(x, scale_factor=2)` then `cat`): the node made just
+        # before the merge's target began. A node compared with itself constrains nothing.
+        main = axis.find(pair.main_shape[axis.dim], pair.target)
     if skip is None or main is None:
         return False
     node = axis.nodes[main]

@@ -6,15 +6,15 @@ from collections.abc import Sequence
 from fractions import Fraction
 
 from shapetrace.analysis.order import Misorder
-from shapetrace.analysis.placement import block_name, full_name, spatial
+from shapetrace.analysis.placement import BLOCK_DEPTH, block_name, full_name, spatial
 from shapetrace.extents import rounding, scale_of
 from shapetrace.formatting import format_size, format_size_change
 from shapetrace.records import BreakSide, Resampling, Shape, Trace
 
 
-def op_name(trace: Trace, record: Resampling) -> str:
+def op_name(trace: Trace, record: Resampling, depth: int = BLOCK_DEPTH) -> str:
     """ "downs.2 (Downsample)" for a module's op; "max_pool2d in down1" for a function a forward called."""
-    block = block_name(trace, record.layer)
+    block = block_name(trace, record.layer, depth)
     layer = trace.layers[record.layer]
     if record.op == layer.type:
         top = next(row for row in trace.layers if (row.name or row.type) == block)
@@ -23,18 +23,38 @@ def op_name(trace: Trace, record: Resampling) -> str:
     return f"{record.op} in {where}"
 
 
+def distinct_depth(trace: Trace, records: Sequence[Resampling]) -> int:
+    """The shallowest display depth that names different calls' ops differently.
+
+    An encoder that runs every stage inside one forward (`features = encoder(x)`) would
+    otherwise name each stage's downsampler "encoder"; its stages are one level deeper.
+    """
+    deepest = max((layer.depth for layer in trace.layers), default=BLOCK_DEPTH)
+    for depth in range(BLOCK_DEPTH, deepest + 1):
+        named: dict[str, int] = {}
+        clash = False
+        for record in records:
+            name = block_name(trace, record.layer, depth)
+            clash = clash or named.setdefault(name, record.layer) != record.layer
+        if not clash:
+            return depth
+    return deepest
+
+
 def rounding_text(trace: Trace, downs: Sequence[Resampling], main: Shape, skip: Shape) -> str:
     """The first inexact downsampler and what it did, the later ones, and the two sizes that met."""
     first = downs[0]
     change = format_size_change(first.input_size, first.output_size)
+    depth = distinct_depth(trace, downs)
     if is_unpadded(first):
-        text = f"{op_name(trace, first)} shrank {change} (an unpadded kernel trims the border)"
+        text = f"{op_name(trace, first, depth)} shrank {change} (an unpadded kernel trims the border)"
     else:
-        text = f"{op_name(trace, first)} {_verb(first)} an odd size: {change} ({_odd(first)} is not divisible by "
-        text += f"{_stride(first)})"
+        text = f"{op_name(trace, first, depth)} {_verb(first)} an odd size: {change} "
+        text += f"({_odd(first)} is not divisible by {_stride(first)})"
     for later in downs[1:]:
         text += (
-            f"; then {op_name(trace, later)} {_verb(later)} {format_size_change(later.input_size, later.output_size)}"
+            f"; then {op_name(trace, later, depth)} {_verb(later)} "
+            f"{format_size_change(later.input_size, later.output_size)}"
         )
     return text + f"; the up path doubles back to {format_size(main)} while the skip kept {format_size(skip)}"
 

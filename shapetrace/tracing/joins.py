@@ -131,7 +131,9 @@ class Joins:
         main_shape = operands[main].shape
         pairs = enumerate(zip(*(t.shape for t in operands), strict=True))
         differing = [d for d, (a, b) in pairs if a != b and 1 not in (a, b)]
-        if differing == [1] and has_channel_dim(len(main_shape), recorder.image_rank):  # not (B, N, C) tokens
+        if _stand_in_meets_original(recorder, operands):
+            pass  # the break that made the stand-in is the cause: one break, not two
+        elif differing == [1] and has_channel_dim(len(main_shape), recorder.image_rank):  # not (B, N, C) tokens
             sides = tuple(BreakSide(side_role(p, parts), p.shape, p.producer, p.shape[1]) for p in parts)
             expected = (main_shape[1],)
             recorder.breaks.append(
@@ -156,6 +158,18 @@ def _pending(recorder: Recorder, tensors: Sequence[torch.Tensor]) -> tuple[int, 
         if tag is not None and tag.pending:
             pending += tag.pending
     return pending
+
+
+def _stand_in_meets_original(recorder: Recorder, operands: Sequence[torch.Tensor]) -> bool:
+    """Whether one side was made from a stand-in and the other is the tensor it stood in for.
+
+    A block that received too many channels runs on, on a stand-in; its residual
+    `skip_connection(x) + h` then meets the original `x` again, a consequence of the same break.
+    """
+    tags = [recorder.tag_of(tensor) for tensor in operands]
+    made_from_stand_in = [tag is not None and tag.downstream for tag in tags]
+    stood_in_for = [tag is not None and tag.bad >= 0 for tag in tags]
+    return any(made_from_stand_in[i] and stood_in_for[1 - i] for i in (0, 1))
 
 
 def _residual(recorder: Recorder, parts: Sequence[Part], main: int) -> bool:

@@ -9,6 +9,7 @@ The rule (ARCHITECTURE.md, "The pairing rule", says it in words):
   from a coarser level (UP: the last size change on the way was an upsampling), from a finer
   one (DOWN), or neither (NONE, since the model's input). The call where that last change
   happened is its *entry*.
+- A stack joins no skips: it collects maps (deep supervision heads) along a new dimension.
 - In a merge, the main input is the one that arrived UP most recently (the up path). A cat's
   other inputs are skips when they entered their level elsewhere; an add's other input is a
   skip only when it did not arrive UP (two sides from different levels of the U). Without an
@@ -139,6 +140,11 @@ def primary_input(recorder: Recorder, index: int) -> tuple[int, Shape | None]:
 
 def classify(recorder: Recorder, operands: Sequence[Operand], op: str) -> tuple[list[str], int]:
     """Each operand's role (MAIN, SKIP or INPUT) in a merge, and the index of the main one."""
+    if op == "stack":
+        # A stack adds a dimension: it collects maps (deep supervision heads, as MONAI's DynUNet
+        # returns them), where a UNet's skip joins the up path along the channels.
+        main = max(range(len(operands)), key=lambda i: operands[i].producer)
+        return [MAIN if i == main else INPUT for i in range(len(operands))], main
     arrivals = [arrival(recorder, o.shape, o.producer) if o.tagged else (NONE, MODEL_INPUT) for o in operands]
     ups = [i for i, (found, _) in enumerate(arrivals) if found == UP]
     if ups:

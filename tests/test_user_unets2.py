@@ -1,0 +1,215 @@
+"""More UNets written the way users write them (tests/fixtures/user_unets2.py), against the truth.
+
+As in tests/test_user_unets.py, the truth is each model's forward: skip pairs are read from it
+(source: the innermost call that returned the saved map; target: the first call the merged tensor
+feeds), and which sizes run, and whether a verified fix makes the model run, come from real CPU
+forwards at tiny sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from shapetrace import Trace, size_rule, trace, wrap
+from shapetrace.records import CauseKind
+from shapetrace.verify import applied, parse_action
+from tests.fixtures import user_unets2 as user
+
+Inputs = Callable[[int, str], tuple[tuple[Any, ...], dict[str, Any]]]
+
+
+def _image(channels: int, dims: int = 2) -> Inputs:
+    return lambda size, device: ((torch.randn(1, channels, *[size] * dims, device=device),), {})
+
+
+def _with_time(channels: int, dims: int) -> Inputs:
+    return lambda size, device: (
+        (torch.randn(1, channels, *[size] * dims, device=device), torch.tensor([5], device=device)),
+        {},
+    )
+
+
+@dataclass(frozen=True)
+class Case:
+    build: Callable[[], nn.Module]
+    inputs: Inputs
+    size: int
+    pairs: tuple[tuple[str, str], ...]
+    """(source, target) in the order the up path joins them."""
+
+
+SEG_SOURCES = ("encoder.stages.3.1", "encoder.stages.2.1", "encoder.stages.1.1", "encoder.stages.0.1")
+CASES = {
+    "guided_diffusion": Case(
+        user.GuidedDiffusionUNet,
+        _with_time(3, 2),
+        16,
+        # Every input block's output is pushed to `hs`; each output block pops one.
+        (
+            ("input_blocks.3.1", "output_blocks.0"),
+            ("input_blocks.2.0.op", "output_blocks.1"),
+            ("input_blocks.1.0", "output_blocks.2"),
+            ("input_blocks.0.0", "output_blocks.3"),
+        ),
+    ),
+    # The inplace ReLU returns the batch norm's tensor: the source is the norm, as for milesial.
+    "seg_unet": Case(user.SegUnet, _image(3), 64, tuple((s, f"blocks.{i}.conv1") for i, s in enumerate(SEG_SOURCES))),
+    # `x = x + skip` ends block i: the sum first feeds block i + 1.
+    "seg_linknet": Case(
+        user.SegLinknet, _image(3), 64, tuple((s, f"blocks.{i + 1}") for i, s in enumerate(SEG_SOURCES))
+    ),
+    "vnet": Case(user.VNet, _image(1, dims=3), 8, (("down1.stage.act", "up2.stage"), ("input_act", "up1.stage"))),
+    "audio_pool": Case(
+        user.AudioUNet1d, _with_time(2, 1), 64, (("down_blocks.1", "up_blocks.0"), ("down_blocks.0", "up_blocks.1"))
+    ),
+}
+
+
+def _meta_trace(case: Case, size: int | None = None) -> Trace:
+    with torch.device("meta"):
+        model = case.build()
+    args, kwargs = case.inputs(size or case.size, "meta")
+    return trace(model, *args, **kwargs)
+
+
+def _pairs(traced: Trace) -> list[tuple[str, str]]:
+    return [(traced.layers[skip.source].name, traced.layers[skip.target].name) for skip in traced.skips]
+
+
+def _runs(model: nn.Module, inputs: Inputs, size: int) -> bool:
+    args, kwargs = inputs(size, "cpu")
+    try:
+        with torch.no_grad():
+            model(*args, **kwargs)
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_skip_pairs_are_the_ones_the_forward_makes(name: str) -> None:
+    case = CASES[name]
+    assert _runs(case.build().eval(), case.inputs, case.size)
+    traced = _meta_trace(case)
+    assert traced.ok, [b.message for b in traced.breaks]
+    assert _pairs(traced) == list(case.pairs)
+
+
+@pytest.mark.parametrize(("name", "op"), [("guided_diffusion", "cat"), ("vnet", "cat"), ("seg_linknet", "add")])
+def test_residual_sums_inside_blocks_are_not_skips(name: str, op: str) -> None:
+    traced = _meta_trace(CASES[name])
+    assert {skip.op for skip in traced.skips} == {op}
+
+
+SIZES = {
+    "guided_diffusion": range(3, 14),
+    # Five stride-2 convolutions that round up, then plain ×2 upsamplings: only 32k - 1 and 32k run.
+    "seg_unet": range(16, 70),
+    "seg_linknet": range(16, 40),
+    "vnet": range(3, 10),
+    "audio_pool": range(20, 45),
+}
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+def test_size_rule_accepts_exactly_the_sizes_a_real_forward_runs(name: str) -> None:
+    case = CASES[name]
+    torch.manual_seed(0)
+    model = case.build().eval()
+    args, kwargs = case.inputs(case.size, "meta")
+    rule = size_rule(model, *args, **kwargs)
+    assert rule is not None
+    dims = len(rule.axes)
+    disagree = [n for n in SIZES[name] if rule.accepts((n,) * dims) != _runs(model, case.inputs, n)]
+    assert disagree == []
+
+
+@dataclass(frozen=True)
+class PlantedCase:
+    build: Callable[[], nn.Module]
+    inputs: Inputs
+    size: int
+    kind: CauseKind
+
+
+PLANTED = {
+    "guided_wrong_output_channels": PlantedCase(
+        lambda: user.GuidedDiffusionUNet(wrong_output=True), _with_time(3, 2), 16, CauseKind.CHANNELS
+    ),
+    "audio_pool_odd": PlantedCase(user.AudioUNet1d, _with_time(2, 1), 63, CauseKind.ROUNDING),
+    "audio_strided_odd": PlantedCase(lambda: user.AudioUNet1d(strided=True), _with_time(2, 1), 63, CauseKind.ROUNDING),
+    "seg_unet_odd": PlantedCase(user.SegUnet, _image(3), 48, CauseKind.ROUNDING),
+}
+
+
+@pytest.mark.parametrize("name", list(PLANTED))
+def test_the_planted_bug_is_named_and_its_verified_fix_makes_the_real_forward_run(name: str) -> None:
+    case = PLANTED[name]
+    torch.manual_seed(0)
+    model = case.build().eval()
+    args, kwargs = case.inputs(case.size, "cpu")
+    assert not _runs(model, case.inputs, case.size)
+    traced = trace(model, *args, **kwargs)
+    assert {cause.kind for cause in traced.causes} == {case.kind}, [cause.text for cause in traced.causes]
+    for cause in traced.causes:
+        fix = next((fix for fix in cause.fixes if fix.verified), None)
+        assert fix is not None, [f.text for f in cause.fixes]
+        steps = parse_action(fix.action)
+        sizes = [int(words[0]) for verb, words in steps if verb == "size"]
+        for size in sizes or [case.size]:
+            with applied(model, steps):
+                assert _runs(model, case.inputs, size), fix.text
+
+
+def test_a_residual_after_a_channel_break_is_the_same_break_not_a_second_cause() -> None:
+    # The block built for 8 channels runs on a stand-in; `skip_connection(x) + h` then meets the
+    # 16-channel x again: one cause, at the block, with one break.
+    args, kwargs = _with_time(3, 2)(16, "meta")
+    with torch.device("meta"):
+        model = user.GuidedDiffusionUNet(wrong_output=True)
+    traced = trace(model, *args, **kwargs)
+    assert [cause.kind for cause in traced.causes] == [CauseKind.CHANNELS]
+    assert [brk.kind for brk in traced.breaks] == ["channels"]
+
+
+def test_an_odd_waveform_padded_to_its_skip_runs_and_traces_clean() -> None:
+    model = user.AudioUNet1d(pad=True).eval()
+    inputs = _with_time(2, 1)
+    assert _runs(model, inputs, 63)
+    args, _ = inputs(63, "cpu")
+    traced = trace(model, *args)
+    assert traced.ok and traced.outputs == ((1, 2, 63),)
+
+
+@pytest.mark.parametrize("name", ["seg_unet", "seg_linknet", "audio_pool", "guided_diffusion"])
+def test_wrap_returns_every_size_at_its_own_size(name: str) -> None:
+    # SegUnet maps 31 to 32 and 63 to 64: its output is one pixel larger than the padded input,
+    # which is no scale of it; the crop must still give back the input's own size.
+    case = CASES[name]
+    torch.manual_seed(0)
+    model = case.build().eval()
+    args, kwargs = case.inputs(case.size, "meta")
+    wrapped = wrap(model, *args, **kwargs)
+    for size in (case.size // 2 + 1, case.size - 3, case.size + 1):
+        args, kwargs = case.inputs(size, "cpu")
+        with torch.no_grad():
+            output = wrapped(*args, **kwargs)
+        assert output.shape[2:] == args[0].shape[2:]
+
+
+def test_rounding_in_an_encoder_that_returns_every_stage_names_each_stage() -> None:
+    # `features = encoder(x)` runs every strided stage inside one call: "encoder rounded up 17 → 9;
+    # then encoder rounded up 9 → 5" would not say which stage did what.
+    model = user.SegLinknet().eval()
+    assert not _runs(model, _image(3), 33)
+    traced = trace(model, torch.randn(1, 3, 33, 33))
+    (cause,) = traced.causes
+    assert cause.kind == CauseKind.ROUNDING
+    named = [f"encoder.stages.{stage} (Sequential)" for stage in (1, 2, 3, 4)]
+    assert all(name in cause.text for name in named), cause.text
