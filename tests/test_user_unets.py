@@ -7,33 +7,27 @@ run, and whether a verified fix makes the model run, come from real CPU forwards
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import torch
-from torch import nn
 
-from shapetrace import Trace, size_rule, trace, wrap
+from shapetrace import size_rule, trace, wrap
 from shapetrace.cli import main
 from shapetrace.records import CauseKind
 from shapetrace.testing import assert_aligned
 from shapetrace.verify import applied, parse_action
 from tests.fixtures import user_unets as user
-
-Inputs = Callable[[int, str], tuple[tuple[Any, ...], dict[str, Any]]]
-
-
-def _image(channels: int, dims: int = 2, batch: int = 1) -> Inputs:
-    return lambda size, device: ((torch.randn(batch, channels, *[size] * dims, device=device),), {})
-
-
-def _image_and_time(channels: int) -> Inputs:
-    return lambda size, device: (
-        (torch.randn(1, channels, size, size, device=device), torch.tensor([5], device=device)),
-        {},
-    )
+from tests.fixtures.user_cases import (
+    Case,
+    PlantedCase,
+    check_planted,
+    image,
+    image_and_time,
+    meta_trace,
+    pairs_of,
+    runs,
+)
 
 
 def _sd_inputs(size: int, device: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -46,32 +40,23 @@ def _class_inputs(size: int, device: str) -> tuple[tuple[Any, ...], dict[str, An
     return (x, t), {"y": torch.tensor([1, 2], device=device)}
 
 
-@dataclass(frozen=True)
-class Case:
-    build: Callable[[], nn.Module]
-    inputs: Inputs
-    size: int
-    pairs: tuple[tuple[str, str], ...]
-    """(source, target) in the order the up path joins them."""
-
-
 MILESIAL_PAIRS = (
     ("down2.maxpool_conv.1.double_conv.4", "up1.conv"),
     ("down1.maxpool_conv.1.double_conv.4", "up2.conv"),
     ("inc.double_conv.4", "up3.conv"),
 )
 CASES = {
-    "milesial_transpose": Case(lambda: user.MilesialUNet(bilinear=False), _image(3), 35, MILESIAL_PAIRS),
-    "milesial_bilinear": Case(lambda: user.MilesialUNet(bilinear=True), _image(3), 35, MILESIAL_PAIRS),
+    "milesial_transpose": Case(lambda: user.MilesialUNet(bilinear=False), image(3), 35, MILESIAL_PAIRS),
+    "milesial_bilinear": Case(lambda: user.MilesialUNet(bilinear=True), image(3), 35, MILESIAL_PAIRS),
     "aladdin": Case(
         user.AladdinUNet,
-        _image(3),
+        image(3),
         35,
         (("downs.2.double_conv.4", "ups.1"), ("downs.1.double_conv.4", "ups.3"), ("downs.0.double_conv.4", "ups.5")),
     ),
     "diffusion": Case(
         user.DiffusionUNet,
-        _image_and_time(3),
+        image_and_time(3),
         16,
         # Two pushes per level (block1, then attention), popped last in, first out; then r.
         (
@@ -86,7 +71,7 @@ CASES = {
     ),
     "nested": Case(
         lambda: user.NestedUNet(deep_supervision=True),
-        _image(3),
+        image(3),
         16,
         (
             ("conv0_0.bn2", "conv0_1"),
@@ -102,24 +87,24 @@ CASES = {
         ),
     ),
     "valid3d": Case(
-        user.ValidUNet3d, _image(1, dims=3), 44, (("encoders.1.relu", "decoders.0"), ("encoders.0.relu", "decoders.1"))
+        user.ValidUNet3d, image(1, dims=3), 44, (("encoders.1.relu", "decoders.0"), ("encoders.0.relu", "decoders.1"))
     ),
     "wave": Case(
         user.WaveUNet,
-        _image(1, dims=1),
+        image(1, dims=1),
         101,
         (("down_convs.2", "up_convs.0"), ("down_convs.1", "up_convs.1"), ("down_convs.0", "up_convs.2")),
     ),
     "attention": Case(
         user.AttentionUNet,
-        _image(3),
+        image(3),
         16,
         # The gate scales the skip (`x * psi`); the map gated is conv2's, joined at up_conv3.
         (("conv2.double_conv.4", "up_conv3"), ("conv1.double_conv.4", "up_conv2")),
     ),
     "resunet": Case(
         user.ResUNet,
-        _image(3),
+        image(3),
         16,
         (("residual_conv_1", "up_residual_conv1"), ("input_layer.1", "up_residual_conv2")),
     ),
@@ -127,50 +112,29 @@ CASES = {
         user.CrossAttentionUNet, _sd_inputs, 8, (("down_attn.1", "up_res.0"), ("down_attn.0", "up_res.1"))
     ),
     "class_labels": Case(user.ClassUNet, _class_inputs, 8, (("down1", "up1"), ("inc", "up2"))),
-    "wrapped": Case(user.WrappedUNet, _image(3), 35, tuple((f"net.{s}", f"net.{t}") for s, t in MILESIAL_PAIRS)),
+    "wrapped": Case(user.WrappedUNet, image(3), 35, tuple((f"net.{s}", f"net.{t}") for s, t in MILESIAL_PAIRS)),
     "functional": Case(
-        user.FunctionalUNet, _image(3), 16, (("enc2.double_conv.4", "dec2"), ("enc1.double_conv.4", "dec1"))
+        user.FunctionalUNet, image(3), 16, (("enc2.double_conv.4", "dec2"), ("enc1.double_conv.4", "dec1"))
     ),
 }
 
 
-def _meta_trace(case: Case, size: int | None = None) -> Trace:
-    with torch.device("meta"):
-        model = case.build()
-    args, kwargs = case.inputs(size or case.size, "meta")
-    return trace(model, *args, **kwargs)
-
-
-def _pairs(traced: Trace) -> list[tuple[str, str]]:
-    return [(traced.layers[skip.source].name, traced.layers[skip.target].name) for skip in traced.skips]
-
-
-def _runs(model: nn.Module, inputs: Inputs, size: int) -> bool:
-    args, kwargs = inputs(size, "cpu")
-    try:
-        with torch.no_grad():
-            model(*args, **kwargs)
-    except (RuntimeError, ValueError):
-        return False
-    return True
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_skip_pairs_are_the_ones_the_forward_makes(name: str) -> None:
-    traced = _meta_trace(CASES[name])
+    traced = meta_trace(CASES[name])
     assert traced.ok, [b.message for b in traced.breaks]
-    assert _pairs(traced) == list(CASES[name].pairs)
+    assert pairs_of(traced) == list(CASES[name].pairs)
 
 
 @pytest.mark.parametrize("name", ["resunet", "diffusion", "cross_attention", "attention"])
 def test_residual_sums_and_gates_are_not_skips(name: str) -> None:
-    traced = _meta_trace(CASES[name])
+    traced = meta_trace(CASES[name])
     # Every skip of these models is a concatenation; `x + conv(x)`, `x * psi` and scale/shift are not.
     assert {skip.op for skip in traced.skips} == {"cat"}
 
 
 def test_deep_supervision_returns_one_output_per_head() -> None:
-    traced = _meta_trace(CASES["nested"])
+    traced = meta_trace(CASES["nested"])
     assert traced.outputs == ((1, 1, 16, 16),) * 3
 
 
@@ -188,7 +152,7 @@ def test_size_rule_accepts_exactly_the_sizes_a_real_forward_runs(name: str) -> N
     rule = size_rule(model, *args, **kwargs)
     assert rule is not None
     dims = len(rule.axes)
-    disagree = [n for n in SIZES[name] if rule.accepts((n,) * dims) != _runs(model, case.inputs, n)]
+    disagree = [n for n in SIZES[name] if rule.accepts((n,) * dims) != runs(model, case.inputs, n)]
     assert disagree == []
 
 
@@ -215,55 +179,33 @@ def test_assert_aligned_names_the_odd_sizes_of_a_functional_unet() -> None:
         assert_aligned(user.FunctionalUNet, *args, sizes="16:20:2")
 
 
-@dataclass(frozen=True)
-class PlantedCase:
-    build: Callable[[], nn.Module]
-    inputs: Inputs
-    size: int
-    kind: CauseKind
-
-
 PLANTED = {
     "milesial_without_pad": PlantedCase(
-        lambda: user.MilesialUNet(bilinear=False, pad=False), _image(3), 36, CauseKind.ROUNDING
+        lambda: user.MilesialUNet(bilinear=False, pad=False), image(3), 36, CauseKind.ROUNDING
     ),
     "aladdin_wrong_channels": PlantedCase(
-        lambda: user.AladdinUNet(wrong_channels=True), _image(3), 16, CauseKind.CHANNELS
+        lambda: user.AladdinUNet(wrong_channels=True), image(3), 16, CauseKind.CHANNELS
     ),
-    "diffusion_fifo": PlantedCase(lambda: user.DiffusionUNet(pop="fifo"), _image_and_time(3), 16, CauseKind.ORDER),
+    "diffusion_fifo": PlantedCase(lambda: user.DiffusionUNet(pop="fifo"), image_and_time(3), 16, CauseKind.ORDER),
     "attention_gate_channels": PlantedCase(
-        lambda: user.AttentionUNet(gate_channels=4), _image(3), 16, CauseKind.CHANNELS
+        lambda: user.AttentionUNet(gate_channels=4), image(3), 16, CauseKind.CHANNELS
     ),
-    "functional_odd": PlantedCase(user.FunctionalUNet, _image(3), 18, CauseKind.ROUNDING),
+    "functional_odd": PlantedCase(user.FunctionalUNet, image(3), 18, CauseKind.ROUNDING),
     "class_labels_odd": PlantedCase(user.ClassUNet, _class_inputs, 10, CauseKind.ROUNDING),
-    "diffusion_odd": PlantedCase(user.DiffusionUNet, _image_and_time(3), 18, CauseKind.INPUT_SIZE),
+    "diffusion_odd": PlantedCase(user.DiffusionUNet, image_and_time(3), 18, CauseKind.INPUT_SIZE),
     # Forgetting `skip_connections[::-1]`: the interpolate hides the sizes, the channels break.
-    "aladdin_not_reversed": PlantedCase(lambda: user.AladdinUNet(reverse=False), _image(3), 16, CauseKind.ORDER),
+    "aladdin_not_reversed": PlantedCase(lambda: user.AladdinUNet(reverse=False), image(3), 16, CauseKind.ORDER),
 }
 
 
 @pytest.mark.parametrize("name", list(PLANTED))
 def test_the_planted_bug_is_named_and_its_verified_fix_makes_the_real_forward_run(name: str) -> None:
-    case = PLANTED[name]
-    torch.manual_seed(0)
-    model = case.build().eval()
-    args, kwargs = case.inputs(case.size, "cpu")
-    assert not _runs(model, case.inputs, case.size)
-    traced = trace(model, *args, **kwargs)
-    assert {cause.kind for cause in traced.causes} == {case.kind}, [cause.text for cause in traced.causes]
-    for cause in traced.causes:
-        fix = next((fix for fix in cause.fixes if fix.verified), None)
-        assert fix is not None, [f.text for f in cause.fixes]
-        steps = parse_action(fix.action)
-        sizes = [int(words[0]) for verb, words in steps if verb == "size"]
-        for size in sizes or [case.size]:
-            with applied(model, steps):
-                assert _runs(model, case.inputs, size), fix.text
+    check_planted(PLANTED[name])
 
 
 def test_a_valid_conv_unet_too_small_is_an_input_size_not_an_order_break() -> None:
     # At 80 the crops shrink the up path below the skips' levels: no skip is out of order.
-    traced = _meta_trace(CASES["wave"], size=80)
+    traced = meta_trace(CASES["wave"], size=80)
     assert not traced.ok
     assert {cause.kind for cause in traced.causes} == {CauseKind.INPUT_SIZE}
     assert all(b.kind != "order" for b in traced.breaks)
@@ -295,26 +237,26 @@ def test_cli_sweep_agrees_with_real_forwards(runner: Any) -> None:
     # 9, 10, 11 break (pools floor them); 8 and 12 run, as real forwards say.
     assert result.exit_code == 1, result.output
     model = user.FunctionalUNet().eval()
-    runs = {size: _runs(model, _image(3), size) for size in range(8, 13)}
-    assert runs == {8: True, 9: False, 10: False, 11: False, 12: True}
+    ran = {size: runs(model, image(3), size) for size in range(8, 13)}
+    assert ran == {8: True, 9: False, 10: False, 11: False, 12: True}
     assert "8" in result.output and "12" in result.output
 
 
 def test_cross_attention_with_more_context_tokens_than_pixels_adds_no_skip() -> None:
     # At 4×4 the bottom level has 4 pixels, fewer than the 7 context tokens: the attention's
     # output is still made from the image (its queries), so `proj_out(x) + x_in` is a residual.
-    traced = _meta_trace(CASES["cross_attention"], size=4)
+    traced = meta_trace(CASES["cross_attention"], size=4)
     assert traced.ok, [b.message for b in traced.breaks]
-    assert _pairs(traced) == list(CASES["cross_attention"].pairs)
+    assert pairs_of(traced) == list(CASES["cross_attention"].pairs)
 
 
 def test_a_time_embedding_added_at_a_one_pixel_level_is_no_skip() -> None:
     # At 4 the bottom level is 1×1: the time MLP's shift, (B, C, 1, 1), has the map's own shape there.
     model = user.DiffusionUNet().eval()
-    assert _runs(model, _image_and_time(3), 4)
-    traced = _meta_trace(CASES["diffusion"], size=4)
+    assert runs(model, image_and_time(3), 4)
+    traced = meta_trace(CASES["diffusion"], size=4)
     assert traced.ok, [b.message for b in traced.breaks]
-    assert _pairs(traced) == list(CASES["diffusion"].pairs)
+    assert pairs_of(traced) == list(CASES["diffusion"].pairs)
 
 
 def test_a_valid_conv_unet_that_forgot_the_crop_is_told_to_crop_its_skips() -> None:
@@ -338,7 +280,7 @@ def test_a_wave_unet_popping_its_first_shortcut_is_an_order_cause() -> None:
     # reach it, so the fix stays unverified, but the cause is the order.
     torch.manual_seed(0)
     model = user.WaveUNet(pop_first=True).eval()
-    assert not _runs(model, _image(1, dims=1), 101)
+    assert not runs(model, image(1, dims=1), 101)
     traced = trace(model, torch.randn(1, 1, 101))
     assert [cause.kind for cause in traced.causes] == [CauseKind.ORDER]
     assert "up_convs.0 takes down_convs.2" in traced.causes[0].fixes[0].text

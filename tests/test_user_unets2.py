@@ -8,47 +8,28 @@ forwards at tiny sizes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
 import pytest
 import torch
-from torch import nn
 
-from shapetrace import Trace, size_rule, trace, wrap
+from shapetrace import size_rule, trace, wrap
 from shapetrace.records import CauseKind
-from shapetrace.verify import applied, parse_action
 from tests.fixtures import user_unets2 as user
-
-Inputs = Callable[[int, str], tuple[tuple[Any, ...], dict[str, Any]]]
-
-
-def _image(channels: int, dims: int = 2) -> Inputs:
-    return lambda size, device: ((torch.randn(1, channels, *[size] * dims, device=device),), {})
-
-
-def _with_time(channels: int, dims: int) -> Inputs:
-    return lambda size, device: (
-        (torch.randn(1, channels, *[size] * dims, device=device), torch.tensor([5], device=device)),
-        {},
-    )
-
-
-@dataclass(frozen=True)
-class Case:
-    build: Callable[[], nn.Module]
-    inputs: Inputs
-    size: int
-    pairs: tuple[tuple[str, str], ...]
-    """(source, target) in the order the up path joins them."""
-
+from tests.fixtures.user_cases import (
+    Case,
+    PlantedCase,
+    check_planted,
+    image,
+    image_and_time,
+    meta_trace,
+    pairs_of,
+    runs,
+)
 
 SEG_SOURCES = ("encoder.stages.3.1", "encoder.stages.2.1", "encoder.stages.1.1", "encoder.stages.0.1")
 CASES = {
     "guided_diffusion": Case(
         user.GuidedDiffusionUNet,
-        _with_time(3, 2),
+        image_and_time(3, dims=2),
         16,
         # Every input block's output is pushed to `hs`; each output block pops one.
         (
@@ -59,51 +40,33 @@ CASES = {
         ),
     ),
     # The inplace ReLU returns the batch norm's tensor: the source is the norm, as for milesial.
-    "seg_unet": Case(user.SegUnet, _image(3), 64, tuple((s, f"blocks.{i}.conv1") for i, s in enumerate(SEG_SOURCES))),
+    "seg_unet": Case(user.SegUnet, image(3), 64, tuple((s, f"blocks.{i}.conv1") for i, s in enumerate(SEG_SOURCES))),
     # `x = x + skip` ends block i: the sum first feeds block i + 1.
     "seg_linknet": Case(
-        user.SegLinknet, _image(3), 64, tuple((s, f"blocks.{i + 1}") for i, s in enumerate(SEG_SOURCES))
+        user.SegLinknet, image(3), 64, tuple((s, f"blocks.{i + 1}") for i, s in enumerate(SEG_SOURCES))
     ),
-    "vnet": Case(user.VNet, _image(1, dims=3), 8, (("down1.stage.act", "up2.stage"), ("input_act", "up1.stage"))),
+    "vnet": Case(user.VNet, image(1, dims=3), 8, (("down1.stage.act", "up2.stage"), ("input_act", "up1.stage"))),
     "audio_pool": Case(
-        user.AudioUNet1d, _with_time(2, 1), 64, (("down_blocks.1", "up_blocks.0"), ("down_blocks.0", "up_blocks.1"))
+        user.AudioUNet1d,
+        image_and_time(2, dims=1),
+        64,
+        (("down_blocks.1", "up_blocks.0"), ("down_blocks.0", "up_blocks.1")),
     ),
 }
-
-
-def _meta_trace(case: Case, size: int | None = None) -> Trace:
-    with torch.device("meta"):
-        model = case.build()
-    args, kwargs = case.inputs(size or case.size, "meta")
-    return trace(model, *args, **kwargs)
-
-
-def _pairs(traced: Trace) -> list[tuple[str, str]]:
-    return [(traced.layers[skip.source].name, traced.layers[skip.target].name) for skip in traced.skips]
-
-
-def _runs(model: nn.Module, inputs: Inputs, size: int) -> bool:
-    args, kwargs = inputs(size, "cpu")
-    try:
-        with torch.no_grad():
-            model(*args, **kwargs)
-    except (RuntimeError, ValueError):
-        return False
-    return True
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_skip_pairs_are_the_ones_the_forward_makes(name: str) -> None:
     case = CASES[name]
-    assert _runs(case.build().eval(), case.inputs, case.size)
-    traced = _meta_trace(case)
+    assert runs(case.build().eval(), case.inputs, case.size)
+    traced = meta_trace(case)
     assert traced.ok, [b.message for b in traced.breaks]
-    assert _pairs(traced) == list(case.pairs)
+    assert pairs_of(traced) == list(case.pairs)
 
 
 @pytest.mark.parametrize(("name", "op"), [("guided_diffusion", "cat"), ("vnet", "cat"), ("seg_linknet", "add")])
 def test_residual_sums_inside_blocks_are_not_skips(name: str, op: str) -> None:
-    traced = _meta_trace(CASES[name])
+    traced = meta_trace(CASES[name])
     assert {skip.op for skip in traced.skips} == {op}
 
 
@@ -126,51 +89,31 @@ def test_size_rule_accepts_exactly_the_sizes_a_real_forward_runs(name: str) -> N
     rule = size_rule(model, *args, **kwargs)
     assert rule is not None
     dims = len(rule.axes)
-    disagree = [n for n in SIZES[name] if rule.accepts((n,) * dims) != _runs(model, case.inputs, n)]
+    disagree = [n for n in SIZES[name] if rule.accepts((n,) * dims) != runs(model, case.inputs, n)]
     assert disagree == []
-
-
-@dataclass(frozen=True)
-class PlantedCase:
-    build: Callable[[], nn.Module]
-    inputs: Inputs
-    size: int
-    kind: CauseKind
 
 
 PLANTED = {
     "guided_wrong_output_channels": PlantedCase(
-        lambda: user.GuidedDiffusionUNet(wrong_output=True), _with_time(3, 2), 16, CauseKind.CHANNELS
+        lambda: user.GuidedDiffusionUNet(wrong_output=True), image_and_time(3, dims=2), 16, CauseKind.CHANNELS
     ),
-    "audio_pool_odd": PlantedCase(user.AudioUNet1d, _with_time(2, 1), 63, CauseKind.ROUNDING),
-    "audio_strided_odd": PlantedCase(lambda: user.AudioUNet1d(strided=True), _with_time(2, 1), 63, CauseKind.ROUNDING),
-    "seg_unet_odd": PlantedCase(user.SegUnet, _image(3), 48, CauseKind.ROUNDING),
+    "audio_pool_odd": PlantedCase(user.AudioUNet1d, image_and_time(2, dims=1), 63, CauseKind.ROUNDING),
+    "audio_strided_odd": PlantedCase(
+        lambda: user.AudioUNet1d(strided=True), image_and_time(2, dims=1), 63, CauseKind.ROUNDING
+    ),
+    "seg_unet_odd": PlantedCase(user.SegUnet, image(3), 48, CauseKind.ROUNDING),
 }
 
 
 @pytest.mark.parametrize("name", list(PLANTED))
 def test_the_planted_bug_is_named_and_its_verified_fix_makes_the_real_forward_run(name: str) -> None:
-    case = PLANTED[name]
-    torch.manual_seed(0)
-    model = case.build().eval()
-    args, kwargs = case.inputs(case.size, "cpu")
-    assert not _runs(model, case.inputs, case.size)
-    traced = trace(model, *args, **kwargs)
-    assert {cause.kind for cause in traced.causes} == {case.kind}, [cause.text for cause in traced.causes]
-    for cause in traced.causes:
-        fix = next((fix for fix in cause.fixes if fix.verified), None)
-        assert fix is not None, [f.text for f in cause.fixes]
-        steps = parse_action(fix.action)
-        sizes = [int(words[0]) for verb, words in steps if verb == "size"]
-        for size in sizes or [case.size]:
-            with applied(model, steps):
-                assert _runs(model, case.inputs, size), fix.text
+    check_planted(PLANTED[name])
 
 
 def test_a_residual_after_a_channel_break_is_the_same_break_not_a_second_cause() -> None:
     # The block built for 8 channels runs on a stand-in; `skip_connection(x) + h` then meets the
     # 16-channel x again: one cause, at the block, with one break.
-    args, kwargs = _with_time(3, 2)(16, "meta")
+    args, kwargs = image_and_time(3, dims=2)(16, "meta")
     with torch.device("meta"):
         model = user.GuidedDiffusionUNet(wrong_output=True)
     traced = trace(model, *args, **kwargs)
@@ -180,8 +123,8 @@ def test_a_residual_after_a_channel_break_is_the_same_break_not_a_second_cause()
 
 def test_an_odd_waveform_padded_to_its_skip_runs_and_traces_clean() -> None:
     model = user.AudioUNet1d(pad=True).eval()
-    inputs = _with_time(2, 1)
-    assert _runs(model, inputs, 63)
+    inputs = image_and_time(2, dims=1)
+    assert runs(model, inputs, 63)
     args, _ = inputs(63, "cpu")
     traced = trace(model, *args)
     assert traced.ok and traced.outputs == ((1, 2, 63),)
@@ -207,7 +150,7 @@ def test_rounding_in_an_encoder_that_returns_every_stage_names_each_stage() -> N
     # `features = encoder(x)` runs every strided stage inside one call: "encoder rounded up 17 → 9;
     # then encoder rounded up 9 → 5" would not say which stage did what.
     model = user.SegLinknet().eval()
-    assert not _runs(model, _image(3), 33)
+    assert not runs(model, image(3), 33)
     traced = trace(model, torch.randn(1, 3, 33, 33))
     (cause,) = traced.causes
     assert cause.kind == CauseKind.ROUNDING
