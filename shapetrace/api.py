@@ -19,8 +19,8 @@ from shapetrace.records import Break, BreakKind, CostOptions, SizeRule, Trace
 from shapetrace.size_search import Prober, ProbesUnavailable, size_rule_of, with_size_rule
 from shapetrace.tracing.binding import CallShape, check_call, check_devices, weights_off_meta
 from shapetrace.tracing.inputs import SizedInputs, cast_copy, floating_dtype, resolve_device
-from shapetrace.tracing.observer import tensors_in
 from shapetrace.tracing.tracer import observe
+from shapetrace.tracing.values import tensors_in
 from shapetrace.verify import meta_copy, resized_arguments, verify_fixes
 
 __all__ = ["SizedInputs", "run_trace", "size_rule", "trace", "trace_inputs", "trace_sizes"]

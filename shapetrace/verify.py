@@ -27,6 +27,7 @@ from shapetrace.records import BreakKind, Cause, Fix, Shape, Trace
 from shapetrace.size_search import Prober, observed_or_interrupted
 from shapetrace.tracing.merges import resize
 from shapetrace.tracing.rewire import Rewire
+from shapetrace.tracing.values import tensors_in
 
 MAX_RETRACES = 24
 """Fixes beyond this many re-traces stay unverified: a model with that many causes needs fixing first."""
@@ -228,7 +229,7 @@ def resized_arguments(
     args: Sequence[Any], kwargs: dict[str, Any]
 ) -> Callable[[Shape], tuple[list[Any], dict[str, Any]]]:
     """(args, kwargs) on meta at another spatial size: every tensor of the image input's size is resized."""
-    image = next((t for t in _tensors((args, kwargs)) if t.dim() >= 3), None)
+    image = next((t for t in tensors_in((args, kwargs)) if t.dim() >= 3), None)
 
     def at(size: Shape) -> tuple[list[Any], dict[str, Any]]:
         def convert(value: Any) -> Any:
@@ -246,13 +247,3 @@ def resized_arguments(
         return [convert(arg) for arg in args], {key: convert(value) for key, value in kwargs.items()}
 
     return at
-
-
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [tensor for item in value for tensor in _tensors(item)]
-    if isinstance(value, dict):
-        return [tensor for item in value.values() for tensor in _tensors(item)]
-    return []

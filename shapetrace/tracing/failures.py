@@ -24,6 +24,7 @@ from torch.overrides import TorchFunctionMode
 from shapetrace.errors import InternalError
 from shapetrace.records import BreakKind
 from shapetrace.tracing.metashapes import META_SHAPES, ShapeMismatch, call_torch
+from shapetrace.tracing.values import tensors_in
 
 __all__ = ["FailedOp", "error_name", "failure_kind", "internal_error", "is_internal", "noted", "witnessed"]
 
@@ -118,7 +119,7 @@ def failure_kind(error: BaseException, failed: FailedOp | None) -> BreakKind:
         return error.kind
     if failed is None or failed.error is not error:
         return BreakKind.ERROR
-    tensors = _tensors((failed.args, failed.kwargs))
+    tensors = tensors_in((failed.args, failed.kwargs))
     if any(tensor.device.type == "meta" for tensor in tensors) and (
         failed.func in VALUE_READS or isinstance(error, NotImplementedError)
     ):
@@ -131,7 +132,7 @@ def failure_kind(error: BaseException, failed: FailedOp | None) -> BreakKind:
 def _kind_on_meta(failed: FailedOp) -> BreakKind:
     """What the op's shape function says of the same call on meta stand-ins: the kind torch's error is."""
     shape_function = META_SHAPES.get(failed.func)
-    tensors = _tensors((failed.args, failed.kwargs))
+    tensors = tensors_in((failed.args, failed.kwargs))
     if shape_function is None or any(tensor.layout != torch.strided for tensor in tensors):
         return BreakKind.ERROR
     try:
@@ -151,16 +152,6 @@ def _on_meta(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _on_meta(item) for key, item in value.items()}
     return value
-
-
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [tensor for item in value for tensor in _tensors(item)]
-    if isinstance(value, dict):
-        return [tensor for item in value.values() for tensor in _tensors(item)]
-    return []
 
 
 def witnessed(

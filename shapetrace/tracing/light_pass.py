@@ -40,8 +40,9 @@ from shapetrace.tracing.merges import (
     mismatched,
     stand_ins,
 )
-from shapetrace.tracing.observer import provenance_rank, tensors_in
+from shapetrace.tracing.observer import provenance_rank
 from shapetrace.tracing.tracer import image_rank, observed
+from shapetrace.tracing.values import tensors_in
 
 MODEL_INPUT = -1  # the producer of the model's own inputs, as in the Recorder
 

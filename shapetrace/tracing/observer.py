@@ -8,7 +8,6 @@ run reports every independent break. `tracer.py` installs all this and removes i
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -36,6 +35,7 @@ from shapetrace.tracing.merges import (
     resize,
 )
 from shapetrace.tracing.recorder import MODEL_INPUT, PendingBreak, Recorder, Tag
+from shapetrace.tracing.values import tensors_in
 
 
 class StopTracing(Exception):  # noqa: N818 - a signal to unwind the forward, not an error
@@ -47,30 +47,6 @@ def provenance_rank(tensor: torch.Tensor, output: torch.Tensor) -> tuple[bool, i
     shape, then the largest. Attention makes its output the shape of its queries, whichever of
     the queries or a longer context (77 text tokens over an 8×8 map) holds more elements."""
     return tensor.shape == output.shape, tensor.numel()
-
-
-def tensors_in(value: Any, depth: int = 0) -> list[torch.Tensor]:
-    """Every tensor in a value: tuples, lists, dicts, dataclasses (ModelOutput), nested."""
-    if isinstance(value, torch.Tensor):
-        return [value]
-    found: list[torch.Tensor] = []
-    if depth > 6:
-        return found
-    if isinstance(value, (list, tuple)):
-        items: Any = value
-    elif isinstance(value, dict):
-        items = value.values()
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        items = (getattr(value, field.name) for field in dataclasses.fields(value))
-    else:
-        return found
-    for item in items:
-        # Tensors straight away: a hook calls this for every module's arguments.
-        if isinstance(item, torch.Tensor):
-            found.append(item)
-        elif item is not None and not isinstance(item, (int, float, str, bool)):
-            found.extend(tensors_in(item, depth + 1))
-    return found
 
 
 class Observer(Joins, TorchFunctionMode):

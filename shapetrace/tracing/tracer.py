@@ -24,8 +24,9 @@ from shapetrace.records import BreakKind, CostOptions, Trace
 from shapetrace.tracing._torch_compat import forget_global_forward_hook
 from shapetrace.tracing.failures import failure_kind, internal_error, is_internal
 from shapetrace.tracing.inputs import allocation_failed, out_of_memory
-from shapetrace.tracing.observer import Observer, StopTracing, tensors_in
+from shapetrace.tracing.observer import Observer, StopTracing
 from shapetrace.tracing.recorder import MODEL_INPUT, Recorder
+from shapetrace.tracing.values import tensors_in
 from shapetrace.tracing.walk import compiled_original, every_module, module_names
 
 __all__ = ["META_VALUES", "observe", "observed"]

@@ -20,8 +20,8 @@ from shapetrace.tracing import tracer
 from shapetrace.tracing.cost.meter import CostMeter
 from shapetrace.tracing.cost.observer import CheckpointingObserver, CostObserver
 from shapetrace.tracing.cost.summary import with_cost
-from shapetrace.tracing.observer import tensors_in
 from shapetrace.tracing.recorder import Recorder
+from shapetrace.tracing.values import tensors_in
 
 __all__ = ["observe_cost"]
 

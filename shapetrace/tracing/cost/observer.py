@@ -14,8 +14,9 @@ from torch import nn
 from shapetrace.tracing._torch_compat import NoFunctionMode
 from shapetrace.tracing.cost.meter import CostMeter
 from shapetrace.tracing.failures import noted
-from shapetrace.tracing.observer import Observer, tensors_in
+from shapetrace.tracing.observer import Observer
 from shapetrace.tracing.recorder import Recorder
+from shapetrace.tracing.values import tensors_in
 
 _NO_FUNCTION_MODE = NoFunctionMode
 BLOCK_DEPTH = 1
