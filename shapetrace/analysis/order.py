@@ -170,19 +170,6 @@ def _mirror(trace: Trace, blamed: list[int], axes: list[Axis]) -> dict[int, int]
     return {index: source for index in blamed if (source := level_source(trace, axes, index)) is not None}
 
 
-def main_scale(axes: list[Axis], pair: int) -> Fraction | None:
-    """The scale the up path works at where pair `pair` joins it, before any resize to the skip."""
-    for axis in axes:
-        for constraint in axis.constraints:
-            if constraint.pair != pair:
-                continue
-            node = axis.nodes[constraint.main]
-            if node.record is not None and node.record.kind == ResamplingKind.RESIZE:
-                return axis.scale(node.parent)
-            return axis.scale(constraint.main)
-    return None
-
-
 def skip_scale(axes: list[Axis], pair: int) -> Fraction | None:
     for axis in axes:
         for constraint in axis.constraints:
