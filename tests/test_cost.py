@@ -284,6 +284,34 @@ def test_inference_peak_is_within_ten_percent_of_the_profiler(which: Any) -> Non
         assert cost.inference_peak_bytes == cost.activation_peak_bytes + state
 
 
+class _KeepsAView(nn.Module):
+    """Keeps one channel of a wide map, as a view or as a detached alias, while the next map is made."""
+
+    def __init__(self, detached: bool) -> None:
+        super().__init__()
+        self.detached = detached
+        self.wide = nn.Conv2d(1, 16, 1, bias=False)
+        self.narrow = nn.Conv2d(1, 4, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        wide = self.wide(x)
+        kept = (wide.detach() if self.detached else wide)[:, :1]
+        del wide  # only `kept` refers to the wide map's memory now
+        return self.narrow(kept)
+
+
+@pytest.mark.parametrize("detached", [False, True])
+def test_a_kept_view_keeps_its_whole_storage_live(detached: bool) -> None:
+    image_bytes = 8 * 8 * 4
+    model = _KeepsAView(detached)
+    inputs = (torch.randn(1, 1, 8, 8),)
+    at_boundaries, _ = _profiled_peak(model, inputs)
+    cost = run_trace(model, (torch.empty(1, 1, 8, 8, device="meta"),), cost=CostOptions()).cost
+    assert cost is not None
+    # The input, all 16 channels of the wide map (one channel is kept), and the 4-channel output.
+    assert cost.activation_peak_bytes == (1 + 16 + 4) * image_bytes == at_boundaries
+
+
 # --- MACs -------------------------------------------------------------------------------------
 
 

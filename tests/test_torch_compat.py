@@ -80,3 +80,21 @@ def test_a_removed_global_kwargs_hook_leaves_no_id_behind() -> None:
     handle.remove()
     _torch_compat.forget_global_forward_hook(handle.id)
     assert module_globals._global_forward_hooks_with_kwargs == before
+
+
+def test_a_storages_python_object_lives_exactly_as_long_as_the_storage() -> None:
+    """The cost meter's liveness rests on this (PyObject preservation for storages, torch 2.1)."""
+    import weakref
+
+    base = torch.empty(4, 4, device="meta")
+    collected: list[object] = []
+    storage = weakref.ref(base.untyped_storage(), collected.append)
+    view = base[:1]
+    alias = view.detach()
+    del base
+    assert storage() is view.untyped_storage() is alias.untyped_storage()
+    del view
+    assert not collected  # the alias still holds the storage
+    del alias
+    assert storage() is None
+    assert len(collected) == 1

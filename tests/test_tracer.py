@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 import torchinfo
@@ -140,24 +142,50 @@ class _Raises(nn.Module):
         raise ValueError("the forward gave up")
 
 
+@pytest.mark.parametrize("device", ["cpu", "meta"])
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("model_factory", [lambda: UNet(3, 8, (1, 2)), _Raises])
-def test_leaves_no_trace_in_the_model(model_factory: type[nn.Module], train: bool) -> None:
+def test_leaves_no_trace_in_the_model(model_factory: type[nn.Module], train: bool, device: str) -> None:
     model = model_factory()
     model.train(train)
     before = {key: value.clone() for key, value in model.state_dict().items()}
     hooks_before = _hook_counts(model)
     grad_enabled = torch.is_grad_enabled()
-    x = torch.randn(1, 3, 8, 8)
-    args = (x, torch.tensor([3])) if isinstance(model, UNet) else (x,)
+    x = torch.randn(1, 3, 8, 8, device=device)
+    args = (x, torch.tensor([3], device=device)) if isinstance(model, UNet) else (x,)
     trace(model, *args)
     assert _hook_counts(model) == hooks_before
     assert _global_hooks() == 0
     assert torch._C._is_torch_function_mode_enabled() is False
     assert all(module.training is train for module in model.modules())
     assert torch.is_grad_enabled() is grad_enabled
+    assert gc.isenabled()  # paused during a meta trace only
     after = model.state_dict()
     assert all(torch.equal(before[key], after[key]) for key in before)
+
+
+class _SeesTheCollector(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.collecting: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.collecting.append(gc.isenabled())
+        return x + 1
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_collector_pauses_for_a_meta_trace_and_is_left_as_found(enabled: bool) -> None:
+    model = _SeesTheCollector()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        trace(model, torch.empty(1, 3, 4, 4, device="meta"))
+        trace(model, torch.zeros(1, 3, 4, 4))
+        after = gc.isenabled()
+    finally:
+        gc.enable()
+    assert model.collecting == [False, enabled]  # meta: paused; a real forward keeps it
+    assert after is enabled
 
 
 def test_a_raising_forward_becomes_a_break_at_the_innermost_call() -> None:

@@ -21,9 +21,13 @@ def freeze(
     *,
     device: str,
     config: tuple[tuple[str, str], ...],
+    params: dict[int, int] | None = None,
 ) -> Trace:
-    """Records from the recorder; the Trace keeps no reference to the model or a tensor."""
-    params = parameter_counts(model)
+    """Records from the recorder; the Trace keeps no reference to the model or a tensor.
+
+    `params`: `parameter_counts(model)` where the caller has walked the model already (a cost trace).
+    """
+    params = parameter_counts(model) if params is None else params
     for call in recorder.calls:
         if id(call.module) not in params:  # a module called from outside the model's tree (rare)
             params[id(call.module)] = sum(parameter_size(p) for p in call.module.parameters())

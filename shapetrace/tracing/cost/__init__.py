@@ -47,5 +47,6 @@ def observe_cost(
     observer = kind(recorder, first_break, meter, meta=meta)
     output = tracer._observed_forward(model, args, kwargs, observer)
     outputs = tensors_in(output)
-    trace = freeze(recorder, model, inputs, outputs, device=tracer._device_of(inputs), config=config)
+    device = tracer._device_of(inputs)
+    trace = freeze(recorder, model, inputs, outputs, device=device, config=config, params=meter.module_parameters)
     return with_cost(trace, recorder, meter, model, inputs, options)

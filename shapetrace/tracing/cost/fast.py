@@ -39,27 +39,48 @@ _ATTENTION_KEYWORDS = frozenset({"attn_mask", "dropout_p", "is_causal", "scale",
 
 
 def _weight_grad(meter: CostMeter, weight: torch.Tensor) -> bool:
-    """Whether a layer's weight needs a gradient: a parameter the model holds answers itself."""
-    if type(weight) is _PARAMETER and weight._base is None and id(weight) not in meter.tensors:
-        return bool(weight.requires_grad)  # never handed out by an op, so nothing tracked overrides it
-    return meter.requires_grad(weight)
+    """Whether a layer's weight needs a gradient: a parameter answers itself (the meter never follows one)."""
+    return bool(weight.requires_grad) if type(weight) is _PARAMETER else meter.requires_grad(weight)
+
+
+def _save_input(meter: CostMeter, source: torch.Tensor, call: int) -> None:
+    """`meter.save(source)` for `call`, for the followed tensor a layer's input usually is."""
+    meter.saving = call
+    entry = meter.storages.get(source.untyped_storage()._cdata)
+    if entry is None or entry() is None:
+        meter.save(source)  # a tensor the meter has not followed: the general path
+    elif entry.serial not in meter.saved:
+        meter.saved.add(entry.serial)
+        meter.saved_by_call += (call, entry.serial)
 
 
 def _convolution(*, transposed: bool) -> Handler:
-    """torch.convNd as nn.ConvNd calls it: (input, weight, bias, stride, padding, dilation, groups)."""
+    """torch.convNd as nn.ConvNd calls it: (input, weight, bias, stride, padding, dilation, groups).
+
+    The commonest op of a UNet, so products.convolution_flops and _save_input are written out.
+    """
 
     def handler(meter: CostMeter, args: Sequence[Any], kwargs: dict[str, Any], output: Any, call: int) -> bool:
         if kwargs or len(args) < 2 or type(output) is not _TENSOR:
             return False
         source, weight = args[0], args[1]
-        if type(source) not in _TENSORS or type(weight) not in _TENSORS:
+        if type(source) is not _TENSOR or type(weight) not in _TENSORS:
             return False
-        grad = _weight_grad(meter, weight) or meter.requires_grad(source) or meter.any_grad(args[2:])
+        weight_shape = weight.shape
+        source_shape = source.shape
+        spatial = len(weight_shape) - 2
+        if spatial < 1 or len(source_shape) != spatial + 2:
+            return False  # unbatched, or no convolution torch runs: the general path
+        grad = (
+            (weight.requires_grad if type(weight) is _PARAMETER else meter.requires_grad(weight))
+            or meter.requires_grad(source)
+            or meter.any_grad(args[2:])
+        )
         meter.track(output, grad, call)
-        meter.flops[call] += products.convolution_flops(source.shape, weight.shape, output.shape, transposed=transposed)
+        points = source_shape[2:] if transposed else output.shape[2:]
+        meter.flops += (call, 2 * source_shape[0] * math.prod(points) * math.prod(weight_shape))
         if grad:
-            meter.saving = meter.saved_by_call[call]
-            meter.save(source)
+            _save_input(meter, source, call)
             if type(weight) is not _PARAMETER:  # a layer's own weight is the model's, never kept as saved
                 meter.save(weight)
         return True
@@ -78,10 +99,10 @@ def _linear(meter: CostMeter, args: Sequence[Any], kwargs: dict[str, Any], outpu
     source_grad = meter.requires_grad(source)
     grad = weight_grad or source_grad or meter.any_grad(args[2:])
     meter.track(output, grad, call)
-    meter.flops[call] += products.linear_flops(source.shape, weight.shape)
+    meter.flops += (call, products.linear_flops(source.shape, weight.shape))
     if grad:
         # saving's linear rule, with the two answers it would ask for again.
-        meter.saving = meter.saved_by_call[call]
+        meter.saving = call
         if weight_grad:
             # Rows flattened for addmm: a view of a contiguous input, a copy of any other.
             if source.dim() <= 2 or source.is_contiguous():
@@ -103,15 +124,12 @@ def _normalisation(rule: saving.Rule) -> Handler:
         if type(source) is not _TENSOR:
             return False
         weight = kwargs.get("weight")
-        if type(weight) is _PARAMETER and weight._base is None and id(weight) not in meter.tensors:
-            grad = weight.requires_grad  # as in _convolution
-        else:
-            grad = isinstance(weight, _TENSOR) and meter.requires_grad(weight)
+        grad = isinstance(weight, _TENSORS) and _weight_grad(meter, weight)
         grad = grad or meter.requires_grad(source) or meter.any_grad(args[1:]) or meter.any_grad(kwargs.values())
         meter.track(output, grad, call)
-        meter.other_flops[call] += 5 * output.numel()
+        meter.other_flops += (call, 5 * output.numel())
         if grad:
-            meter.saving = meter.saved_by_call[call]
+            meter.saving = call
             rule(meter, args, kwargs, output)
         return True
 
@@ -136,9 +154,9 @@ def _elementwise(rule: saving.Rule | None) -> Handler:
             return False
         grad = meter.any_grad(args) or (bool(kwargs) and meter.any_grad(kwargs.values()))
         meter.track(output, grad, call)
-        meter.other_flops[call] += output.numel()
+        meter.other_flops += (call, output.numel())
         if grad and rule is not None:
-            meter.saving = meter.saved_by_call[call]
+            meter.saving = call
             rule(meter, args, kwargs, output)
         return True
 
@@ -156,12 +174,12 @@ def _attention(meter: CostMeter, args: Sequence[Any], kwargs: dict[str, Any], ou
     meter.track(output, grad, call)
     query_shape = query.shape
     flops = products.attention_flops(query_shape, key.shape, value.shape)
-    meter.flops[call] += flops
+    meter.flops += (call, flops)
     long_enough = len(query_shape) >= 2
     meter.attention_flops[call] += flops if long_enough else 0
     meter.attention_tokens[call] = max(meter.attention_tokens[call], query_shape[-2] if long_enough else 0)
     if grad:
-        meter.saving = meter.saved_by_call[call]
+        meter.saving = call
         saving.fused_or_math_attention(meter, query, key, value, kwargs.get("attn_mask"), output)
     return True
 

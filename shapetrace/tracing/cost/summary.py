@@ -19,7 +19,8 @@ import dataclasses
 import itertools
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,14 +59,13 @@ def with_cost(
     count = len(calls)
     parameters = _parameters(meter)
     # Column by column, each a list over the calls: list comprehensions, zip and map run in C.
-    flops = _column(meter.flops, count)
-    other = _column(meter.other_flops, count)
+    flops = _summed(_pairs(meter.flops), count)
+    other = _summed(_pairs(meter.other_flops), count)
     attention = _column(meter.attention_flops, count)
     tokens = _column(meter.attention_tokens, count)
     sizes = meter.serial_bytes
-    saved = _column(
-        {index: sum(map(sizes.__getitem__, serials)) for index, serials in meter.saved_by_call.items()}, count
-    )
+    saving = meter.saved_by_call
+    saved = _summed(zip(saving[::2], map(sizes.__getitem__, saving[1::2]), strict=True), count)
     weights = meter.model.weights
     macs = [
         torchinfo_macs(call.module, weights[id(call.module)], call.outputs) if id(call.module) in weights else 0
@@ -124,6 +124,20 @@ def with_cost(
     return dataclasses.replace(trace, cost=dataclasses.replace(summary, layers=layers))
 
 
+def _pairs(log: list[Any]) -> Iterator[tuple[Any, Any]]:
+    """A flat log of call, value, call, value... as (call, value) pairs."""
+    return zip(log[::2], log[1::2], strict=True)
+
+
+def _summed(log: Iterable[tuple[int, int]], count: int) -> list[int]:
+    """A log of (call, value) added up per call, as a list over every call (0 where a call has none)."""
+    column = [0] * count
+    for index, value in log:
+        if 0 <= index < count:
+            column[index] += value
+    return column
+
+
 def _column(values: dict[int, int], count: int) -> list[int]:
     """A per-call dict as a list over every call (0 where a call has no value)."""
     column = [0] * count
@@ -138,7 +152,10 @@ def _output_dtypes(calls: Sequence[Call], meter: CostMeter) -> list[torch.dtype 
 
     A call that makes nothing (nn.Identity) takes the dtype of the tensor made just before it.
     """
-    latest: list[tuple[int, torch.dtype | None]] = [meter.dtypes.get(call.index, (0, None)) for call in calls]
+    latest: list[tuple[int, torch.dtype | None]] = [(0, None)] * len(calls)
+    for number, (index, dtype) in enumerate(_pairs(meter.made), 1):
+        if 0 <= index < len(calls):
+            latest[index] = (number, dtype)
     for call in reversed(calls):
         if call.parent is not None and latest[call.index][0] > latest[call.parent][0]:
             latest[call.parent] = latest[call.index]
@@ -222,12 +239,12 @@ def checkpointed_saved(calls: Sequence[Call], meter: CostMeter) -> int:
     for serials in meter.inputs.values():
         kept.update(serials)
     by_block: dict[int, set[int]] = defaultdict(set)
-    for index, saved in meter.saved_by_call.items():
+    for index, serial in _pairs(meter.saved_by_call):
         block = _block_of(calls, index)
         if block is None:
-            kept.update(saved)
+            kept.add(serial)
         else:
-            by_block[block].update(saved)
+            by_block[block].add(serial)
     sizes = meter.serial_bytes
     largest = max((sum(sizes[serial] for serial in saved - kept) for saved in by_block.values()), default=0)
     return sum(sizes[serial] for serial in kept) + largest
