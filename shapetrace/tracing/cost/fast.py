@@ -95,21 +95,29 @@ def _linear(meter: CostMeter, args: Sequence[Any], kwargs: dict[str, Any], outpu
     source, weight = args[0], args[1]
     if type(source) not in _TENSORS or type(weight) not in _TENSORS:
         return False
+    weight_shape = weight.shape
+    if len(weight_shape) != 2 or not source.dim():
+        return False
     weight_grad = _weight_grad(meter, weight)
-    source_grad = meter.requires_grad(source)
-    grad = weight_grad or source_grad or meter.any_grad(args[2:])
+    # Whether the input needs a gradient matters only for a weight the model does not hold.
+    source_grad = type(weight) is not _PARAMETER and meter.requires_grad(source)
+    grad = weight_grad or source_grad or meter.requires_grad(source) or meter.any_grad(args[2:])
     meter.track(output, grad, call)
-    meter.flops += (call, products.linear_flops(source.shape, weight.shape))
+    # products.linear_flops written out: the rows are the input's entries over its last extent.
+    columns = source.shape[-1]
+    rows = source.numel() // columns if columns else math.prod(source.shape[:-1])
+    meter.flops += (call, 2 * rows * weight_shape[1] * weight_shape[0])
     if grad:
         # saving's linear rule, with the two answers it would ask for again.
-        meter.saving = call
         if weight_grad:
             # Rows flattened for addmm: a view of a contiguous input, a copy of any other.
             if source.dim() <= 2 or source.is_contiguous():
-                meter.save(source)
+                _save_input(meter, source, call)
             else:
+                meter.saving = call
                 meter.save_new(source.numel() * source.element_size())
-        if source_grad and type(weight) is not _PARAMETER:  # a parameter is never kept as saved
+        if source_grad:  # a parameter is never kept as saved
+            meter.saving = call
             meter.save(weight)
     return True
 
@@ -184,8 +192,18 @@ def _attention(meter: CostMeter, args: Sequence[Any], kwargs: dict[str, Any], ou
     return True
 
 
+def _read(meter: CostMeter, args: Sequence[Any], kwargs: dict[str, Any], output: Any, call: int) -> bool:
+    """`x.shape`, `x.dtype`, `x.device`, `x.ndim`: a property read makes no tensor, so nothing is charged."""
+    return type(output) is not _TENSOR
+
+
+_PROPERTIES = ("shape", "dtype", "device", "ndim", "is_cuda", "requires_grad")
+"""Tensor properties a forward reads on every block: each read passes the function mode."""
+
+
 def _handlers() -> dict[Callable[..., Any], Handler]:
     handlers: dict[Callable[..., Any], Handler] = {
+        **{getattr(torch.Tensor, name).__get__: _read for name in _PROPERTIES},
         C_LINEAR: _linear,
         F.group_norm: _normalisation(saving.SAVES[F.group_norm]),
         F.layer_norm: _normalisation(_layer_norm_rule),

@@ -8,8 +8,8 @@ frees a tensor when nothing refers to it). The live total after each op gives th
 peak at op boundaries.
 
 Training is simulated beside the no_grad forward: a tensor requires grad if it is a
-trainable parameter or an op made it from one that does (a view as its storage), and `saving.SAVES` names what each
-op's backward would keep. Storages get serial numbers that are never reused, so a saved
+trainable parameter or an op made it from one that does (a view as its storage), and
+`saving.SAVES` names what each op's backward would keep. Storages get serial numbers that are never reused, so a saved
 tensor freed by this no_grad forward is still counted once however its memory is reused.
 
 Every op of a forward passes through here, so it is written for speed: the common functions
@@ -47,11 +47,8 @@ _ENTRIES = {
 class _Storage(weakref.ref):  # type: ignore[type-arg]  # the referent is always a storage
     """A weak reference to a live storage's Python object that holds what is known of the storage."""
 
-    __slots__ = ("grad", "key", "nbytes", "serial")
-    key: int
-    """Its StorageImpl's address, which `untyped_storage()._cdata` gives for every tensor on it."""
+    __slots__ = ("grad", "serial")
     serial: int
-    nbytes: int
     grad: bool
     """Its tensors would require grad in training."""
 
@@ -88,7 +85,8 @@ class CostMeter:
         self.inputs: dict[int, list[int]] = {}
         """Serials of each block's input storages (checkpointing keeps them)."""
         self.storages: dict[int, _Storage] = {}
-        """Each live storage an op made, by its key; an entry whose storage died waits in `dead`."""
+        """Each storage an op made, by its key (its StorageImpl's address, which every tensor on it
+        gives as `untyped_storage()._cdata`); an entry whose storage died answers None when called."""
         self.serial_bytes: list[int] = []
         """Bytes of each storage ever seen, by serial."""
         self.saved: set[int] = set()
@@ -200,13 +198,10 @@ class CostMeter:
             # The storages collected since the last op, queued by their weak references' callback
             # (a list's append), are freed before this one counts: the peak is of tensors alive
             # together. Written out here, not called: nearly every new storage follows a death.
-            freed = 0
-            for collected in dead:
-                if storages.get(collected.key) is collected:
-                    del storages[collected.key]
-                freed += collected.nbytes
+            # A dead entry stays in `storages` until its key is reused: every lookup there asks the
+            # reference for its storage first.
+            self.live -= sum(map(self.serial_bytes.__getitem__, [collected.serial for collected in dead]))
             dead.clear()
-            self.live -= freed
         # issubclass, not isinstance: nn.Parameter's metaclass answers isinstance in Python.
         base = tensor._base
         kind = type(tensor if base is None else base)
@@ -215,8 +210,6 @@ class CostMeter:
             return  # the model's parameters and buffers, or views of them: never live activations here
         nbytes = storage_object.nbytes()
         entry = _Storage(storage_object, self._died)
-        entry.key = key
-        entry.nbytes = nbytes
         entry.grad = grad and tensor.is_floating_point()
         serial_bytes = self.serial_bytes
         entry.serial = len(serial_bytes)

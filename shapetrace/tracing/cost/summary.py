@@ -152,18 +152,19 @@ def _output_dtypes(calls: Sequence[Call], meter: CostMeter) -> list[torch.dtype 
 
     A call that makes nothing (nn.Identity) takes the dtype of the tensor made just before it.
     """
-    latest: list[tuple[int, torch.dtype | None]] = [(0, None)] * len(calls)
-    for number, (index, dtype) in enumerate(_pairs(meter.made), 1):
-        if 0 <= index < len(calls):
-            latest[index] = (number, dtype)
+    made_by, dtypes = meter.made[::2], meter.made[1::2]
+    last = dict(zip(made_by, range(len(made_by)), strict=True))  # each call's own last op: later ones overwrite
+    latest = [last.get(index, -1) for index in range(len(calls))]
     for call in reversed(calls):
-        if call.parent is not None and latest[call.index][0] > latest[call.parent][0]:
-            latest[call.parent] = latest[call.index]
+        parent = call.parent
+        if parent is not None and latest[call.index] > latest[parent]:
+            latest[parent] = latest[call.index]
     found: list[torch.dtype | None] = []
     previous: torch.dtype | None = None
-    for number, dtype in latest:
-        found.append(dtype if number else previous)
-        previous = dtype if number else previous
+    for number in latest:
+        if number >= 0:
+            previous = dtypes[number]  # type: ignore[assignment]  # the odd entries are dtypes
+        found.append(previous)
     return found
 
 
