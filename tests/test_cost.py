@@ -297,7 +297,8 @@ class _KeepsAView(nn.Module):
         wide = self.wide(x)
         kept = (wide.detach() if self.detached else wide)[:, :1]
         del wide  # only `kept` refers to the wide map's memory now
-        return self.narrow(kept)
+        narrowed: torch.Tensor = self.narrow(kept)
+        return narrowed
 
 
 @pytest.mark.parametrize("detached", [False, True])
