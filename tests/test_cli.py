@@ -171,6 +171,15 @@ def test_an_integer_input_dtype_reaches_the_model(runner: CliRunner, tmp_path: P
     assert as_floats.exit_code == 1  # an Embedding refuses float indices: the dtype is what was asked for
 
 
+def test_integer_inputs_of_a_real_forward_index_any_table(runner: CliRunner, tmp_path: Path) -> None:
+    """Token ids and class labels made up on the CPU are in range for a table of any size."""
+    target = tmp_path / "labels.py"
+    target.write_text("import torch\nmodel = torch.nn.Embedding(3, 4)\n", encoding="utf-8")
+    for dtype in ("int64", "int32"):
+        result = runner.invoke(main, ["trace", f"{target}:model", "--input", f"2,50:{dtype}", "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+
+
 # --- one error boundary: usage is exit 2, shapetrace's own bugs exit 3 ---------------------------
 
 BUG_LINE = "internal error in shapetrace (please report): IndexError: bug inside shapetrace"

@@ -27,7 +27,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def activation(shape: Sequence[int], device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """An input tensor of `shape`: uninitialised on meta (no memory), random elsewhere.
+    """An input tensor of `shape`: uninitialised on meta (no memory), elsewhere random floats, or
+    zeros for an integer or bool dtype: token ids and class labels, which index a table of a size
+    unknown here, and 0 is in range for every table.
 
     Raises:
         UsageError: the device has not the memory for it (`allocation_failed`).
@@ -37,7 +39,7 @@ def activation(shape: Sequence[int], device: torch.device, dtype: torch.dtype = 
     try:
         if dtype.is_floating_point:
             return torch.randn(tuple(shape), dtype=dtype, device=device)
-        return torch.randint(0, 1000, tuple(shape), dtype=dtype, device=device)
+        return torch.zeros(tuple(shape), dtype=dtype, device=device)
     except (RuntimeError, MemoryError) as error:
         if not allocation_failed(error):
             raise
