@@ -156,3 +156,15 @@ def test_rounding_in_an_encoder_that_returns_every_stage_names_each_stage() -> N
     assert cause.kind == CauseKind.ROUNDING
     named = [f"encoder.stages.{stage} (Sequential)" for stage in (1, 2, 3, 4)]
     assert all(name in cause.text for name in named), cause.text
+
+
+def test_a_channel_break_at_a_skip_of_an_encoder_that_returns_every_stage_names_the_stage() -> None:
+    # The decoder block built for a 7-channel skip gets encoder.stages.2's 8 channels: "the skip of
+    # encoder" would fit every skip of this model.
+    model = user.SegUnet().eval()
+    model.blocks[1] = user.SegDecoderBlock(10, 7, 8)
+    traced = trace(model, torch.empty(1, 3, 64, 64, device="meta"))
+    assert [cause.kind for cause in traced.causes] == [CauseKind.CHANNELS, CauseKind.CHANNELS]
+    first = traced.breaks[0].message
+    assert first.endswith("receives 20 = 12 from blocks.0 + 8 from the skip of encoder.stages.2"), first
+    assert "the skip of encoder.stages.1" in traced.breaks[1].message

@@ -15,7 +15,7 @@ from shapetrace.analysis.causes import find_causes, with_order_breaks
 from shapetrace.analysis.chains import Axis, axes_of
 from shapetrace.analysis.fixes import size_fixes
 from shapetrace.analysis.order import misorder
-from shapetrace.analysis.placement import block_name, full_name, spatial
+from shapetrace.analysis.placement import block_name, full_name, skip_source_name, spatial
 from shapetrace.analysis.texts import op_name, scale_text
 from shapetrace.extents import has_channel_dim, rounding
 from shapetrace.formatting import format_extents, format_shape, format_size, format_size_change
@@ -153,7 +153,7 @@ def _side(trace: Trace, side: BreakSide, beside: BreakSide) -> str:
 
 def _producer_name(trace: Trace, side: BreakSide, beside: BreakSide) -> str:
     """The side's block, or its full name where both sides come from the same block (nested levels)."""
-    name = block_name(trace, side.producer)
+    name = skip_source_name(trace, side.producer) if side.role == "skip" else block_name(trace, side.producer)
     if side.producer != beside.producer and name == block_name(trace, beside.producer):
         return full_name(trace, side.producer)
     return name
@@ -224,12 +224,14 @@ def _explain_channels(trace: Trace, brk: Break) -> Break:
         )
         cause = (
             f"{block_name(trace, main.producer)} gives the up path {main.channels} channels but the skip from "
-            f"{block_name(trace, skip.producer)} has {skip.channels}: an addition needs equal channel counts"
+            f"{skip_source_name(trace, skip.producer)} has {skip.channels}: an addition needs equal channel counts"
         )
         return dataclasses.replace(brk, message=message, cause=cause)
     if len(brk.sides) > 1:
         parts = " + ".join(
-            f"{side.channels} from {'the skip of ' if side.role == 'skip' else ''}{block_name(trace, side.producer)}"
+            f"{side.channels} from the skip of {skip_source_name(trace, side.producer)}"
+            if side.role == "skip"
+            else f"{side.channels} from {block_name(trace, side.producer)}"
             for side in brk.sides
         )
         message = f"{leaf_text} expects {expected} channels but receives {got} = {parts}"

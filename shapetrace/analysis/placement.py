@@ -30,6 +30,23 @@ def block_name(trace: Trace, index: int, depth: int = BLOCK_DEPTH) -> str:
     return layer.name or layer.type
 
 
+def skip_source_name(trace: Trace, index: int) -> str:
+    """A skip's producer at the display depth, or deeper where one block makes several skips.
+
+    An encoder that returns every stage's features from one forward (`features = encoder(x)`)
+    would otherwise name each skip "encoder"; its stages are named instead ("encoder.stages.1").
+    """
+    if index < 0:
+        return "input"
+    sources = {pair.source for pair in trace.skips if pair.source >= 0} | {index}
+    deepest = max((layer.depth for layer in trace.layers), default=BLOCK_DEPTH)
+    for depth in range(BLOCK_DEPTH, deepest + 1):
+        named: dict[str, int] = {}
+        if all(named.setdefault(block_name(trace, source, depth), source) == source for source in sources):
+            return block_name(trace, index, depth)
+    return full_name(trace, index)
+
+
 def full_name(trace: Trace, index: int) -> str:
     if index < 0:
         return "input"

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 
 from shapetrace.analysis.order import Misorder
-from shapetrace.analysis.placement import BLOCK_DEPTH, block_name, full_name, spatial
+from shapetrace.analysis.placement import BLOCK_DEPTH, block_name, full_name, skip_source_name, spatial
 from shapetrace.extents import rounding, scale_of
 from shapetrace.formatting import format_size, format_size_change
 from shapetrace.records import BreakSide, Resampling, Shape, Trace
@@ -121,13 +121,13 @@ def level_text(
     if resized_from is not None and main_scale is not None and skip_scale is not None and main_scale != skip_scale:
         return (
             f"the up path reaches {full_name(trace, target)} at {format_size(resized_from)} and is resized to the "
-            f"skip from {block_name(trace, skip.producer)}, {format_size(spatial(skip.shape))} "
+            f"skip from {skip_source_name(trace, skip.producer)}, {format_size(spatial(skip.shape))} "
             f"({scale_text(skip_scale)}); the next level up works at {scale_text(main_scale)}, "
             "so the skip comes from another level than the up path"
         )
     text = (
         f"the up path reaches {full_name(trace, target)} at {format_size(spatial(main.shape))} but the skip from "
-        f"{block_name(trace, skip.producer)} is {format_size(spatial(skip.shape))}"
+        f"{skip_source_name(trace, skip.producer)} is {format_size(spatial(skip.shape))}"
     )
     if main_scale is not None and skip_scale is not None and main_scale != skip_scale:
         return (
@@ -147,7 +147,7 @@ def order_text(trace: Trace, order: Misorder) -> str:
     pairs = [trace.skips[index] for index in order.pairs]
     joined = ", ".join(
         f"{block_name(trace, pair.target)} at {format_size(spatial(pair.main_shape))} takes "
-        f"{block_name(trace, pair.source)}'s {format_size(spatial(pair.shape))}"
+        f"{skip_source_name(trace, pair.source)}'s {format_size(spatial(pair.shape))}"
         for pair in pairs
     )
     if order.crossing:
@@ -163,7 +163,7 @@ def order_text(trace: Trace, order: Misorder) -> str:
             "up, but each up level takes the skip of a different resolution than its own"
         )
     mirror = ", ".join(
-        f"{block_name(trace, trace.skips[index].target)} ← {block_name(trace, source)}"
+        f"{block_name(trace, trace.skips[index].target)} ← {skip_source_name(trace, source)}"
         for index, source in order.mirror.items()
     )
     return f"{text}; mirror order pairs {mirror}" if mirror else text
