@@ -18,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from shapetrace.analysis.size_rules import Derived, derive_size_rule, invalid_near
+from shapetrace.minimum import smallest_confirmed
 from shapetrace.records import AxisRule, BreakKind, Shape, SizeRule, Trace
 from shapetrace.tracing.light_pass import LightPass, first_break
 from shapetrace.tracing.tracer import observe, observed
@@ -135,7 +136,9 @@ def size_rule_of(trace: Trace, prober: Prober) -> SizeRule | None:
         if derived.rule is None:
             return None  # no size aligns the merges: the causes say why
         if _confirmed(derived.rule, derived.requested, prober):
-            return derived.rule
+            rule = smallest_confirmed(derived.rule, derived.requested, prober)
+            if rule is not None:
+                return rule
     return find_size_rule(prober.model, prober.arguments_at, tuple(image[2:]))
 
 
@@ -148,7 +151,9 @@ def exact_size_rule(trace: Trace, prober: Prober) -> SizeRule | None:
     derived = derive_size_rule(trace)
     if derived is None or derived.rule is None or not _consistent(derived, trace):
         return None
-    return derived.rule if _confirmed(derived.rule, derived.requested, prober) else None
+    if not _confirmed(derived.rule, derived.requested, prober):
+        return None
+    return smallest_confirmed(derived.rule, derived.requested, prober)
 
 
 def _consistent(derived: Derived, trace: Trace) -> bool:

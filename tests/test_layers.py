@@ -33,7 +33,14 @@ FOUNDATION = {
     "shapetrace.sizes",
 }
 # With shapetrace.models: the library, tracing then analysis (the size search and fix verification too).
-LIBRARY = {"shapetrace.api", "shapetrace.size_search", "shapetrace.sweep", "shapetrace.verify", "shapetrace.padding"}
+LIBRARY = {
+    "shapetrace.api",
+    "shapetrace.size_search",
+    "shapetrace.minimum",
+    "shapetrace.sweep",
+    "shapetrace.verify",
+    "shapetrace.padding",
+}
 # Helpers for a project's own tests: the library's traces, and the diff table a failed snapshot shows.
 HELPERS = {"shapetrace.testing", "shapetrace.pytest_plugin"}
 ENTRY = {"shapetrace", "shapetrace.__main__"}  # the root resolves its exports lazily, and wires Trace's views

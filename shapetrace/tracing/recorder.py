@@ -33,6 +33,7 @@ from shapetrace.records import (
 from shapetrace.tracing._torch_compat import has_children
 from shapetrace.tracing.geometry import RESAMPLING_MODULES, module_resampling
 from shapetrace.tracing.leaves import TORCH_LEAVES
+from shapetrace.tracing.walk import name_in_call
 
 MODEL_INPUT = -1  # producer of the tensors handed to the model
 
@@ -148,8 +149,13 @@ class Recorder:
         """Calls that prepared a skip for its merge (a gate, a norm): merges inside them are no skips."""
 
     def name_of(self, call: Call) -> str:
-        """The module's dotted name in the model, looked up once the forward is over."""
-        return self.names.get(id(call.module), type(call.module).__name__)
+        """The module's dotted name in the model, looked up once the forward is over (a stateless
+        module shared by several parents: its name under the parent that called it)."""
+        name = self.names.get(id(call.module), type(call.module).__name__)
+        if call.parent is None or call.parent < 0 or id(call.module) not in self.names:
+            return name
+        parent = self.calls[call.parent]
+        return name_in_call(call.module, name, parent.module, self.name_of(parent))
 
     # --- tags -------------------------------------------------------------------------
 

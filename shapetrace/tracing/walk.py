@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shapetrace.tracing._torch_compat import child_modules, is_lazy, own_parameters
+from shapetrace.tracing._torch_compat import child_modules, is_lazy, own_buffers, own_parameters
 
 
 def module_names(model: nn.Module) -> dict[int, str]:
@@ -67,3 +67,26 @@ def parameter_total(model: nn.Module) -> int:
 def parameter_size(parameter: torch.Tensor) -> int:
     """Its entries; 0 for a lazy module's parameter that no call has shaped yet."""
     return 0 if is_lazy(parameter) else parameter.numel()
+
+
+def name_in_call(module: nn.Module, canonical: str, parent: nn.Module, parent_name: str) -> str:
+    """The name of one call of `module` made directly by its parent `parent` (named `parent_name`).
+
+    A module with weights keeps its canonical name wherever it runs: its weights live there. A
+    stateless module registered in several parents (Demucs builds one GLU and puts it in every
+    encoder stage) is named under the parent that called it, `encoder.2.3` rather than
+    `encoder.0.3` for each stage, so the calls of different stages tell their levels apart.
+    """
+    prefix = f"{parent_name}." if parent_name else ""
+    if canonical.startswith(prefix) and "." not in canonical[len(prefix) :]:
+        return canonical  # already its name under this parent
+    if any(_holds_tensors(part) for part in every_module(module)):
+        return canonical
+    for child_name, child in child_modules(parent).items():
+        if child is module:
+            return f"{prefix}{child_name}"
+    return canonical
+
+
+def _holds_tensors(module: nn.Module) -> bool:
+    return any(value is not None for value in (*own_parameters(module).values(), *own_buffers(module).values()))
