@@ -5,14 +5,15 @@
 
 (from the repository root: `-m` traces with this checkout's shapetrace, not an installed one.)
 
-Optional, not part of the test suite, and not a dependency of shapetrace: it uses diffusers
-and MONAI where they are installed (MONAI without its dependencies: `pip install --no-deps
-monai einops`; it must not pull another torch). Models are built small, on the meta device
-where their constructor allows it (SwinUNETR calls .item() while building, the video UNet of
-Stable Video Diffusion builds a CPU tensor in its forward: those are built and traced on the
-CPU). Each line says how many skips were found against how many the forward makes (counted by
-reading it: the comment by each model says where they are), then the pairs and any break; a
-second trace at a size the model cannot take shows the breaks it reports.
+Optional, not part of the test suite, and not a dependency of shapetrace: it uses diffusers,
+MONAI and the packages bench/third_party_more.py names, where they are installed (MONAI
+without its dependencies: `pip install --no-deps monai einops`; it must not pull another
+torch). Models are built small, on the meta device where their constructor allows it
+(SwinUNETR calls .item() while building, the video UNet of Stable Video Diffusion builds a CPU
+tensor in its forward: those are built and traced on the CPU). Each line says how many skips
+were found against how many the forward makes (counted by reading it: the comment by each
+model says where they are), then the pairs and any break; a second trace at a size the model
+cannot take shows the breaks it reports.
 """
 
 from __future__ import annotations
@@ -323,7 +324,9 @@ def run(case: Case) -> bool:
 def main(selection: str = "") -> int:
     warnings.simplefilter("ignore")  # deprecation notices of the third-party packages
     cases: list[Case] = []
-    for source in (monai_cases, diffusers_cases):
+    from bench.third_party_more import SOURCES
+
+    for source in (monai_cases, diffusers_cases, *SOURCES):
         try:
             cases += source()
         except ImportError as error:
