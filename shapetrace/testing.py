@@ -13,7 +13,6 @@ Every trace runs on a meta copy of the model: the model itself is neither run no
 
 from __future__ import annotations
 
-import copy
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -33,6 +32,7 @@ from shapetrace.records import BreakKind, Shape, Trace
 from shapetrace.render.diff_table import diff_table
 from shapetrace.render.plain import plain_text
 from shapetrace.sizes import as_sizes, spatial_extents
+from shapetrace.tracing.closures import deep_copy
 from shapetrace.verify import meta_copy, resized_arguments
 
 __all__ = ["UPDATE_OPTION", "assert_aligned", "assert_trace_matches"]
@@ -177,7 +177,7 @@ def _sizes_to_check(
 
 def _cpu_model(model: nn.Module | Callable[[], nn.Module]) -> nn.Module:
     """A CPU copy of the model to run for real (the user's own is never run), or a factory's CPU build."""
-    built = copy.deepcopy(model) if isinstance(model, nn.Module) else model()
+    built = deep_copy(model) if isinstance(model, nn.Module) else model()
     if any(tensor.device.type == "meta" for tensor in (*built.parameters(), *built.buffers())):
         built = built.to_empty(device="cpu")  # a meta model's weights: uninitialised, as shapes need no values
     return built.to("cpu").eval()

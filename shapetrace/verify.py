@@ -11,7 +11,6 @@ model is left exactly as found. The actions' words are `shapetrace.analysis.fixe
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -25,7 +24,7 @@ from shapetrace.analysis.diagnosis import explain
 from shapetrace.analysis.placement import full_name
 from shapetrace.records import BreakKind, Cause, Fix, Shape, Trace
 from shapetrace.size_search import Prober, observed_or_interrupted
-from shapetrace.tracing.closures import rebind_closures
+from shapetrace.tracing.closures import deep_copy
 from shapetrace.tracing.merges import resize
 from shapetrace.tracing.rewire import Rewire
 from shapetrace.tracing.values import tensors_in
@@ -223,9 +222,7 @@ def meta_copy(model: nn.Module) -> nn.Module:
             continue  # a lazy layer's parameter has no shape yet: copied as it is
         empty = torch.empty_like(tensor, device="meta")
         memo[id(tensor)] = nn.Parameter(empty, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else empty
-    copied: nn.Module = copy.deepcopy(model, memo)
-    rebind_closures(copied, memo)  # a forward that closes over modules must call the copy's, not the original's
-    return copied
+    return deep_copy(model, memo)  # a forward that closes over modules must call the copy's, not the original's
 
 
 def resized_arguments(

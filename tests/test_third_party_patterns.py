@@ -7,10 +7,14 @@ to the real model, makes it run. Skip pairs are read from the forward as in test
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from click.testing import CliRunner
 
 from shapetrace import size_rule, trace
+from shapetrace.cli import main
 from shapetrace.records import CauseKind
 from tests.fixtures import third_party_patterns as patterns
 from tests.fixtures.user_cases import Case, PlantedCase, check_planted, image, meta_trace, pairs_of, runs
@@ -84,3 +88,19 @@ def test_the_smallest_size_is_where_the_deepest_norm_still_has_two_elements() ->
         rule = traced.size_rule if size == 8 else size_rule(case.build(), *case.inputs(size, "cpu")[0])
         assert rule is not None
         assert [axis.minimum for axis in rule.axes] == [16, 16]
+
+
+@pytest.mark.parametrize("command", ["trace", "sweep"])
+def test_an_instance_target_whose_forward_closes_over_its_layers_traces_on_meta(
+    command: str, runner: CliRunner, tmp_path: Path
+) -> None:
+    """The CLI copies an instance TARGET before moving it to meta: the copy's closures must move too."""
+    target = tmp_path / "closures.py"
+    target.write_text("from tests.fixtures.third_party_patterns import ClosureUNet1d\nmodel = ClosureUNet1d()\n")
+    sizes = ["--sizes", "12:16"] if command == "sweep" else []
+    result = runner.invoke(main, [command, f"{target}:model", "--input", "1,2,16", *sizes])
+    assert "raised" not in result.output and "error break" not in result.output, result.output
+    if command == "sweep":
+        assert result.exit_code == 1 and "2 of 5 sizes aligned" in result.output  # 12 and 16: multiples of 4
+    else:
+        assert result.exit_code == 0, result.output

@@ -12,12 +12,29 @@ of its class (the copy gets a subclass of the same name holding the rebuilt meth
 
 from __future__ import annotations
 
+import copy
 import types
 from typing import Any
 
 from torch import nn
 
 from shapetrace.tracing.walk import every_module
+
+
+def deep_copy(model: nn.Module, memo: dict[int, Any] | None = None) -> nn.Module:
+    """`copy.deepcopy(model, memo)` whose closures call the copy's layers, not the model's.
+
+    Args:
+        model: the user's model, left as it is.
+        memo: deepcopy's memo, pre-filled where some tensors are to be replaced (meta copies).
+
+    Returns:
+        The copy: moving it, or casting it, leaves nothing of it behind on the model.
+    """
+    memo = {} if memo is None else memo
+    copied: nn.Module = copy.deepcopy(model, memo)
+    rebind_closures(copied, memo)
+    return copied
 
 
 def rebind_closures(copied: nn.Module, memo: dict[int, Any]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from torch import nn
 
 from shapetrace.errors import UsageError
 from shapetrace.formatting import format_bytes, format_shape
+from shapetrace.tracing.closures import deep_copy
 
 DEVICES = ("meta", "cpu", "cuda")
 
@@ -90,7 +90,7 @@ def cast_copy(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
     tensors = [*model.parameters(), *model.buffers()]
     if dtype is None or all(tensor.dtype == dtype for tensor in tensors if tensor.is_floating_point()):
         return model
-    return copy.deepcopy(model).to(dtype)
+    return deep_copy(model).to(dtype)
 
 
 def timesteps(

@@ -6,7 +6,6 @@ factory function, or a module instance. Every failure is a TargetError naming th
 
 from __future__ import annotations
 
-import copy
 import importlib
 import importlib.util
 import inspect
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from shapetrace.errors import TargetError
+from shapetrace.tracing.closures import deep_copy
 
 
 def load_attribute(target: str) -> Any:
@@ -71,7 +71,7 @@ def build_model(target: str, init: dict[str, Any], device: torch.device) -> nn.M
         if init:
             raise TargetError(f"TARGET {target!r} is a module instance: --init applies only to a class or factory")
         # A copy: the user's own instance must not move to meta (or anywhere) behind their back.
-        return copy.deepcopy(value).to(device)
+        return deep_copy(value).to(device)
     if not callable(value):
         raise TargetError(
             f"TARGET {target!r} is a {type(value).__name__}, expected an nn.Module class, factory or instance"
