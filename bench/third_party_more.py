@@ -5,8 +5,8 @@ Each source below imports its package on call and raises ImportError where it is
 of them may pull another torch): `unet` (fepegar), `dynamic-network-architectures` (nnU-Net),
 `pytorch3dunet` (its model module imports `skimage`: `scikit-image` and `lazy_loader`, also
 --no-deps), `a-unet` (audio-diffusion-pytorch's UNets; that package itself needs torchaudio),
-`demucs` (with `julius`), `cleanunet`. Each comment says where the library's forward makes
-its skips; the count is the `expected` of the Case.
+`demucs` (with `julius`), `cleanunet`, `x-unet` (with `torch-einops-utils`). Each comment
+says where the library's forward makes its skips; the count is the `expected` of the Case.
 """
 
 from __future__ import annotations
@@ -200,4 +200,37 @@ def cleanunet_cases() -> list[Case]:
     ]
 
 
-SOURCES = (fepegar_cases, nnunet_cases, pytorch3dunet_cases, a_unet_cases, demucs_cases, cleanunet_cases)
+def x_unet_cases() -> list[Case]:
+    from x_unet import XUnet
+
+    from bench.third_party import Case
+
+    # XUnet.forward: down_hiddens.append(x) per down stage, cat((x, down_hiddens.pop() * skip_scale))
+    # per up stage (2 of the 3 stages: the first stage's map is never popped); the consolidator
+    # cats the up path's maps (mid_after, ups.0, ups.1, resized) with x; then cat((x, r)), r the
+    # init_conv's output: 2 + 3 + 1 = 6. Images run as 1-frame videos (b c 1 h w).
+    def xunet() -> nn.Module:
+        model: nn.Module = XUnet(
+            dim=8,
+            channels=3,
+            dim_mults=(1, 2, 4),
+            num_blocks_per_stage=(1, 1, 1),
+            num_self_attn_per_stage=(0, 0, 1),
+            nested_unet_depths=(0, 0, 0),
+            attn_heads=2,
+            attn_dim_head=8,
+        )
+        return model
+
+    return [Case("x-unet XUnet (2-D, consolidated up maps)", xunet, _image(3, 2), 32, 6, invalid=30)]
+
+
+SOURCES = (
+    fepegar_cases,
+    nnunet_cases,
+    pytorch3dunet_cases,
+    a_unet_cases,
+    demucs_cases,
+    cleanunet_cases,
+    x_unet_cases,
+)
