@@ -5,7 +5,7 @@ Each source below imports its package on call and raises ImportError where it is
 of them may pull another torch): `unet` (fepegar), `dynamic-network-architectures` (nnU-Net),
 `pytorch3dunet` (its model module imports `skimage`: `scikit-image` and `lazy_loader`, also
 --no-deps), `a-unet` (audio-diffusion-pytorch's UNets; that package itself needs torchaudio),
-`demucs` (with `julius`), `cleanunet`, `x-unet` (with `torch-einops-utils`). Each comment
+`demucs` (with `julius`), `cleanunet`, `x-unet` (with `torch-einops-utils`), `easy-unet`. Each comment
 says where the library's forward makes its skips; the count is the `expected` of the Case.
 """
 
@@ -225,6 +225,29 @@ def x_unet_cases() -> list[Case]:
     return [Case("x-unet XUnet (2-D, consolidated up maps)", xunet, _image(3, 2), 32, 6, invalid=30)]
 
 
+def easy_unet_cases() -> list[Case]:
+    from easy_unet import EasyUNet
+
+    from bench.third_party import Case
+
+    # EasyUNet 1.0.2 appends its up stages to down_stages (`self.down_stages.append` in the
+    # decoder loop), so up_stages is empty and the forward runs the up stages as down stages:
+    # the cat after each up stage never happens. One skip is left, cat((skip0, z)) before
+    # final_res_block, and channel breaks (all three verified fixes together make it run).
+    # `z = self.mid_attn(z) + z` is a residual: lucidrains' attention with 32-wide heads at a
+    # 32×32 level once looked like a map 32 times narrower there.
+    return [
+        Case(
+            "EasyUNet (2-D, its up stages misregistered)",
+            lambda: EasyUNet(dim=8, dim_mults=(1, 2, 4), channels=3, out_channels=1),
+            _image(3, 2),
+            32,
+            1,
+            aligned=False,
+        )
+    ]
+
+
 SOURCES = (
     fepegar_cases,
     nnunet_cases,
@@ -233,4 +256,5 @@ SOURCES = (
     demucs_cases,
     cleanunet_cases,
     x_unet_cases,
+    easy_unet_cases,
 )

@@ -38,8 +38,15 @@ CASES = {
     "shared_activation": Case(
         patterns.SharedActivationUNet1d, image(1, dims=1), 32, (("encoder.1.3", "decoder.1"), ("encoder.0.3", "head"))
     ),
+    # out(cat([x, skip])): the only skip; both `attn(x) + x` are residuals.
+    "residual_attention": Case(patterns.ResidualAttentionUNet, image(3), 16, (("stem", "out"),)),
 }
-SIZES = {"closures": range(3, 30), "instance_norm": range(4, 41), "shared_activation": range(4, 36)}
+SIZES = {
+    "closures": range(3, 30),
+    "instance_norm": range(4, 41),
+    "shared_activation": range(4, 36),
+    "residual_attention": range(2, 20),
+}
 
 
 @pytest.mark.parametrize("name", list(CASES))

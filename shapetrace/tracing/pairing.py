@@ -56,6 +56,8 @@ def direction(before: Shape, after: Shape) -> int:
     """UP when `after` is a finer map than `before` (it came up from a coarser level), DOWN the reverse."""
     if before == after or len(before) != len(after) or len(before) < 3 or before[0] != after[0]:
         return NONE
+    if _flattened(before, after) or _flattened(after, before):
+        return NONE
     finer = coarser = False
     ratio = 1.0
     for b, a in zip(before[2:], after[2:], strict=True):
@@ -68,6 +70,19 @@ def direction(before: Shape, after: Shape) -> int:
     if finer == coarser or ratio < LEVEL_RATIO:  # unchanged, mixed (a reshape), or a crop or pad
         return NONE
     return UP if finer else DOWN
+
+
+def _flattened(tokens: Shape, image: Shape) -> bool:
+    """`tokens` is attention's (B, heads, H*W, d) of the (B, C, H, W) map `image` it came from or
+    goes back to: the map's extents flattened into one axis, its channels split into heads × d.
+
+    No level change, even where d happens to equal W and the heads look like a map H times
+    narrower (lucidrains' Attention at a 32×32 level with 32-wide heads).
+    """
+    if len(tokens) != 4 or len(image) != 4:
+        return False
+    height, width = image[2:]
+    return tokens[2] == height * width and image[1] % (tokens[1] * tokens[3]) == 0
 
 
 def arrival(recorder: Recorder, shape: Shape, producer: int) -> tuple[int, int]:
@@ -122,6 +137,10 @@ def primary_input(recorder: Recorder, index: int) -> tuple[int, Shape | None]:
     largest such input (or the largest input at all, when the output's origin is unknown).
     """
     call = recorder.calls[index]
+    if len(call.producers) > 1 and (like := _input_like_output(call.inputs, call.outputs)) >= 0:
+        # Several inputs, and the output has the shape of one: made like it, as attention's
+        # output is like its queries (keys with memory tokens are longer, and no map either).
+        return call.producers[like], call.inputs[like]
     inner = call.inner
     if inner > index:
         return inner, None
@@ -136,6 +155,13 @@ def primary_input(recorder: Recorder, index: int) -> tuple[int, Shape | None]:
         if best >= 0:
             return call.producers[best], call.inputs[best]
     return MODEL_INPUT, None
+
+
+def _input_like_output(inputs: tuple[Shape, ...], outputs: tuple[Shape, ...]) -> int:
+    """The position of the one input whose shape the call's output has; -1 when none or several do."""
+    output = _first_map(outputs)
+    matching = [position for position, shape in enumerate(inputs) if shape == output]
+    return matching[0] if len(matching) == 1 else -1
 
 
 def classify(recorder: Recorder, operands: Sequence[Operand], op: str) -> tuple[list[str], int]:
