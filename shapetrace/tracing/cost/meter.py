@@ -135,7 +135,10 @@ class CostMeter:
             # together. Written out here, not called: nearly every new storage follows a death.
             # A dead entry stays in `storages` until its key is reused: every lookup there asks the
             # reference for its storage first.
-            self.live -= sum(map(self.serial_bytes.__getitem__, [collected.serial for collected in dead]))
+            freed, sizes = 0, self.serial_bytes
+            for collected in dead:
+                freed += sizes[collected.serial]
+            self.live -= freed
             dead.clear()
         # issubclass, not isinstance: nn.Parameter's metaclass answers isinstance in Python.
         base = tensor._base
@@ -182,7 +185,7 @@ class CostMeter:
         kind = type(tensor)
         # Parameters are the model's, not saved activations. (isinstance(x, nn.Parameter) runs a
         # Python-level __instancecheck__; the type itself is quicker to ask.)
-        if kind is not torch.Tensor and (not issubclass(kind, torch.Tensor) or issubclass(kind, nn.Parameter)):
+        if kind is not _TENSOR and (not issubclass(kind, _TENSOR) or issubclass(kind, _PARAMETER)):
             return
         try:
             entry = self.storages.get(tensor.untyped_storage()._cdata)
