@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shapetrace.tracing._torch_compat import C_LINEAR, C_SCALED_DOT_PRODUCT_ATTENTION
-from shapetrace.tracing.cost import batched
+from shapetrace.tracing.cost import batched, recurrent
 from shapetrace.tracing.metashapes.arguments import bind, signature_of
 
 
@@ -285,6 +285,8 @@ for _owner in (torch, torch.Tensor):
     SAVES[_owner.addmm] = _operands(1, 2)
     SAVES[_owner.baddbmm] = _operands(1, 2)
     SAVES[_owner.div] = _division
+for _function in recurrent.RECURRENT:
+    SAVES[_function] = recurrent.make_rule(_function)
 for _name in ("relu_", "sigmoid_", "tanh_", "exp_"):
     SAVES[getattr(torch.Tensor, _name)] = _output
 for _name in ("__mul__", "__rmul__", "mul_", "__imul__"):
