@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -34,7 +34,7 @@ KINDS = [nn.RNN, nn.GRU, nn.LSTM]
 class _Sequence(nn.Module):
     """A recurrent layer over a feature sequence, as a 1-D UNet's bottleneck runs one."""
 
-    def __init__(self, kind: type[nn.RNNBase], options: dict[str, Any]) -> None:
+    def __init__(self, kind: Callable[..., nn.Module], options: dict[str, Any]) -> None:
         super().__init__()
         self.recurrent = kind(6, 10, **options)
         self.head = nn.Linear(10 * (2 if options.get("bidirectional") else 1), 3)
@@ -54,7 +54,7 @@ def _atens_cells() -> Iterator[None]:
             yield
 
 
-def _model(kind: type[nn.RNNBase], options: dict[str, Any], device: str) -> nn.Module:
+def _model(kind: Callable[..., nn.Module], options: dict[str, Any], device: str) -> nn.Module:
     torch.manual_seed(0)
     with torch.device(device):
         return _Sequence(kind, options).eval()
@@ -68,7 +68,7 @@ def _input(options: dict[str, Any], device: str) -> torch.Tensor:
 
 @pytest.mark.parametrize("options", LAYOUTS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_recurrent_flops_equal_flop_counter_modes(kind: type[nn.RNNBase], options: dict[str, Any]) -> None:
+def test_recurrent_flops_equal_flop_counter_modes(kind: Callable[..., nn.Module], options: dict[str, Any]) -> None:
     model, x = _model(kind, options, "meta"), _input(options, "meta")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x)
@@ -80,7 +80,9 @@ def test_recurrent_flops_equal_flop_counter_modes(kind: type[nn.RNNBase], option
 
 @pytest.mark.parametrize("options", LAYOUTS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_recurrent_saved_bytes_equal_what_atens_cells_save(kind: type[nn.RNNBase], options: dict[str, Any]) -> None:
+def test_recurrent_saved_bytes_equal_what_atens_cells_save(
+    kind: Callable[..., nn.Module], options: dict[str, Any]
+) -> None:
     model = _model(kind, options, "cpu")
     with _atens_cells():
         expected = _saved_bytes(model, (_input(options, "cpu"),))
