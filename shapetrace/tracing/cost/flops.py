@@ -241,7 +241,27 @@ _OPERATORS = (
     "imul",
     "itruediv",
 )
-_ACTIVATIONS = (F.silu, F.gelu, F.mish, F.relu, F.leaky_relu, F.elu, F.softplus, F.hardswish, F.sigmoid, F.tanh)
+_ACTIVATIONS = (
+    F.silu,
+    F.gelu,
+    F.mish,
+    F.relu,
+    F.leaky_relu,
+    F.elu,
+    F.softplus,
+    F.hardswish,
+    F.sigmoid,
+    F.tanh,
+    F.relu6,
+    F.hardtanh,
+    F.selu,
+    F.celu,
+    F.hardsigmoid,
+    F.softsign,
+    F.logsigmoid,
+    F.glu,
+    torch.prelu,
+)
 _NORMS = (F.group_norm, F.layer_norm, F.batch_norm, F.instance_norm)
 
 OTHER_FLOPS: dict[Callable[..., Any], Estimate] = dict.fromkeys(_ACTIVATIONS, 1)
