@@ -30,7 +30,8 @@ from shapetrace.records import BreakKind, Outcome, SizeRule, SweepResult, Trace
 from shapetrace.size_search import Prober, exact_size_rule
 from shapetrace.sizes import Size, spatial_extents
 from shapetrace.tracing.inputs import SizedInputs
-from shapetrace.tracing.light_pass import LightPass, first_break, size_dependent
+from shapetrace.tracing.light_pass import LightPass, first_break
+from shapetrace.tracing.light_sweep import size_dependent
 from shapetrace.tracing.tracer import META_VALUES, observed
 from shapetrace.verify import meta_copy
 

@@ -8,6 +8,7 @@ peak within 10% of the profiler's (here it is equal at op boundaries), MACs equa
 from __future__ import annotations
 
 import bisect
+import copy
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -311,6 +312,36 @@ def test_a_kept_view_keeps_its_whole_storage_live(detached: bool) -> None:
     assert cost is not None
     # The input, all 16 channels of the wide map (one channel is kept), and the 4-channel output.
     assert cost.activation_peak_bytes == (1 + 16 + 4) * image_bytes == at_boundaries
+
+
+ACTIVATIONS = [
+    nn.PReLU(4),
+    nn.ReLU6(),
+    nn.Hardtanh(),
+    nn.SELU(),
+    nn.CELU(),
+    nn.Hardsigmoid(),
+    nn.Softsign(),
+    nn.LogSigmoid(),
+    nn.GLU(dim=1),
+    nn.Mish(),
+    nn.Hardswish(),
+]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=lambda module: type(module).__name__)
+def test_every_activation_saves_what_autograd_saves(activation: nn.Module) -> None:
+    def build(device: str) -> nn.Module:
+        torch.manual_seed(0)
+        channels = 2 if isinstance(activation, nn.GLU) else 4  # GLU halves the channels
+        with torch.device(device):
+            return nn.Sequential(nn.Conv2d(3, 4, 3), copy.deepcopy(activation), nn.Conv2d(channels, 2, 1)).eval()
+
+    expected = _saved_bytes(build("cpu"), (torch.randn(1, 3, 8, 8),))
+    cost = run_trace(build("meta"), (torch.empty(1, 3, 8, 8, device="meta"),), cost=CostOptions()).cost
+    assert cost is not None
+    assert cost.saved_bytes == expected
+    assert cost.other_flops > 0  # the activation's elementwise work
 
 
 # --- MACs -------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from torch import nn
 import shapetrace
 from shapetrace.errors import InternalError
 from shapetrace.records import BreakKind, Trace
-from shapetrace.tracing import failures, light_pass, metashapes, observer, recorder
+from shapetrace.tracing import failures, light_pass, light_sweep, metashapes, observer, recorder
 from shapetrace.tracing.failures import FailedOp, failure_kind, is_internal
 from shapetrace.tracing.metashapes import META_SHAPES, ShapeMismatch
 from tests.test_reliability import Snapshot, Subject, assert_untouched
@@ -131,7 +131,7 @@ def test_a_bug_in_the_sweep_is_an_internal_error(monkeypatch: pytest.MonkeyPatch
     model, _ = subject("meta")
     before = Snapshot.of(model)
     with pytest.raises(InternalError, match=f"^IndexError: {BUG}$"):
-        light_pass.sweep(model, [(8, 8)], lambda h, w: ((torch.zeros(2, 3, h, w, device="meta"),), {}), workers=1)
+        light_sweep.sweep(model, [(8, 8)], lambda h, w: ((torch.zeros(2, 3, h, w, device="meta"),), {}), workers=1)
     assert_untouched(model, before)
 
 
@@ -246,7 +246,7 @@ def test_the_sweep_classifies_failures_as_the_full_trace_does() -> None:
     with torch.device("meta"):
         model = ReadsValue()
     sizes = [(size, size) for size in (4, 5, 6, 7, 8)]
-    outcomes = light_pass.sweep(model, sizes, lambda h, w: ((torch.zeros(1, 3, h, w, device="meta"),), {}), workers=1)
+    outcomes = light_sweep.sweep(model, sizes, lambda h, w: ((torch.zeros(1, 3, h, w, device="meta"),), {}), workers=1)
     traces = [shapetrace.trace(model, torch.zeros(1, 3, *size, device="meta")) for size in sizes]
     assert [outcome.kind for outcome in outcomes] == [
         trace.breaks[0].kind if trace.breaks else None for trace in traces

@@ -507,7 +507,7 @@ LIGHT_PASS_MODELS: dict[str, tuple[Callable[[], nn.Module], int]] = {
 @pytest.mark.parametrize("name", list(LIGHT_PASS_MODELS))
 def test_the_light_pass_breaks_where_and_as_the_full_trace_does(name: str) -> None:
     from shapetrace.analysis.placement import block_name
-    from shapetrace.tracing.light_pass import sweep
+    from shapetrace.tracing.light_sweep import sweep
 
     build, dims = LIGHT_PASS_MODELS[name]
     with torch.device("meta"):
@@ -527,7 +527,7 @@ def test_the_light_pass_breaks_where_and_as_the_full_trace_does(name: str) -> No
 def test_the_sweep_calls_the_models_own_size_check_a_size_break_as_a_trace_does() -> None:
     from shapetrace.sweep import sweep_model
     from shapetrace.tracing.inputs import SizedInputs
-    from shapetrace.tracing.light_pass import sweep
+    from shapetrace.tracing.light_sweep import sweep
 
     with torch.device("meta"):
         model = patterns.DivisibleCheckNet()
@@ -550,7 +550,7 @@ def _same(arguments: tuple[tuple[torch.Tensor, ...], dict[str, Any]], *_size: in
 
 def test_the_light_pass_calls_a_channel_mismatch_at_an_add_a_channel_break() -> None:
     from shapetrace.records import BreakKind
-    from shapetrace.tracing.light_pass import sweep
+    from shapetrace.tracing.light_sweep import sweep
 
     kinds = {}
     for name in ("a residual that widens the channels", "an additive skip of other channels", "the same in 1-D"):

@@ -73,7 +73,7 @@ def test_compress_sizes_finds_arithmetic_runs() -> None:
 
 
 def test_forked_workers_give_the_serial_outcomes() -> None:
-    from shapetrace.tracing.light_pass import sweep
+    from shapetrace.tracing.light_sweep import sweep
     from tests.conftest import meta_unet, unet_inputs
 
     model = meta_unet((1, 2, 4), n_channels=4)
@@ -146,7 +146,7 @@ MERGE_MODELS: dict[str, tuple[Callable[[], nn.Module], set[tuple[BreakKind, str]
 
 @pytest.mark.parametrize("name", list(MERGE_MODELS))
 def test_the_sweep_and_the_full_trace_decide_merges_alike(name: str) -> None:
-    from shapetrace.tracing.light_pass import sweep
+    from shapetrace.tracing.light_sweep import sweep
 
     build, odd_outcomes = MERGE_MODELS[name]
     with torch.device("meta"):

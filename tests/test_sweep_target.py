@@ -215,7 +215,7 @@ def test_ctrl_c_in_a_reference_sweep_prints_the_sizes_done_and_exits_130(
 def test_sizes_read_off_the_rule_get_what_their_own_light_pass_gives(chs: tuple[int, ...], variant: str) -> None:
     """Every size, whether the rule answered it or its residue class did, as if traced alone."""
     from shapetrace.models.unet import UNet
-    from shapetrace.tracing.light_pass import sweep
+    from shapetrace.tracing.light_sweep import sweep
 
     with torch.device("meta"):
         model = UNet(3, 8, chs, variant)  # type: ignore[arg-type]

@@ -30,7 +30,7 @@ from shapetrace.tracing.recorder import MODEL_INPUT, Recorder
 from shapetrace.tracing.values import tensors_in
 from shapetrace.tracing.walk import compiled_original, every_module, module_names
 
-__all__ = ["META_VALUES", "observe", "observed"]
+__all__ = ["META_VALUES", "collector_paused", "observe", "observed"]
 
 META_VALUES = BreakKind.META
 """Break kind: the forward read tensor values (.item(), .tolist(), `if tensor:`), which meta lacks."""
@@ -91,7 +91,7 @@ def _observe(
         recorder.set_tag(tensor, MODEL_INPUT, input_index=position)
     recorder.image_rank = image_rank(inputs)
     meta = any(t.device.type == "meta" for t in inputs)
-    with _collector_paused(meta):
+    with collector_paused(meta):
         if cost is not None:
             from shapetrace.tracing.cost import observe_cost
 
@@ -104,7 +104,7 @@ def _observe(
 
 
 @contextlib.contextmanager
-def _collector_paused(meta: bool) -> Iterator[None]:
+def collector_paused(meta: bool) -> Iterator[None]:
     """Python's cyclic garbage collector off while a meta forward is traced, on again after.
 
     A trace makes thousands of short-lived objects (tags, records, meta tensors), so the

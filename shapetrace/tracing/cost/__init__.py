@@ -48,5 +48,5 @@ def observe_cost(
     output = tracer._observed_forward(model, args, kwargs, observer)
     outputs = tensors_in(output)
     device = tracer._device_of(inputs)
-    trace = freeze(recorder, model, inputs, outputs, device=device, config=config, params=meter.module_parameters)
+    trace = freeze(recorder, model, inputs, outputs, device=device, config=config, params=meter.model.module_parameters)
     return with_cost(trace, recorder, meter, model, inputs, options)

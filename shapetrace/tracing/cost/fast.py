@@ -7,8 +7,8 @@ as its common call hands it over (conv2d's positional arguments, group_norm's `(
 num_groups)` and keywords, attention's q, k, v): it reads the tensors where that call puts
 them, asks the likeliest argument about grad first (a layer's weight), and calls the products
 and rules directly. Where a call does not look as expected it answers False, having changed
-nothing, and the generic path runs. The results are the generic path's: tests/test_cost.py
-checks each handler against it op by op.
+nothing, and the generic path runs. The results are the generic path's: tests/test_cost_fast.py
+checks the handlers against it on every cost test model.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _save_input(meter: CostMeter, source: torch.Tensor, call: int) -> None:
 def _convolution(*, transposed: bool) -> Handler:
     """torch.convNd as nn.ConvNd calls it: (input, weight, bias, stride, padding, dilation, groups).
 
-    The commonest op of a UNet, so products.convolution_flops and _save_input are written out.
+    The commonest op of a UNet, so products.convolution_flops is written out.
     """
 
     def handler(meter: CostMeter, args: Sequence[Any], kwargs: dict[str, Any], output: Any, call: int) -> bool:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from shapetrace.tracing._torch_compat import C_LINEAR, C_SCALED_DOT_PRODUCT_ATTENTION
 from shapetrace.tracing.cost import products
+from shapetrace.tracing.cost.recurrent import RECURRENT, recurrent_flops, recurrent_other_flops
 from shapetrace.tracing.metashapes.arguments import bind, signature_of
 
 Formula = Callable[[Sequence[Any], dict[str, Any], Any], int]
@@ -153,6 +154,8 @@ for _owner in (torch, torch.Tensor):
     FLOP_FORMULAS[_owner.addmm] = _product(1, 2, "mat1", "mat2")
     FLOP_FORMULAS[_owner.baddbmm] = _product(1, 2, "batch1", "batch2")
 FLOP_FORMULAS[torch.Tensor.__matmul__] = _product(0, 1, "input", "other")
+for _recurrent in RECURRENT:
+    FLOP_FORMULAS[_recurrent] = recurrent_flops
 
 ATTENTION: dict[Callable[..., Any], AttentionFormula] = {
     C_SCALED_DOT_PRODUCT_ATTENTION: _scaled_dot_product_attention,
@@ -238,7 +241,27 @@ _OPERATORS = (
     "imul",
     "itruediv",
 )
-_ACTIVATIONS = (F.silu, F.gelu, F.mish, F.relu, F.leaky_relu, F.elu, F.softplus, F.hardswish, F.sigmoid, F.tanh)
+_ACTIVATIONS = (
+    F.silu,
+    F.gelu,
+    F.mish,
+    F.relu,
+    F.leaky_relu,
+    F.elu,
+    F.softplus,
+    F.hardswish,
+    F.sigmoid,
+    F.tanh,
+    F.relu6,
+    F.hardtanh,
+    F.selu,
+    F.celu,
+    F.hardsigmoid,
+    F.softsign,
+    F.logsigmoid,
+    F.glu,
+    torch.prelu,
+)
 _NORMS = (F.group_norm, F.layer_norm, F.batch_norm, F.instance_norm)
 
 OTHER_FLOPS: dict[Callable[..., Any], Estimate] = dict.fromkeys(_ACTIVATIONS, 1)
@@ -261,3 +284,5 @@ for _spatial in (1, 2, 3):
         OTHER_FLOPS[getattr(F, f"{_kind}_pool{_spatial}d")] = _pooling
     OTHER_FLOPS[getattr(F, f"max_pool{_spatial}d_with_indices")] = _pooling
 OTHER_FLOPS[F.interpolate] = _interpolation
+for _recurrent in RECURRENT:
+    OTHER_FLOPS[_recurrent] = recurrent_other_flops

@@ -22,15 +22,14 @@ from __future__ import annotations
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from shapetrace.tracing._torch_compat import child_modules, is_lazy, own_buffers, own_parameters
 from shapetrace.tracing.cost.fast import HANDLERS as _HANDLERS
 from shapetrace.tracing.cost.flops import ATTENTION, FLOP_FORMULAS, OTHER_FLOPS
+from shapetrace.tracing.cost.model_state import model_state, storage_key
 from shapetrace.tracing.cost.saving import SAVES
 
 MODEL_INPUT = -1
@@ -51,18 +50,6 @@ class _Storage(weakref.ref):  # type: ignore[type-arg]  # the referent is always
     serial: int
     grad: bool
     """Its tensors would require grad in training."""
-
-
-@dataclass(slots=True)
-class ModelState:
-    """The model's parameters, each counted once."""
-
-    trainable: int = 0
-    frozen: int = 0
-    trainable_bytes: int = 0
-    by_dtype: dict[torch.dtype, int] = field(default_factory=dict)
-    weights: dict[int, tuple[int, int]] = field(default_factory=dict)
-    """Each module's own (weight and bias entries, other weight entries), where it has any."""
 
 
 class CostMeter:
@@ -98,65 +85,13 @@ class CostMeter:
         self.dead: list[_Storage] = []
         """References whose storages were collected, not yet accounted (see track)."""
         self._died = self.dead.append  # the weak references' callback: C, no Python frame per death
-        self.model = ModelState()
-        self.state: dict[int, int] = {}
-        """Serials of the model's buffer storages, by key (parameters and buffers are never live activations)."""
-        self.parameter_storages: set[int] = set()
+        self.model = model_state(model)
+        self.parameter_storages = self.model.parameter_storages
         """Keys of the parameters' storages: an op may hand one back (`.float()` of a float), or a view of one."""
-        self.module_parameters: dict[int, int] = {}
-        """Parameters of each module with its children, by id(module), as `freeze.parameter_counts` counts them."""
+        self.state = {key: self._serial(nbytes) for key, nbytes in self.model.buffer_storages.items()}
+        """Serials of the model's buffer storages, by key (parameters and buffers are never live activations)."""
         self.handlers = _HANDLERS
         """The shorter path of each common function (`fast`), which the observer tries before `op`."""
-        self._collect(model)
-
-    def _collect(self, model: nn.Module) -> None:
-        """One walk of the model: its parameters' totals (each parameter once), each module's own
-        weight entries (torchinfo's MACs count them), its buffers, and each module's parameters
-        with its children's, which the trace's records need too (`freeze.parameter_counts`)."""
-        seen: set[int] = set()
-        state = self.model
-        trainable: dict[torch.dtype, int] = {}
-        frozen: dict[torch.dtype, int] = {}
-        totals = self.module_parameters
-
-        def visit(module: nn.Module) -> int:
-            per_position = per_row = own = 0
-            for name, parameter in own_parameters(module).items():
-                if parameter is None or (type(parameter) is not nn.Parameter and is_lazy(parameter)):
-                    continue
-                count = parameter.numel()
-                own += count
-                if name in ("weight", "bias"):
-                    per_position += count
-                elif "weight" in name or "bias" in name:
-                    per_row += count  # an RNN's weight_ih_l0
-                identity = id(parameter)
-                if identity not in seen:
-                    seen.add(identity)
-                    self.parameter_storages.add(_storage_key(parameter))
-                    entries = trainable if parameter.requires_grad else frozen
-                    dtype = parameter.dtype
-                    entries[dtype] = entries.get(dtype, 0) + count
-            if per_position or per_row:
-                state.weights[id(module)] = (per_position, per_row)
-            for buffer in own_buffers(module).values():
-                if buffer is not None:
-                    key = _storage_key(buffer)
-                    if key and key not in self.state:
-                        self.state[key] = self._serial(buffer.untyped_storage().nbytes())
-            totals[id(module)] = own  # before the children: a module reached again below counts once
-            for child in child_modules(module).values():
-                if child is not None:
-                    own += totals[id(child)] if id(child) in totals else visit(child)
-            totals[id(module)] = own
-            return own
-
-        visit(model)
-        state.trainable, state.frozen = sum(trainable.values()), sum(frozen.values())
-        totals[id(model)] = state.trainable + state.frozen  # the model's own total counts each parameter once
-        state.trainable_bytes = sum(count * dtype.itemsize for dtype, count in trainable.items())
-        for dtype in {*trainable, *frozen}:
-            state.by_dtype[dtype] = (trainable.get(dtype, 0) + frozen.get(dtype, 0)) * dtype.itemsize
 
     # --- tensors --------------------------------------------------------------------------
 
@@ -200,7 +135,10 @@ class CostMeter:
             # together. Written out here, not called: nearly every new storage follows a death.
             # A dead entry stays in `storages` until its key is reused: every lookup there asks the
             # reference for its storage first.
-            self.live -= sum(map(self.serial_bytes.__getitem__, [collected.serial for collected in dead]))
+            freed, sizes = 0, self.serial_bytes
+            for collected in dead:
+                freed += sizes[collected.serial]
+            self.live -= freed
             dead.clear()
         # issubclass, not isinstance: nn.Parameter's metaclass answers isinstance in Python.
         base = tensor._base
@@ -227,7 +165,7 @@ class CostMeter:
 
     def serial_of(self, tensor: torch.Tensor) -> int | None:
         """The serial of `tensor`'s storage, tracking a storage seen for the first time; None for parameters."""
-        key = _storage_key(tensor)
+        key = storage_key(tensor)
         if not key:
             return None
         if key in self.state:
@@ -247,7 +185,7 @@ class CostMeter:
         kind = type(tensor)
         # Parameters are the model's, not saved activations. (isinstance(x, nn.Parameter) runs a
         # Python-level __instancecheck__; the type itself is quicker to ask.)
-        if kind is not torch.Tensor and (not issubclass(kind, torch.Tensor) or issubclass(kind, nn.Parameter)):
+        if kind is not _TENSOR and (not issubclass(kind, _TENSOR) or issubclass(kind, _PARAMETER)):
             return
         try:
             entry = self.storages.get(tensor.untyped_storage()._cdata)
@@ -347,11 +285,3 @@ class CostMeter:
         """Remember the storages a block receives (checkpointing keeps them)."""
         serials = self.inputs.setdefault(call, [])
         serials.extend(serial for serial in map(self.serial_of, tensors) if serial is not None)
-
-
-def _storage_key(tensor: torch.Tensor) -> int:
-    """The address of the tensor's StorageImpl, shared by its views; 0 where it has none."""
-    try:
-        return int(tensor.untyped_storage()._cdata)
-    except (RuntimeError, NotImplementedError):
-        return 0

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shapetrace.tracing._torch_compat import C_LINEAR, C_SCALED_DOT_PRODUCT_ATTENTION
-from shapetrace.tracing.cost import batched
+from shapetrace.tracing.cost import batched, recurrent
 from shapetrace.tracing.metashapes.arguments import bind, signature_of
 
 
@@ -49,6 +49,13 @@ def _bytes(tensor: torch.Tensor) -> int:
 
 def _input(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
     saver.save(args[0] if args else _first(args, kwargs))
+
+
+def _input_and_its_size(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
+    source = args[0] if args else _first(args, kwargs)
+    saver.save(source)
+    if isinstance(source, torch.Tensor):
+        saver.save_new(_bytes(source))
 
 
 def _output(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
@@ -269,9 +276,26 @@ for _spatial in (1, 2, 3):
     SAVES[getattr(F, f"avg_pool{_spatial}d")] = _input
     SAVES[getattr(F, f"max_pool{_spatial}d")] = _max_pool
     SAVES[getattr(F, f"max_pool{_spatial}d_with_indices")] = _max_pool
-_ACTIVATIONS: tuple[Callable[..., Any], ...] = (F.silu, F.gelu, F.mish, F.leaky_relu, F.elu, F.softplus, F.hardswish)
+_ACTIVATIONS: tuple[Callable[..., Any], ...] = (
+    F.silu,
+    F.gelu,
+    F.mish,
+    F.leaky_relu,
+    F.elu,
+    F.softplus,
+    F.hardswish,
+    F.relu6,
+    F.hardtanh,
+    F.selu,
+    F.celu,
+    F.hardsigmoid,
+    F.glu,
+    torch.prelu,  # F.prelu itself: and its weight, a parameter
+)
 for _activation in _ACTIVATIONS:
     SAVES[_activation] = _input
+for _activation in (F.softsign, F.logsigmoid):
+    SAVES[_activation] = _input_and_its_size  # and an intermediate of the input's size
 for _activation in (F.relu, F.softmax, F.log_softmax, F.sigmoid, F.tanh):
     SAVES[_activation] = _output
 for _owner in (torch, torch.Tensor):
@@ -285,6 +309,8 @@ for _owner in (torch, torch.Tensor):
     SAVES[_owner.addmm] = _operands(1, 2)
     SAVES[_owner.baddbmm] = _operands(1, 2)
     SAVES[_owner.div] = _division
+for _function in recurrent.RECURRENT:
+    SAVES[_function] = recurrent.make_rule(_function)
 for _name in ("relu_", "sigmoid_", "tanh_", "exp_"):
     SAVES[getattr(torch.Tensor, _name)] = _output
 for _name in ("__mul__", "__rmul__", "mul_", "__imul__"):
