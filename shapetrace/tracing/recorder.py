@@ -147,15 +147,21 @@ class Recorder:
         """pairing.call_arrival's cache."""
         self.preparations: set[int] = set()
         """Calls that prepared a skip for its merge (a gate, a norm): merges inside them are no skips."""
+        self.call_names: dict[int, str] = {}
+        """name_of's answers by call index."""
 
     def name_of(self, call: Call) -> str:
         """The module's dotted name in the model, looked up once the forward is over (a stateless
         module shared by several parents: its name under the parent that called it)."""
+        known = self.call_names.get(call.index)
+        if known is not None:
+            return known
         name = self.names.get(id(call.module), type(call.module).__name__)
-        if call.parent is None or call.parent < 0 or id(call.module) not in self.names:
-            return name
-        parent = self.calls[call.parent]
-        return name_in_call(call.module, name, parent.module, self.name_of(parent))
+        if call.parent is not None and call.parent >= 0 and id(call.module) in self.names:
+            parent = self.calls[call.parent]
+            name = name_in_call(call.module, name, parent.module, self.name_of(parent))
+        self.call_names[call.index] = name
+        return name
 
     # --- tags -------------------------------------------------------------------------
 

@@ -80,12 +80,10 @@ def name_in_call(module: nn.Module, canonical: str, parent: nn.Module, parent_na
     prefix = f"{parent_name}." if parent_name else ""
     if canonical.startswith(prefix) and "." not in canonical[len(prefix) :]:
         return canonical  # already its name under this parent
-    if any(_holds_tensors(part) for part in every_module(module)):
-        return canonical
-    for child_name, child in child_modules(parent).items():
-        if child is module:
-            return f"{prefix}{child_name}"
-    return canonical
+    child_name = next((name for name, child in child_modules(parent).items() if child is module), None)
+    if child_name is None or any(_holds_tensors(part) for part in every_module(module)):
+        return canonical  # called from a container's loop, or it has weights: its own name
+    return f"{prefix}{child_name}"
 
 
 def _holds_tensors(module: nn.Module) -> bool:
