@@ -156,7 +156,8 @@ def trace_sizes(
     )
     if device == "meta" and weights_off_meta(model):
         model = meta_copy(model)  # meta tensors, and probes at other sizes, need meta weights: a copy
-    probe_model = model if device == "meta" else None
+    # Probes at other sizes and fixes are traced on meta whatever the device, as trace() does.
+    probe_model = model if device == "meta" else meta_copy(model)
     return trace_inputs(model, inputs, resolve_device(device), probe_model=probe_model, cost=cost)
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from shapetrace import size_rule, trace
+from shapetrace import size_rule, trace, trace_sizes
 from shapetrace.cli import main
 from shapetrace.records import CauseKind
 from tests.fixtures import third_party_patterns as patterns
@@ -111,3 +111,17 @@ def test_an_instance_target_whose_forward_closes_over_its_layers_traces_on_meta(
         assert result.exit_code == 1 and "2 of 5 sizes aligned" in result.output  # 12 and 16: multiples of 4
     else:
         assert result.exit_code == 0, result.output
+
+
+def test_trace_sizes_on_the_cpu_finds_the_rule_and_verifies_fixes_as_trace_does() -> None:
+    """trace_sizes(device="cpu") runs the real forward; its probes and fixes run on a meta copy."""
+    model = patterns.InstanceNormUNet().eval()
+    by_sizes = trace_sizes(model, [(1, 1, 30, 30)], device="cpu")
+    by_trace = trace(model, torch.randn(1, 1, 30, 30))
+    assert by_sizes.size_rule == by_trace.size_rule
+    assert by_sizes.size_rule is not None and [axis.minimum for axis in by_sizes.size_rule.axes] == [16, 16]
+    assert [fix.verified for cause in by_sizes.causes for fix in cause.fixes] == [
+        fix.verified for cause in by_trace.causes for fix in cause.fixes
+    ]
+    assert all(fix.verified for cause in by_sizes.causes for fix in cause.fixes)
+    assert all(parameter.device.type == "cpu" for parameter in model.parameters())
