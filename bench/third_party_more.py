@@ -178,8 +178,7 @@ def cleanunet_cases() -> list[Case]:
 
     # CleanUNet.forward: skip_connections from every encoder layer, reversed; x += skip_i
     # before each decoder layer: 3. The first add joins the transformer's output to the
-    # deepest encoder output at the same level: a residual around the bottleneck, which the
-    # pairing rule (no side arrived up, neither came from outside) does not count: 2 found.
+    # deepest encoder layer's output, at the same level: that layer brought the map there.
     return [
         Case(
             "CleanUNet (1-D speech, transformer bottleneck)",

@@ -38,6 +38,20 @@ CASES = {
     "shared_activation": Case(
         patterns.SharedActivationUNet1d, image(1, dims=1), 32, (("encoder.1.3", "decoder.1"), ("encoder.0.3", "head"))
     ),
+    # decode(x + saved.pop()) for stages 2, 1, 0: the first after the bottleneck, at its level.
+    "bottleneck_skip": Case(
+        patterns.BottleneckSkipUNet1d,
+        image(1, dims=1),
+        32,
+        (("encoder.2.1", "decoder.0"), ("encoder.1.1", "decoder.1"), ("encoder.0.1", "decoder.2")),
+    ),
+    # Without a bottleneck the first sum is x + x: no skip.
+    "no_bottleneck": Case(
+        lambda: patterns.BottleneckSkipUNet1d(bottleneck=False),
+        image(1, dims=1),
+        32,
+        (("encoder.1.1", "decoder.1"), ("encoder.0.1", "decoder.2")),
+    ),
     # out(cat([x, skip])): the only skip; both `attn(x) + x` are residuals.
     "residual_attention": Case(patterns.ResidualAttentionUNet, image(3), 16, (("stem", "out"),)),
 }
@@ -46,6 +60,8 @@ SIZES = {
     "instance_norm": range(4, 41),
     "shared_activation": range(4, 36),
     "residual_attention": range(2, 20),
+    "bottleneck_skip": range(4, 30),
+    "no_bottleneck": range(4, 30),
 }
 
 

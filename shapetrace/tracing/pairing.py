@@ -32,11 +32,9 @@ from torch import nn
 
 from shapetrace.records import Shape
 from shapetrace.tracing import merges
+from shapetrace.tracing.levels import DOWN, NONE, UP, direction, numel
 from shapetrace.tracing.recorder import MODEL_INPUT, Recorder
 
-UP, DOWN, NONE = 1, -1, 0
-LEVEL_RATIO = 1.5
-"""A size change by less than this factor (a crop, a pad, rounding) is no change of level."""
 MAIN, SKIP, INPUT = "main", "skip", "input"
 
 
@@ -50,39 +48,6 @@ class Operand:
     """False for tensors the trace never saw made: parameters, buffers, constants."""
     input_index: int = -1
     """For a model input (or a tensor made from one by functions): its position among them."""
-
-
-def direction(before: Shape, after: Shape) -> int:
-    """UP when `after` is a finer map than `before` (it came up from a coarser level), DOWN the reverse."""
-    if before == after or len(before) != len(after) or len(before) < 3 or before[0] != after[0]:
-        return NONE
-    if _flattened(before, after) or _flattened(after, before):
-        return NONE
-    finer = coarser = False
-    ratio = 1.0
-    for b, a in zip(before[2:], after[2:], strict=True):
-        if a > b:
-            finer = True
-            ratio = max(ratio, a / max(b, 1))
-        elif a < b:
-            coarser = True
-            ratio = max(ratio, b / max(a, 1))
-    if finer == coarser or ratio < LEVEL_RATIO:  # unchanged, mixed (a reshape), or a crop or pad
-        return NONE
-    return UP if finer else DOWN
-
-
-def _flattened(tokens: Shape, image: Shape) -> bool:
-    """`tokens` is attention's (B, heads, H*W, d) of the (B, C, H, W) map `image` it came from or
-    goes back to: the map's extents flattened into one axis, its channels split into heads × d.
-
-    No level change, even where d happens to equal W and the heads look like a map H times
-    narrower (lucidrains' Attention at a 32×32 level with 32-wide heads).
-    """
-    if len(tokens) != 4 or len(image) != 4:
-        return False
-    height, width = image[2:]
-    return tokens[2] == height * width and image[1] % (tokens[1] * tokens[3]) == 0
 
 
 def arrival(recorder: Recorder, shape: Shape, producer: int) -> tuple[int, int]:
@@ -149,7 +114,7 @@ def primary_input(recorder: Recorder, index: int) -> tuple[int, Shape | None]:
         for position, producer in enumerate(call.producers):
             if matching and producer != inner:
                 continue
-            size = _numel(call.inputs[position])
+            size = numel(call.inputs[position])
             if size > best_size:
                 best, best_size = position, size
         if best >= 0:
@@ -180,6 +145,10 @@ def classify(recorder: Recorder, operands: Sequence[Operand], op: str) -> tuple[
     main = max(range(len(operands)), key=lambda i: operands[i].producer)
     if op == "add":
         roles = [MAIN if i == main else _residual_from_outside(recorder, operands[i], operands[main]) for i in (0, 1)]
+        roles = [
+            SKIP if role == INPUT and _stage_added_back(recorder, operands[i], operands[main]) else role
+            for i, role in enumerate(roles)
+        ]
         return [
             INPUT if role == SKIP and _from_vector(recorder, o) else role
             for role, o in zip(roles, operands, strict=True)
@@ -235,6 +204,38 @@ def _residual_from_outside(recorder: Recorder, side: Operand, main: Operand) -> 
         independent = not _inside(recorder, side.producer, current)
         independent = independent and ancestry(recorder, side.producer, main.producer) is None
     return SKIP if independent else INPUT
+
+
+def _stage_added_back(recorder: Recorder, side: Operand, main: Operand) -> bool:
+    """A down stage's output added back to what the bottleneck made of it: a skip, not a residual.
+
+    CleanUNet's `x += skip_connections[0]` after its transformer, Demucs's `decode(x + skip)`
+    after its LSTM: the side is the output of a stage that brought the map down to this level
+    itself (its entry lies inside it), and the main side was made from it by other calls of
+    the merging call. `x + attn(x)` after a block (the side entered its level elsewhere) stays
+    a residual, and so does `x + x`.
+    """
+    if side.producer < 0 or not side.tagged or main.producer == side.producer:
+        return False
+    stage = _child_of(recorder, side.producer, recorder.current)
+    if stage < 0 or _child_of(recorder, main.producer, recorder.current) == stage:
+        return False
+    found, entry = arrival(recorder, side.shape, side.producer)
+    if found != DOWN or not (entry == stage or _inside(recorder, entry, stage)):
+        return False
+    return ancestry(recorder, side.producer, main.producer) is not None
+
+
+def _child_of(recorder: Recorder, index: int, ancestor: int) -> int:
+    """The call among `ancestor`'s direct children that call `index` ran in (or is); -1 if none."""
+    while index >= 0:
+        parent = recorder.calls[index].parent
+        if parent == ancestor or (parent is None and ancestor < 0):
+            return index
+        if parent is None:
+            return -1
+        index = parent
+    return -1
 
 
 def skip_source(recorder: Recorder, producer: int, main_producer: int) -> tuple[int, tuple[int, ...]]:
@@ -312,10 +313,3 @@ def _output_like(recorder: Recorder, index: int, shape: Shape) -> Shape:
 
 def _first_map(outputs: tuple[Shape, ...]) -> Shape:
     return next((output for output in outputs if len(output) >= 3), outputs[0] if outputs else ())
-
-
-def _numel(shape: Shape) -> int:
-    total = 1
-    for extent in shape:
-        total *= extent
-    return total
