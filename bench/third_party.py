@@ -43,8 +43,9 @@ class Case:
     invalid: int | None = None
     """A size the model cannot take, traced to show its breaks."""
     also_valid: int | None = None
-    """An odd size the model takes too: diffusers' conditional UNets hand the skip's size to
-    their upsamplers when the size is no multiple of 2**levels, so no size breaks them."""
+    """An odd size the model takes too: diffusers' conditional UNets and pytorch-3dunet hand the
+    skip's size to their upsamplers, Demucs and CleanUNet pad the input to a length they take
+    and crop back, so no size breaks them."""
     device: str = "meta"
     aligned: bool = True
     """Whether the trace at `size` has no break."""
@@ -315,7 +316,7 @@ def run(case: Case) -> bool:
         taken = "ok" if odd.ok and len(odd.skips) == case.expected else "CHECK"
         print(
             f"  at {case.also_valid}: {len(odd.skips)} skips, {len(odd.breaks)} breaks"
-            f" (upsampled to the skip's size) [{taken}]"
+            f" (no size breaks it) [{taken}]"
         )
         verdict = verdict if taken == "ok" else "CHECK"
     return verdict == "ok"
