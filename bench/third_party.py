@@ -314,10 +314,7 @@ def run(case: Case) -> bool:
         args, kwargs = case.inputs(case.also_valid)
         odd = trace(model, *args, **kwargs)
         taken = "ok" if odd.ok and len(odd.skips) == case.expected else "CHECK"
-        print(
-            f"  at {case.also_valid}: {len(odd.skips)} skips, {len(odd.breaks)} breaks"
-            f" (no size breaks it) [{taken}]"
-        )
+        print(f"  at {case.also_valid}: {len(odd.skips)} skips, {len(odd.breaks)} breaks (no size breaks it) [{taken}]")
         verdict = verdict if taken == "ok" else "CHECK"
     return verdict == "ok"
 
