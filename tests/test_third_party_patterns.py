@@ -52,6 +52,8 @@ CASES = {
         32,
         (("encoder.1.1", "decoder.1"), ("encoder.0.1", "decoder.2")),
     ),
+    # head(cat([up(...), skip])): the only skip; `x + lstm(x)` inside the bottleneck is a residual.
+    "lstm_residual": Case(patterns.LSTMBottleneckUNet1d, image(1, dims=1), 32, (("stem", "head"),)),
     # out(cat([x, skip])): the only skip; both `attn(x) + x` are residuals.
     "residual_attention": Case(patterns.ResidualAttentionUNet, image(3), 16, (("stem", "out"),)),
 }
@@ -62,6 +64,7 @@ SIZES = {
     "residual_attention": range(2, 20),
     "bottleneck_skip": range(4, 30),
     "no_bottleneck": range(4, 30),
+    "lstm_residual": range(2, 30),
 }
 
 

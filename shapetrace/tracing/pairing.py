@@ -299,8 +299,9 @@ def _inside(recorder: Recorder, index: int, ancestor: int) -> bool:
 
 
 def _is_linear(recorder: Recorder, index: int) -> bool:
-    """A Linear changes the last dim, which in a token or channels-last layout is channels, not size."""
-    return isinstance(recorder.calls[index].module, nn.Linear)
+    """A Linear changes the last dim, which in a token or channels-last layout is channels, not size;
+    so does a recurrent layer (a bidirectional LSTM's (T, B, 2H) is no map twice as fine)."""
+    return isinstance(recorder.calls[index].module, (nn.Linear, nn.RNNBase))
 
 
 def _output_like(recorder: Recorder, index: int, shape: Shape) -> Shape:
