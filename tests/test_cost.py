@@ -344,6 +344,64 @@ def test_every_activation_saves_what_autograd_saves(activation: nn.Module) -> No
     assert cost.other_flops > 0  # the activation's elementwise work
 
 
+class _Then(nn.Module):
+    """A convolution (so that its output needs a gradient), then `function` of its output."""
+
+    def __init__(self, function: Callable[[nn.Module, torch.Tensor], torch.Tensor], channels: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, 1)
+        self.norm = nn.GroupNorm(2, channels)
+        self.instance = nn.InstanceNorm2d(channels, affine=True)
+        self.linear = nn.Linear(channels, 5)
+        self.frozen = nn.Linear(channels, 5).requires_grad_(False)
+        self.register_buffer("index", torch.tensor([2, 0, 1, 1]))
+        self.function = function
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.function(self, self.conv(x))
+
+
+LAYOUT_AND_INDEXING = {
+    # torch's group and instance norms copy a permuted input to contiguous and keep the copy;
+    # layer norm keeps the input itself (the product keeps the map again: a copy counts apart).
+    "group norm of a permuted map": lambda m, h: m.norm(h.permute(0, 1, 3, 2)) * h.permute(0, 1, 3, 2),
+    "instance norm of a permuted map": lambda m, h: m.instance(h.permute(0, 1, 3, 2)) * h.permute(0, 1, 3, 2),
+    "layer norm of a transposed map": lambda m, h: F.layer_norm(h.transpose(1, 3), (4,)) * h.transpose(1, 3),
+    # An elementwise op keeps the transposed layout, so contiguous() copies after it, or not.
+    "a residual stream kept transposed": lambda m, h: _kept_transposed(h.flatten(2).transpose(1, 2) * 2),
+    "a transpose that undoes it": lambda m, h: _kept_transposed((h.flatten(2).transpose(1, 2) * 2).transpose(1, 2)),
+    # F.linear on rows that do not merge into a matrix: a copy when the weight needs a gradient,
+    # else a batched product that keeps the input as it is; rows of one map merge either way.
+    "linear of transposed maps": lambda m, h: m.linear(h.flatten(2).transpose(1, 2)),
+    "linear of one transposed map": lambda m, h: m.linear(h[:1].flatten(2).transpose(1, 2)),
+    "frozen linear of transposed maps": lambda m, h: m.frozen(h.flatten(2).transpose(1, 2)) * 2,
+    # Indexing keeps its index tensors.
+    "x[index]": lambda m, h: h[:, m.index] * h,
+    "index_select": lambda m, h: torch.index_select(h, 1, m.index) * h,
+    "gather": lambda m, h: torch.gather(h, 1, m.index[None, :, None, None].expand_as(h)) * h,
+}
+
+
+def _kept_transposed(stream: torch.Tensor) -> torch.Tensor:
+    """`stream` and its contiguous form multiplied: two storages kept if contiguous() copied, one if not."""
+    return stream.contiguous() * stream
+
+
+@pytest.mark.parametrize("function", LAYOUT_AND_INDEXING.values(), ids=LAYOUT_AND_INDEXING.keys())
+def test_layouts_and_indexing_save_what_autograd_saves(
+    function: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+) -> None:
+    def build(device: str) -> nn.Module:
+        torch.manual_seed(0)
+        with torch.device(device):
+            return _Then(function).eval()
+
+    expected = _saved_bytes(build("cpu"), (torch.randn(2, 3, 5, 6),))
+    cost = run_trace(build("meta"), (torch.empty(2, 3, 5, 6, device="meta"),), cost=CostOptions()).cost
+    assert cost is not None
+    assert cost.saved_bytes == expected
+
+
 # --- MACs -------------------------------------------------------------------------------------
 
 

@@ -110,12 +110,11 @@ def _linear(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: A
     source, weight = _first(args, kwargs), args[1] if len(args) > 1 else kwargs.get("weight")
     if not isinstance(source, torch.Tensor) or not isinstance(weight, torch.Tensor):
         return
+    if source.dim() > 2 and not source.is_contiguous():
+        batched.matmul(saver, (source, weight.t()), {}, output)  # at::linear's path: matmul
+        return
     if saver.requires_grad(weight):
-        # Rows flattened for addmm: a view of a contiguous input, a copy of any other.
-        if source.dim() <= 2 or source.is_contiguous():
-            saver.save(source)
-        else:
-            saver.save_new(_bytes(source))
+        saver.save(source)  # rows flattened for addmm: a view
     if saver.requires_grad(source):
         saver.save(weight)
 
@@ -140,9 +139,26 @@ def _group_norm(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], outpu
         source, groups, weight = bound["input"], bound["num_groups"], bound["weight"]
     if not isinstance(source, torch.Tensor) or not isinstance(groups, int):
         return
-    saver.save(source)
+    _save_laid_out(saver, source, suggested=True)  # at::group_norm: input.contiguous(its memory format)
     saver.save(weight)
     _statistics(saver, source, (source.shape[0] if source.dim() else 1) * groups)
+
+
+def _save_laid_out(saver: Saver, tensor: torch.Tensor, *, suggested: bool) -> None:
+    """Keep `tensor` as a norm that makes it contiguous first keeps it: itself, or its copy.
+
+    `suggested`: a channels-last tensor counts as laid out (torch's `suggest_memory_format`).
+    """
+    if tensor.is_contiguous() or (suggested and _channels_last(tensor)):
+        saver.save(tensor)
+    else:
+        saver.save_new(_bytes(tensor))
+
+
+def _channels_last(tensor: torch.Tensor) -> bool:
+    if tensor.dim() == 4:
+        return tensor.is_contiguous(memory_format=torch.channels_last)
+    return tensor.dim() == 5 and tensor.is_contiguous(memory_format=torch.channels_last_3d)
 
 
 def _layer_norm(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
@@ -164,6 +180,24 @@ def _batch_norm(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], outpu
         saver.save(bound[name])
     if bound["training"]:  # batch statistics; in evaluation they are empty
         _statistics(saver, bound["input"], bound["input"].shape[1])
+
+
+_INSTANCE_NORM = signature_of(F.instance_norm)
+
+
+def _instance_norm(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
+    """Batch norm over (1, B·C, ...): the input, a mean and a reciprocal deviation per sample and
+    channel, and the affine weight repeated per sample (torch 2.13, with running stats or without)."""
+    bound = bind(_INSTANCE_NORM, args, kwargs)
+    if bound is None or not isinstance(bound["input"], torch.Tensor) or bound["input"].dim() < 2:
+        return
+    source = bound["input"]
+    _save_laid_out(saver, source, suggested=False)  # at::instance_norm: input.contiguous().view(...)
+    rows = source.shape[0] * source.shape[1]
+    _statistics(saver, source, rows)
+    weight = bound["weight"]
+    if isinstance(weight, torch.Tensor):
+        saver.save_new(rows * weight.element_size())
 
 
 def _max_pool(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
@@ -195,6 +229,23 @@ def _padding(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: 
 
 def _where(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
     saver.save(_first(args, kwargs, "condition"))
+
+
+def _indexed(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
+    """`x[index]` with tensors in the index (aten.index): backward keeps the index tensors, not `x`."""
+    index = args[1] if len(args) > 1 else None
+    for part in index if isinstance(index, (tuple, list)) else (index,):
+        if isinstance(part, torch.Tensor):
+            saver.save(part)
+
+
+def _index_select(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
+    saver.save(args[2] if len(args) > 2 else kwargs.get("index"))
+
+
+def _gather(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
+    saver.save(args[2] if len(args) > 2 else kwargs.get("index"))
+    saver.save(_first(args, kwargs))
 
 
 def _embedding(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
@@ -256,6 +307,7 @@ SAVES: dict[Callable[..., Any], Rule] = {
     F.group_norm: _group_norm,
     F.layer_norm: _layer_norm,
     F.batch_norm: _batch_norm,
+    F.instance_norm: _instance_norm,
     F.dropout: _dropout,
     F.pad: _padding,
     F.embedding: _embedding,
@@ -263,6 +315,7 @@ SAVES: dict[Callable[..., Any], Rule] = {
     C_SCALED_DOT_PRODUCT_ATTENTION: _scaled_dot_product,
     F.multi_head_attention_forward: _multi_head,
     torch.where: _where,
+    torch.Tensor.__getitem__: _indexed,
     torch.matmul: batched.matmul,
     torch.Tensor.matmul: batched.matmul,
     torch.Tensor.__matmul__: batched.matmul,
@@ -311,6 +364,9 @@ for _owner in (torch, torch.Tensor):
     SAVES[_owner.div] = _division
 for _function in recurrent.RECURRENT:
     SAVES[_function] = recurrent.make_rule(_function)
+for _owner in (torch, torch.Tensor):
+    SAVES[_owner.index_select] = _index_select
+    SAVES[_owner.gather] = _gather
 for _name in ("relu_", "sigmoid_", "tanh_", "exp_"):
     SAVES[getattr(torch.Tensor, _name)] = _output
 for _name in ("__mul__", "__rmul__", "mul_", "__imul__"):
