@@ -7,10 +7,9 @@ peak within 10% of the profiler's (here it is equal at op boundaries), MACs equa
 
 from __future__ import annotations
 
-import bisect
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,6 +24,7 @@ from shapetrace.records import CostMode, CostOptions, CostSummary, Optimizer, Tr
 from shapetrace.tracing.cost import products
 from shapetrace.tracing.tracer import observe
 from tests.fixtures.cost_models import CASES, CostCase, image, image_and_time
+from tests.fixtures.cost_oracles import profiled_peak, saved_bytes
 
 CPU, META = torch.device("cpu"), torch.device("meta")
 
@@ -188,26 +188,10 @@ def test_function_flops_equal_flop_counter_modes(
 # --- saved for backward -------------------------------------------------------------------
 
 
-def _saved_bytes(model: nn.Module, inputs: Sequence[torch.Tensor]) -> int:
-    """What autograd keeps in a real forward: each storage once, parameters left out."""
-    parameters = {parameter.untyped_storage().data_ptr() for parameter in model.parameters()}
-    kept: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in parameters:
-            kept[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model(*inputs)
-    return sum(kept.values())
-
-
 @pytest.mark.parametrize("which", _all_cases())
 def test_saved_bytes_equal_what_saved_tensors_hooks_see(which: Any) -> None:
     for case in _cases(which):
-        expected = _saved_bytes(case.model("cpu"), case.inputs(CPU))
+        expected = saved_bytes(case.model("cpu"), case.inputs(CPU))
         trace = _cost_trace(case)
         assert trace.cost is not None
         assert trace.cost.saved_bytes == expected > 0, case.name
@@ -218,7 +202,7 @@ def test_saved_bytes_are_the_same_traced_on_the_cpu() -> None:
     model, inputs = case.model("cpu"), case.inputs(CPU)
     trace = run_trace(model, inputs, cost=CostOptions())
     assert trace.cost is not None
-    assert trace.cost.saved_bytes == _saved_bytes(model, inputs)
+    assert trace.cost.saved_bytes == saved_bytes(model, inputs)
 
 
 def test_frozen_layers_save_less_and_have_no_gradients() -> None:
@@ -234,49 +218,11 @@ def test_frozen_layers_save_less_and_have_no_gradients() -> None:
 # --- the inference peak ---------------------------------------------------------------------
 
 
-def _profiled_peak(model: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[int, int]:
-    """The live bytes of a real no_grad forward: (at op boundaries, anywhere), inputs included.
-
-    From the CPU allocator's events that torch.profiler records with profile_memory=True. At op
-    boundaries means after each top-level op, when its kernel workspaces are freed again.
-    """
-    from torch._C._profiler import _EventType
-    from torch.profiler import ProfilerActivity, profile
-
-    with torch.no_grad():
-        model(*inputs)  # first-call allocations (caches) stay out of the measured run
-    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
-        model(*inputs)
-    allocations: list[tuple[int, int]] = []
-    boundaries: list[int] = []
-
-    def walk(nodes: Sequence[Any], top: bool) -> None:
-        for node in nodes:
-            if node.tag == _EventType.Allocation:
-                allocations.append((node.start_time_ns, node.extra_fields.alloc_size))
-            elif node.tag == _EventType.TorchOp and top:
-                boundaries.append(node.end_time_ns)
-                walk(node.children, top=False)
-                continue
-            walk(node.children, top)
-
-    walk(profiler.profiler.kineto_results.experimental_event_tree(), top=True)
-    allocations.sort()
-    times = [time for time, _ in allocations]
-    running, live = [], 0
-    for _, size in allocations:
-        live += size
-        running.append(live)
-    at_boundaries = max(running[bisect.bisect_right(times, end) - 1] for end in boundaries)
-    given = sum(tensor.numel() * tensor.element_size() for tensor in inputs)
-    return at_boundaries + given, max(running) + given
-
-
 @pytest.mark.parametrize("which", _all_cases())
 def test_inference_peak_is_within_ten_percent_of_the_profiler(which: Any) -> None:
     for case in _cases(which):
         model = case.model("cpu")
-        at_boundaries, anywhere = _profiled_peak(model, case.inputs(CPU))
+        at_boundaries, anywhere = profiled_peak(model, case.inputs(CPU))
         cost = _cost_trace(case).cost
         assert cost is not None
         assert abs(cost.activation_peak_bytes - at_boundaries) <= 0.1 * at_boundaries, case.name
@@ -307,7 +253,7 @@ def test_a_kept_view_keeps_its_whole_storage_live(detached: bool) -> None:
     image_bytes = 8 * 8 * 4
     model = _KeepsAView(detached)
     inputs = (torch.randn(1, 1, 8, 8),)
-    at_boundaries, _ = _profiled_peak(model, inputs)
+    at_boundaries, _ = profiled_peak(model, inputs)
     cost = run_trace(model, (torch.empty(1, 1, 8, 8, device="meta"),), cost=CostOptions()).cost
     assert cost is not None
     # The input, all 16 channels of the wide map (one channel is kept), and the 4-channel output.
@@ -337,11 +283,69 @@ def test_every_activation_saves_what_autograd_saves(activation: nn.Module) -> No
         with torch.device(device):
             return nn.Sequential(nn.Conv2d(3, 4, 3), copy.deepcopy(activation), nn.Conv2d(channels, 2, 1)).eval()
 
-    expected = _saved_bytes(build("cpu"), (torch.randn(1, 3, 8, 8),))
+    expected = saved_bytes(build("cpu"), (torch.randn(1, 3, 8, 8),))
     cost = run_trace(build("meta"), (torch.empty(1, 3, 8, 8, device="meta"),), cost=CostOptions()).cost
     assert cost is not None
     assert cost.saved_bytes == expected
     assert cost.other_flops > 0  # the activation's elementwise work
+
+
+class _Then(nn.Module):
+    """A convolution (so that its output needs a gradient), then `function` of its output."""
+
+    def __init__(self, function: Callable[[nn.Module, torch.Tensor], torch.Tensor], channels: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, 1)
+        self.norm = nn.GroupNorm(2, channels)
+        self.instance = nn.InstanceNorm2d(channels, affine=True)
+        self.linear = nn.Linear(channels, 5)
+        self.frozen = nn.Linear(channels, 5).requires_grad_(False)
+        self.register_buffer("index", torch.tensor([2, 0, 1, 1]))
+        self.function = function
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.function(self, self.conv(x))
+
+
+LAYOUT_AND_INDEXING = {
+    # torch's group and instance norms copy a permuted input to contiguous and keep the copy;
+    # layer norm keeps the input itself (the product keeps the map again: a copy counts apart).
+    "group norm of a permuted map": lambda m, h: m.norm(h.permute(0, 1, 3, 2)) * h.permute(0, 1, 3, 2),
+    "instance norm of a permuted map": lambda m, h: m.instance(h.permute(0, 1, 3, 2)) * h.permute(0, 1, 3, 2),
+    "layer norm of a transposed map": lambda m, h: F.layer_norm(h.transpose(1, 3), (4,)) * h.transpose(1, 3),
+    # An elementwise op keeps the transposed layout, so contiguous() copies after it, or not.
+    "a residual stream kept transposed": lambda m, h: _kept_transposed(h.flatten(2).transpose(1, 2) * 2),
+    "a transpose that undoes it": lambda m, h: _kept_transposed((h.flatten(2).transpose(1, 2) * 2).transpose(1, 2)),
+    # F.linear on rows that do not merge into a matrix: a copy when the weight needs a gradient,
+    # else a batched product that keeps the input as it is; rows of one map merge either way.
+    "linear of transposed maps": lambda m, h: m.linear(h.flatten(2).transpose(1, 2)),
+    "linear of one transposed map": lambda m, h: m.linear(h[:1].flatten(2).transpose(1, 2)),
+    "frozen linear of transposed maps": lambda m, h: m.frozen(h.flatten(2).transpose(1, 2)) * 2,
+    # Indexing keeps its index tensors.
+    "x[index]": lambda m, h: h[:, m.index] * h,
+    "index_select": lambda m, h: torch.index_select(h, 1, m.index) * h,
+    "gather": lambda m, h: torch.gather(h, 1, m.index[None, :, None, None].expand_as(h)) * h,
+}
+
+
+def _kept_transposed(stream: torch.Tensor) -> torch.Tensor:
+    """`stream` and its contiguous form multiplied: two storages kept if contiguous() copied, one if not."""
+    return stream.contiguous() * stream
+
+
+@pytest.mark.parametrize("function", LAYOUT_AND_INDEXING.values(), ids=LAYOUT_AND_INDEXING.keys())
+def test_layouts_and_indexing_save_what_autograd_saves(
+    function: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+) -> None:
+    def build(device: str) -> nn.Module:
+        torch.manual_seed(0)
+        with torch.device(device):
+            return _Then(function).eval()
+
+    expected = saved_bytes(build("cpu"), (torch.randn(2, 3, 5, 6),))
+    cost = run_trace(build("meta"), (torch.empty(2, 3, 5, 6, device="meta"),), cost=CostOptions()).cost
+    assert cost is not None
+    assert cost.saved_bytes == expected
 
 
 # --- MACs -------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from shapetrace import run_trace
 from shapetrace.records import CostOptions
-from tests.test_cost import _saved_bytes
+from tests.fixtures.cost_oracles import saved_bytes
 
 LAYOUTS = [
     pytest.param({"num_layers": 1}, id="one layer"),
@@ -85,7 +85,7 @@ def test_recurrent_saved_bytes_equal_what_atens_cells_save(
 ) -> None:
     model = _model(kind, options, "cpu")
     with _atens_cells():
-        expected = _saved_bytes(model, (_input(options, "cpu"),))
+        expected = saved_bytes(model, (_input(options, "cpu"),))
     cost = run_trace(_model(kind, options, "meta"), (_input(options, "meta"),), cost=CostOptions()).cost
     assert cost is not None
     assert cost.saved_bytes == expected
@@ -96,7 +96,7 @@ def test_a_projected_lstm_saves_its_unprojected_states() -> None:
     model = _model(nn.LSTM, options, "cpu")
     model.head = nn.Linear(8, 3)  # proj_size 4, two directions
     with _atens_cells():
-        expected = _saved_bytes(model, (_input(options, "cpu"),))
+        expected = saved_bytes(model, (_input(options, "cpu"),))
     meta = _model(nn.LSTM, options, "meta")
     meta.head = nn.Linear(8, 3, device="meta")
     cost = run_trace(meta, (_input(options, "meta"),), cost=CostOptions()).cost

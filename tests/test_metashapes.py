@@ -347,6 +347,55 @@ def test_a_shape_function_raising_a_plain_error_disagrees_with_torch(monkeypatch
     assert disagreement(torch.add, (ones(3), ones(5)), {}) is not None
 
 
+# --- layouts: an elementwise output keeps its inputs' dimension order ---------------------------
+
+
+@st.composite
+def laid_out(draw: st.DrawFn, shape: Sequence[int]) -> torch.Tensor:
+    """A float CPU tensor of `shape` in any dimension order, sometimes a strided slice of a larger one."""
+    order = draw(st.permutations(range(len(shape))))
+    sliced = draw(st.booleans()) and len(shape) > 0
+    sizes = [shape[dim] * (2 if sliced and position == 0 else 1) for position, dim in enumerate(order)]
+    tensor = torch.zeros(sizes).permute([order.index(dim) for dim in range(len(shape))])
+    return tensor.narrow(order[0], 0, shape[order[0]]) if sliced else tensor
+
+
+@st.composite
+def laid_out_operands(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = draw(st.lists(st.integers(1, 4), min_size=1, max_size=4))
+    other = [draw(st.sampled_from([size, size, 1])) for size in shape][draw(st.integers(0, len(shape) - 1)) :]
+    return draw(laid_out(shape)), draw(laid_out(other))
+
+
+def _layout(tensor: torch.Tensor) -> tuple[int, ...]:
+    """The strides that matter: size-1 dims have no order to keep."""
+    return tuple(stride for stride, size in zip(tensor.stride(), tensor.shape, strict=True) if size != 1)
+
+
+def _on_meta(tensor: torch.Tensor) -> torch.Tensor:
+    return torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device="meta")
+
+
+@settings(max_examples=80, deadline=None)
+@given(pair=laid_out_operands(), func=st.sampled_from([*BINARY[:4], torch.Tensor.__add__, torch.Tensor.__mul__]))
+def test_a_binary_output_is_laid_out_as_torchs(
+    pair: tuple[torch.Tensor, torch.Tensor], func: Callable[..., Any]
+) -> None:
+    expected = func(*pair)
+    got = META_SHAPES[func]((_on_meta(pair[0]), _on_meta(pair[1])), {})
+    assert tuple(got.shape) == tuple(expected.shape)
+    assert _layout(got) == _layout(expected), [tensor.stride() for tensor in pair]
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), func=st.sampled_from([torch.sigmoid, torch.Tensor.neg, F.silu, F.gelu, F.relu]))
+def test_a_unary_output_is_laid_out_as_torchs(data: st.DataObject, func: Callable[..., Any]) -> None:
+    source = data.draw(laid_out(data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=4))))
+    expected = func(source)
+    got = META_SHAPES[func]((_on_meta(source),), {})
+    assert _layout(got) == _layout(expected), source.stride()
+
+
 # --- convolution and linear ---------------------------------------------------------------
 
 

@@ -50,8 +50,18 @@ def matmul(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: An
         left_groups: list[list[int]] = []
         right_groups: list[list[int]] = []
         left_copy = right_copy = 0
-    elif right.dim() <= 2 and mergeable(left, range(left.dim() - 1)):
-        left_groups, right_groups, left_copy, right_copy = [list(range(left.dim() - 1))], [], 0, 0  # folded rows
+    elif right.dim() <= 2 and (keep_left or mergeable(left, range(left.dim() - 1))):
+        # Folded into mm: ATen folds whenever the matrix needs a gradient, copying rows that
+        # do not merge (a smaller tensor in backward than a broadcast matrix), else only when
+        # they merge without a copy (`should_fold`, torch 2.13).
+        left_groups, right_groups, left_copy, right_copy = [list(range(left.dim() - 1))], [], 0, 0
+    elif left.dim() <= 2 and (keep_right or mergeable(right.mT, range(right.dim() - 1))):
+        # The same with the matrix on the left: the batch's transpose is folded.
+        if keep_right:
+            _keep(saver, right.mT, [list(range(right.dim() - 1))])
+        if keep_left:
+            saver.save(left)
+        return
     else:
         batch = products.broadcast(left.shape[:-2], right.shape[:-2])
         left_groups = [list(range(left.dim() - 2))]
@@ -72,10 +82,22 @@ def reflected_matmul(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], 
 
 
 def _expanded(tensor: torch.Tensor, batch: Sequence[int]) -> int:
-    """Entries of the broadcast copy of `tensor` when its batch dims must be expanded; else 0."""
+    """Entries of the copy bmm's operand needs when `tensor`'s batch dims are broadcast to `batch`
+    and flattened into one; 0 where the broadcast flattens as a view (a matrix broadcast over
+    every batch dim has stride 0 in all of them)."""
     own = tuple(tensor.shape[:-2]) if tensor.dim() >= 2 else ()
     padded = (1,) * (len(batch) - len(own)) + own
     if tuple(padded) == tuple(batch):
+        return 0
+    own_strides = tuple(tensor.stride()[:-2]) if tensor.dim() >= 2 else ()
+    strides = (0,) * (len(batch) - len(own)) + own_strides
+    # Broadcast dims have stride 0; the flattening is a view when each kept dim steps over the next.
+    expanded = [
+        (0 if size == 1 and wanted != 1 else stride, wanted)
+        for size, stride, wanted in zip(padded, strides, batch, strict=True)
+    ]
+    kept = [(stride, size) for stride, size in expanded if size != 1]
+    if all(first[0] == second[0] * second[1] for first, second in itertools.pairwise(kept)):
         return 0
     matrix = tensor.shape[-2:] if tensor.dim() >= 2 else tensor.shape
     return math.prod(batch) * math.prod(matrix)

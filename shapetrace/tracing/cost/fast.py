@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shapetrace.tracing._torch_compat import C_LINEAR, C_SCALED_DOT_PRODUCT_ATTENTION
-from shapetrace.tracing.cost import products, saving
+from shapetrace.tracing.cost import batched, products, saving
 from shapetrace.tracing.cost.flops import FLOP_FORMULAS, OTHER_FLOPS
 
 if TYPE_CHECKING:
@@ -109,15 +109,13 @@ def _linear(meter: CostMeter, args: Sequence[Any], kwargs: dict[str, Any], outpu
     meter.flops += (call, 2 * rows * weight_shape[1] * weight_shape[0])
     if grad:
         # saving's linear rule, with the two answers it would ask for again.
+        meter.saving = call
+        if source.dim() > 2 and not source.is_contiguous():
+            batched.matmul(meter, (source, weight.t()), {}, output)  # at::linear's path: matmul
+            return True
         if weight_grad:
-            # Rows flattened for addmm: a view of a contiguous input, a copy of any other.
-            if source.dim() <= 2 or source.is_contiguous():
-                _save_input(meter, source, call)
-            else:
-                meter.saving = call
-                meter.save_new(source.numel() * source.element_size())
+            _save_input(meter, source, call)  # rows flattened for addmm: a view
         if source_grad:  # a parameter is never kept as saved
-            meter.saving = call
             meter.save(weight)
     return True
 

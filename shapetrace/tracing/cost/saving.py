@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shapetrace.tracing._torch_compat import C_LINEAR, C_SCALED_DOT_PRODUCT_ATTENTION
-from shapetrace.tracing.cost import batched, recurrent
+from shapetrace.tracing.cost import batched, recurrent, saving_norms
 from shapetrace.tracing.metashapes.arguments import bind, signature_of
 
 
@@ -110,60 +110,13 @@ def _linear(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: A
     source, weight = _first(args, kwargs), args[1] if len(args) > 1 else kwargs.get("weight")
     if not isinstance(source, torch.Tensor) or not isinstance(weight, torch.Tensor):
         return
+    if source.dim() > 2 and not source.is_contiguous():
+        batched.matmul(saver, (source, weight.t()), {}, output)  # at::linear's path: matmul
+        return
     if saver.requires_grad(weight):
-        # Rows flattened for addmm: a view of a contiguous input, a copy of any other.
-        if source.dim() <= 2 or source.is_contiguous():
-            saver.save(source)
-        else:
-            saver.save_new(_bytes(source))
+        saver.save(source)  # rows flattened for addmm: a view
     if saver.requires_grad(source):
         saver.save(weight)
-
-
-_GROUP_NORM = signature_of(F.group_norm)
-_LAYER_NORM = signature_of(F.layer_norm)
-_BATCH_NORM = signature_of(F.batch_norm)
-
-
-def _statistics(saver: Saver, source: torch.Tensor, rows: int) -> None:
-    """Mean and reciprocal standard deviation, one of each per normalised row, of the input's dtype."""
-    saver.save_new(2 * rows * source.element_size())
-
-
-def _group_norm(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
-    if len(args) == 2:  # nn.GroupNorm's call, as F.group_norm hands it on: (input, num_groups), weight=...
-        source, groups, weight = args[0], args[1], kwargs.get("weight")
-    else:
-        bound = bind(_GROUP_NORM, args, kwargs)
-        if bound is None:
-            return
-        source, groups, weight = bound["input"], bound["num_groups"], bound["weight"]
-    if not isinstance(source, torch.Tensor) or not isinstance(groups, int):
-        return
-    saver.save(source)
-    saver.save(weight)
-    _statistics(saver, source, (source.shape[0] if source.dim() else 1) * groups)
-
-
-def _layer_norm(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
-    bound = bind(_LAYER_NORM, args, kwargs)
-    if bound is None or not isinstance(bound["input"], torch.Tensor):
-        return
-    source = bound["input"]
-    for name in ("input", "weight", "bias"):
-        saver.save(bound[name])
-    normalized = len(bound["normalized_shape"]) if isinstance(bound["normalized_shape"], (list, tuple)) else 1
-    _statistics(saver, source, math.prod(source.shape[: source.dim() - normalized]))
-
-
-def _batch_norm(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
-    bound = bind(_BATCH_NORM, args, kwargs)
-    if bound is None or not isinstance(bound["input"], torch.Tensor):
-        return
-    for name in ("input", "running_mean", "running_var", "weight"):
-        saver.save(bound[name])
-    if bound["training"]:  # batch statistics; in evaluation they are empty
-        _statistics(saver, bound["input"], bound["input"].shape[1])
 
 
 def _max_pool(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
@@ -195,6 +148,23 @@ def _padding(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: 
 
 def _where(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
     saver.save(_first(args, kwargs, "condition"))
+
+
+def _indexed(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
+    """`x[index]` with tensors in the index (aten.index): backward keeps the index tensors, not `x`."""
+    index = args[1] if len(args) > 1 else None
+    for part in index if isinstance(index, (tuple, list)) else (index,):
+        if isinstance(part, torch.Tensor):
+            saver.save(part)
+
+
+def _index_select(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
+    saver.save(args[2] if len(args) > 2 else kwargs.get("index"))
+
+
+def _gather(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
+    saver.save(args[2] if len(args) > 2 else kwargs.get("index"))
+    saver.save(_first(args, kwargs))
 
 
 def _embedding(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
@@ -253,9 +223,10 @@ def _multi_head(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], outpu
 
 SAVES: dict[Callable[..., Any], Rule] = {
     C_LINEAR: _linear,
-    F.group_norm: _group_norm,
-    F.layer_norm: _layer_norm,
-    F.batch_norm: _batch_norm,
+    F.group_norm: saving_norms.group_norm,
+    F.layer_norm: saving_norms.layer_norm,
+    F.batch_norm: saving_norms.batch_norm,
+    F.instance_norm: saving_norms.instance_norm,
     F.dropout: _dropout,
     F.pad: _padding,
     F.embedding: _embedding,
@@ -263,6 +234,7 @@ SAVES: dict[Callable[..., Any], Rule] = {
     C_SCALED_DOT_PRODUCT_ATTENTION: _scaled_dot_product,
     F.multi_head_attention_forward: _multi_head,
     torch.where: _where,
+    torch.Tensor.__getitem__: _indexed,
     torch.matmul: batched.matmul,
     torch.Tensor.matmul: batched.matmul,
     torch.Tensor.__matmul__: batched.matmul,
@@ -311,6 +283,9 @@ for _owner in (torch, torch.Tensor):
     SAVES[_owner.div] = _division
 for _function in recurrent.RECURRENT:
     SAVES[_function] = recurrent.make_rule(_function)
+for _owner in (torch, torch.Tensor):
+    SAVES[_owner.index_select] = _index_select
+    SAVES[_owner.gather] = _gather
 for _name in ("relu_", "sigmoid_", "tanh_", "exp_"):
     SAVES[getattr(torch.Tensor, _name)] = _output
 for _name in ("__mul__", "__rmul__", "mul_", "__imul__"):

@@ -10,8 +10,10 @@ break it is, so that a trace tells the model's mistakes from a bug of shapetrace
 
 A shape function returns NotImplemented for every case it does not claim to reproduce
 exactly (an unusual dtype, an argument torch rejects with a message of its own), and torch
-runs instead. Outputs are contiguous: torch keeps the layout of a permuted input through
-elementwise ops, which only matters to a later `.view()` or `.stride()`.
+runs instead. An elementwise output keeps its inputs' dimension order, as torch's does
+(`layout`: a later `.contiguous()`, `.view()` or matrix product depends on it); the other
+outputs are contiguous, as torch makes them for contiguous or permuted inputs (channels-last
+inputs aside).
 
 Keys are the objects a TorchFunctionMode receives, which are not always the ones called:
 `x + y` arrives as `Tensor.add`, `x += y` as `Tensor.add_`, `2 - x` as `Tensor.__rsub__`,

@@ -28,6 +28,7 @@ from shapetrace.tracing.metashapes.arguments import (
     meta,
     signature_of,
 )
+from shapetrace.tracing.metashapes.layout import elementwise_output
 from shapetrace.tracing.metashapes.mismatch import ShapeMismatch
 
 _UNARY = signature_of(lambda input: None)
@@ -69,7 +70,7 @@ def _float_unary(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     dtype = _float_result(bound["input"]) if bound else None
     if bound is None or dtype is None:
         return NotImplemented
-    return meta(bound["input"].shape, dtype)
+    return elementwise_output(bound["input"].shape, dtype, (bound["input"],))
 
 
 def _negative(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
@@ -78,7 +79,7 @@ def _negative(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     # Bools are torch's to refuse, with a message of its own.
     if not is_tensor_operand(input) or input.dtype == torch.bool:
         return NotImplemented
-    return meta(input.shape, input.dtype)
+    return elementwise_output(input.shape, input.dtype, (input,))
 
 
 def _activation(signature: inspect.Signature) -> ShapeFunction:
@@ -90,7 +91,7 @@ def _activation(signature: inspect.Signature) -> ShapeFunction:
             return NotImplemented
         if bound.get("inplace"):
             return bound["input"]
-        return meta(bound["input"].shape, bound["input"].dtype)
+        return elementwise_output(bound["input"].shape, bound["input"].dtype, (bound["input"],))
 
     return shape_function
 
@@ -105,7 +106,7 @@ def _dropout(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     # Like torch, which hands back the input itself when it works in place or changes nothing.
     if bound["inplace"] or not bound["training"]:
         return bound["input"]
-    return meta(bound["input"].shape, bound["input"].dtype)
+    return elementwise_output(bound["input"].shape, bound["input"].dtype, (bound["input"],))
 
 
 def _softmax(signature: inspect.Signature) -> ShapeFunction:
@@ -253,7 +254,7 @@ def _binary(operation: str, in_place: bool = False) -> ShapeFunction:
             _check_in_place(input, shape, dtype)
         if not _kernel_accepts(operation, bound, dtype):
             return NotImplemented
-        return input if in_place else meta(shape, dtype)
+        return input if in_place else elementwise_output(shape, dtype, (input, other))
 
     return shape_function
 
