@@ -321,6 +321,13 @@ LAYOUT_AND_INDEXING = {
     "linear of transposed maps": lambda m, h: m.linear(h.flatten(2).transpose(1, 2)),
     "linear of one transposed map": lambda m, h: m.linear(h[:1].flatten(2).transpose(1, 2)),
     "frozen linear of transposed maps": lambda m, h: m.frozen(h.flatten(2).transpose(1, 2)) * 2,
+    # Norms and extrema over a dim keep their input and their reduced result.
+    "F.normalize": lambda m, h: F.normalize(h, dim=1),
+    "norm": lambda m, h: h.norm(2, 1, True) * 2,
+    "std": lambda m, h: h.std(1, keepdim=True) * 2,
+    "amax": lambda m, h: h - h.amax(1, keepdim=True),
+    "clamp_min": lambda m, h: h.clamp_min(0.1) * 2,
+    "masked_fill": lambda m, h: h.masked_fill(h > 0, 0.0) * 2,
     # Indexing keeps its index tensors.
     "x[index]": lambda m, h: h[:, m.index] * h,
     "index_select": lambda m, h: torch.index_select(h, 1, m.index) * h,

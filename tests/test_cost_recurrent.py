@@ -102,3 +102,29 @@ def test_a_projected_lstm_saves_its_unprojected_states() -> None:
     cost = run_trace(meta, (_input(options, "meta"),), cost=CostOptions()).cost
     assert cost is not None
     assert cost.saved_bytes == expected
+
+
+class _Permuted(nn.Module):
+    """Demucs's BLSTM: the (B, C, T) map permuted to (T, B, C) for the LSTM, which then flattens
+    its rows for the input projection: a view of the map for one sequence, a copy per direction
+    for more."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(2, 8, 1)
+        self.lstm = nn.LSTM(8, 8, num_layers=2, bidirectional=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        output: torch.Tensor = self.lstm(self.conv(x).permute(2, 0, 1))[0]
+        return output
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_permuted_sequence_is_kept_as_atens_cells_keep_it(batch: int) -> None:
+    torch.manual_seed(0)
+    model = _Permuted().eval()
+    with _atens_cells():
+        expected = saved_bytes(model, (torch.randn(batch, 2, 6),))
+    cost = run_trace(model.to("meta"), (torch.empty(batch, 2, 6, device="meta"),), cost=CostOptions()).cost
+    assert cost is not None
+    assert cost.saved_bytes == expected

@@ -277,12 +277,22 @@ for _name in _OPERATORS:
     OTHER_FLOPS[getattr(torch.Tensor, f"__{_name}__")] = 1
 for _function in (*_NORMS, F.softmax, F.log_softmax, torch.softmax, torch.Tensor.softmax, torch.log_softmax):
     OTHER_FLOPS[_function] = 5
-for _function in (torch.mean, torch.Tensor.mean, torch.sum, torch.Tensor.sum, F.adaptive_avg_pool2d):
+for _function in (
+    torch.mean,
+    torch.Tensor.mean,
+    torch.sum,
+    torch.Tensor.sum,
+    F.adaptive_avg_pool2d,
+    torch.norm,
+    torch.Tensor.norm,
+    torch.linalg.vector_norm,
+):
     OTHER_FLOPS[_function] = _per_input_element
 for _spatial in (1, 2, 3):
     for _kind in ("avg", "max"):
         OTHER_FLOPS[getattr(F, f"{_kind}_pool{_spatial}d")] = _pooling
     OTHER_FLOPS[getattr(F, f"max_pool{_spatial}d_with_indices")] = _pooling
 OTHER_FLOPS[F.interpolate] = _interpolation
+OTHER_FLOPS[F.normalize] = 3  # a square and a sum per element for the norm, then a division
 for _recurrent in RECURRENT:
     OTHER_FLOPS[_recurrent] = recurrent_other_flops

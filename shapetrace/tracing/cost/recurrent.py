@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from shapetrace.tracing.cost.batched import mergeable
+
 if TYPE_CHECKING:
     from shapetrace.tracing.cost.saving import Saver
 
@@ -108,8 +110,9 @@ def make_rule(function: Callable[..., Any]) -> Callable[[Saver, Sequence[Any], d
         time_major = source.transpose(0, 1) if call.batch_first and source.dim() == 3 else source
         for state_tensor in call.states:
             saver.save(state_tensor)
-        # The first layer's input: kept as it is when contiguous, else copied by each direction.
-        if time_major.is_contiguous():
+        # The first layer's input, its rows flattened for the input projection (a matmul that
+        # folds them): kept as it is when they flatten as a view, else copied by each direction.
+        if mergeable(time_major, range(time_major.dim() - 1)):
             saver.save(source)
         else:
             for _ in range(call.directions):

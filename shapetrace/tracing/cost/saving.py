@@ -62,6 +62,29 @@ def _output(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: A
     saver.save(output)
 
 
+def _input_and_output(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
+    """A norm or extremum over dims (torch.norm, std, amax): its input, and the reduced result."""
+    saver.save(_first(args, kwargs))
+    saver.save(output)
+
+
+def _normalize(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
+    """F.normalize, `x / x.norm(dim).clamp_min(eps)`: the input, the norm and its clamp, both reduced."""
+    source = _first(args, kwargs)
+    if not isinstance(source, torch.Tensor) or not source.dim():
+        return
+    dim = args[2] if len(args) > 2 else kwargs.get("dim", 1)
+    extent = source.shape[dim] if isinstance(dim, int) and -source.dim() <= dim < source.dim() else 0
+    saver.save(source)
+    if extent:
+        saver.save_new(2 * (source.numel() // extent) * source.element_size())
+
+
+def _mask(saver: Saver, args: Sequence[Any], kwargs: dict[str, Any], output: Any) -> None:
+    """masked_fill(input, mask, value): the mask."""
+    saver.save(args[1] if len(args) > 1 else kwargs.get("mask"))
+
+
 def _operands(first: int, second: int) -> Rule:
     """A product keeps each operand for the other's gradient (mul, div's numerator, mm, bmm)."""
 
@@ -235,6 +258,8 @@ SAVES: dict[Callable[..., Any], Rule] = {
     F.multi_head_attention_forward: _multi_head,
     torch.where: _where,
     torch.Tensor.__getitem__: _indexed,
+    F.normalize: _normalize,
+    torch.linalg.vector_norm: _input_and_output,
     torch.matmul: batched.matmul,
     torch.Tensor.matmul: batched.matmul,
     torch.Tensor.__matmul__: batched.matmul,
@@ -271,8 +296,11 @@ for _activation in (F.softsign, F.logsigmoid):
 for _activation in (F.relu, F.softmax, F.log_softmax, F.sigmoid, F.tanh):
     SAVES[_activation] = _output
 for _owner in (torch, torch.Tensor):
-    for _name in ("sin", "cos", "log", "abs", "clamp", "clip", "var", "std", "erf", "square"):
+    for _name in ("sin", "cos", "log", "abs", "clamp", "clip", "clamp_min", "clamp_max", "var", "erf", "square"):
         SAVES[getattr(_owner, _name)] = _input
+    for _name in ("std", "norm", "amax", "amin"):
+        SAVES[getattr(_owner, _name)] = _input_and_output
+    SAVES[_owner.masked_fill] = _mask
     for _name in ("relu", "sigmoid", "tanh", "exp", "sqrt", "rsqrt", "softmax", "log_softmax", "reciprocal"):
         SAVES[getattr(_owner, _name)] = _output
     SAVES[_owner.pow] = _power
