@@ -307,7 +307,7 @@ class _Then(nn.Module):
         return self.function(self, self.conv(x))
 
 
-LAYOUT_AND_INDEXING = {
+SAVED_BY_FUNCTIONS = {
     # torch's group and instance norms copy a permuted input to contiguous and keep the copy;
     # layer norm keeps the input itself (the product keeps the map again: a copy counts apart).
     "group norm of a permuted map": lambda m, h: m.norm(h.permute(0, 1, 3, 2)) * h.permute(0, 1, 3, 2),
@@ -340,8 +340,8 @@ def _kept_transposed(stream: torch.Tensor) -> torch.Tensor:
     return stream.contiguous() * stream
 
 
-@pytest.mark.parametrize("function", LAYOUT_AND_INDEXING.values(), ids=LAYOUT_AND_INDEXING.keys())
-def test_layouts_and_indexing_save_what_autograd_saves(
+@pytest.mark.parametrize("function", SAVED_BY_FUNCTIONS.values(), ids=SAVED_BY_FUNCTIONS.keys())
+def test_layouts_reductions_and_indexing_save_what_autograd_saves(
     function: Callable[[nn.Module, torch.Tensor], torch.Tensor],
 ) -> None:
     def build(device: str) -> nn.Module:
