@@ -21,7 +21,7 @@ from shapetrace.analysis.size_rules import Derived, derive_size_rule, invalid_ne
 from shapetrace.minimum import smallest_confirmed
 from shapetrace.records import AxisRule, BreakKind, Shape, SizeRule, Trace
 from shapetrace.tracing.light_pass import LightPass, first_break
-from shapetrace.tracing.tracer import observe, observed
+from shapetrace.tracing.tracer import collector_paused, observe, observed
 
 ArgumentsAt = Callable[[Shape], tuple[Sequence[Any], dict[str, Any]]]
 """Builds the model's (args, kwargs) for one spatial size (one extent per axis)."""
@@ -36,14 +36,20 @@ class ProbesUnavailable(Exception):  # noqa: N818 - a reason to skip probing, re
 
 
 class Prober:
-    """Full traces of one meta model at other sizes, each size traced once."""
+    """Traces of one meta model at other sizes, each size traced once (light passes where they tell)."""
 
-    def __init__(self, model: Callable[[], nn.Module], arguments_at: ArgumentsAt) -> None:
-        """`model` builds the meta model on first use (a copy, or the user's own model if on meta)."""
+    def __init__(self, model: Callable[[], nn.Module], arguments_at: ArgumentsAt, *, light: bool = False) -> None:
+        """`model` builds the meta model on first use (a copy, or the user's own model if on meta).
+
+        `light`: `accepts` asks a light pass first, where no full trace at that size will be
+        wanted later (a sweep's probes; a trace's are traced again to verify its fixes).
+        """
         self._build: Callable[[], nn.Module] | None = model
+        self._lightly = light
         self._model: nn.Module | None = None
         self.arguments_at = arguments_at
         self.traces: dict[Shape, Trace] = {}
+        self._light: LightPass | None = None
 
     @property
     def model(self) -> nn.Module:
@@ -69,8 +75,26 @@ class Prober:
         return self.traces[size]
 
     def accepts(self, size: Shape) -> bool:
-        """Whether the model runs at `size` without a break a size can cause."""
+        """Whether the model runs at `size` without a break a size can cause.
+
+        With `light`, a light pass answers first (cheaper than a trace): no break, or a break
+        a size causes, is the answer; any other first break (a channel mismatch, which a trace
+        steps over) leaves it to a full trace.
+        """
+        if self._lightly and size not in self.traces:
+            kind = self._first_break(size)
+            if kind == "" or kind in _SIZE_KINDS:
+                return kind == ""
         return size_aligned(self.trace_at(size))
+
+    def _first_break(self, size: Shape) -> str:
+        if self._light is None:
+            self._light = LightPass({id(module): name for name, module in self.model.named_modules()})
+        light, model = self._light, self.model
+        args, kwargs = self.arguments_at(size)
+        with collector_paused(meta=True), observed(model, light.before, light.after, with_kwargs=True):
+            kind, _ = first_break(light, model, args, kwargs)
+        return kind
 
 
 def observed_or_interrupted(model: nn.Module, args: Sequence[Any], kwargs: dict[str, Any]) -> Trace:

@@ -112,11 +112,11 @@ def _sweep(
     """Every size's outcome, handed to `done` in order."""
     on_meta = _on_meta(model)
     meta_model = model if on_meta else meta_copy(model)
-    prober = Prober(lambda: meta_model, lambda size: inputs.make(META, size))
+    prober = Prober(lambda: meta_model, lambda size: inputs.make(META, size), light=True)
     trace = prober.trace_at(requested)
     if inputs.timestep and _wants_float_timestep(trace):
         inputs = dataclasses.replace(inputs, timestep_dtype=torch.float32)
-        prober = Prober(lambda: meta_model, lambda size: inputs.make(META, size))
+        prober = Prober(lambda: meta_model, lambda size: inputs.make(META, size), light=True)
         trace = prober.trace_at(requested)
     if any(brk.kind == META_VALUES for brk in trace.breaks):
         runner = cpu_model if cpu_model is not None else (None if on_meta else lambda: model)
