@@ -319,17 +319,22 @@ def run(case: Case) -> bool:
     return verdict == "ok"
 
 
-def main(selection: str = "") -> int:
-    warnings.simplefilter("ignore")  # deprecation notices of the third-party packages
-    cases: list[Case] = []
+def installed_cases(selection: str = "") -> list[Case]:
+    """The cases of every package installed here whose name contains `selection`; the others are named as skipped."""
     from bench.third_party_more import SOURCES
 
+    cases: list[Case] = []
     for source in (monai_cases, diffusers_cases, *SOURCES):
         try:
             cases += source()
         except ImportError as error:
             print(f"skipped {source.__name__}: {error}")
-    results = [run(case) for case in cases if selection.lower() in case.name.lower()]
+    return [case for case in cases if selection.lower() in case.name.lower()]
+
+
+def main(selection: str = "") -> int:
+    warnings.simplefilter("ignore")  # deprecation notices of the third-party packages
+    results = [run(case) for case in installed_cases(selection)]
     print(f"\n{sum(results)} of {len(results)} models paired as expected")
     return 0 if all(results) else 1
 

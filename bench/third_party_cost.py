@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.third_party import Case, diffusers_cases, monai_cases
+from bench.third_party import Case, installed_cases
 from shapetrace import run_trace
 from shapetrace.records import CostOptions
 from shapetrace.tracing.closures import deep_copy
@@ -93,15 +93,7 @@ def check(case: Case) -> bool:
 
 def main(selection: str = "") -> int:
     warnings.simplefilter("ignore")  # deprecation notices of the third-party packages
-    from bench.third_party_more import SOURCES
-
-    cases: list[Case] = []
-    for source in (monai_cases, diffusers_cases, *SOURCES):
-        try:
-            cases += source()
-        except ImportError as error:
-            print(f"skipped {source.__name__}: {error}")
-    chosen = [case for case in cases if case.aligned and selection.lower() in case.name.lower()]
+    chosen = [case for case in installed_cases(selection) if case.aligned]
     results = []
     for case in chosen:
         try:
