@@ -168,3 +168,12 @@ def test_a_channel_break_at_a_skip_of_an_encoder_that_returns_every_stage_names_
     first = traced.breaks[0].message
     assert first.endswith("receives 20 = 12 from blocks.0 + 8 from the skip of encoder.stages.2"), first
     assert "the skip of encoder.stages.1" in traced.breaks[1].message
+
+
+def test_one_stage_rounding_in_an_encoder_that_runs_every_stage_is_named_by_its_stage() -> None:
+    # At 48 only the last strided stage meets an odd size (3 → 2): still a stage, not "encoder".
+    model = user.SegUnet().eval()
+    assert not runs(model, image(3), 48)
+    (cause,) = trace(model, torch.empty(1, 3, 48, 48, device="meta")).causes
+    assert cause.kind == CauseKind.ROUNDING
+    assert cause.text.startswith("encoder.stages.4 (Sequential) rounded up an odd size: 3 → 2"), cause.text

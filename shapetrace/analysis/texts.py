@@ -24,11 +24,14 @@ def op_name(trace: Trace, record: Resampling, depth: int = BLOCK_DEPTH) -> str:
 
 
 def distinct_depth(trace: Trace, records: Sequence[Resampling]) -> int:
-    """The shallowest display depth that names different calls' ops differently.
+    """The shallowest display depth that names different calls' ops differently, among `records`
+    and every other resampling of the trace.
 
     An encoder that runs every stage inside one forward (`features = encoder(x)`) would
-    otherwise name each stage's downsampler "encoder"; its stages are one level deeper.
+    otherwise name each stage's downsampler "encoder", even where only one of them rounds;
+    its stages are one level deeper.
     """
+    records = [*records, *trace.resamplings]
     deepest = max((layer.depth for layer in trace.layers), default=BLOCK_DEPTH)
     for depth in range(BLOCK_DEPTH, deepest + 1):
         named: dict[str, int] = {}
