@@ -14,24 +14,15 @@ from typing import Any
 import torch
 
 from shapetrace.records import (
-    BROKEN,
     DOWNSTREAM,
     FAILED,
     OK,
-    Break,
-    BreakKind,
     BreakSide,
-    LayerRecord,
     LayerStatus,
-    MergeOp,
     Resampling,
     Shape,
-    ShapeWarning,
-    SkipPair,
-    WarningKind,
 )
 from shapetrace.tracing._torch_compat import has_children
-from shapetrace.tracing.geometry import RESAMPLING_MODULES, module_resampling
 from shapetrace.tracing.leaves import TORCH_LEAVES
 from shapetrace.tracing.walk import name_in_call
 
@@ -295,131 +286,3 @@ class Recorder:
         while self.stack:
             self.calls[self.stack.pop()].status = FAILED
         return innermost
-
-    def floored_sizes(self) -> list[ShapeWarning]:
-        """A warning for each leaf that shrinks a spatial size its stride does not divide.
-
-        Read from the finished calls rather than as they end: the forward pays nothing for it.
-        """
-        found: list[ShapeWarning] = []
-        for call in self.calls:
-            if call.children == 0 and call.status != FAILED:
-                warning = self._floored_size(call)
-                if warning is not None:
-                    found.append(warning)
-        return found
-
-    def _floored_size(self, call: Call) -> ShapeWarning | None:
-        if not call.inputs or not call.outputs:
-            return None
-        before, after = call.inputs[0], call.outputs[0]
-        if len(before) < 3 or len(before) != len(after) or before[2:] == after[2:]:
-            return None
-        strides = _strides(call.module, len(before) - 2)
-        for axis, (size_in, size_out) in enumerate(zip(before[2:], after[2:], strict=True)):
-            if 0 < size_out < size_in:
-                # The module's own stride where it has one (a pool turning 3 into 1 has stride 2).
-                stride = strides[axis] if strides else round(size_in / size_out)
-                if stride >= 2 and size_in % stride:
-                    kind = WarningKind.FLOORED if size_out == size_in // stride else WarningKind.ROUNDED_UP
-                    return ShapeWarning(call.index, kind, "", before[2:], after[2:], stride)
-        return None
-
-    def all_resamplings(self) -> tuple[Resampling, ...]:
-        """The functions' records and the resampling modules', in the order they ran."""
-        found = [(record.position, 1, order, record) for order, record in enumerate(self.resamplings)]
-        for call in self.calls:
-            if call.status == FAILED or not call.inputs or not call.outputs:
-                continue
-            if not isinstance(call.module, RESAMPLING_MODULES):
-                continue
-            position = self._end_position(call.index)
-            record = module_resampling(call.module, call.index, position, call.inputs[0], call.outputs[0])
-            if record is not None:
-                found.append((position, 0, call.index, record))
-        return tuple(record for *_, record in sorted(found, key=lambda item: item[:3]))
-
-    def _end_position(self, index: int) -> int:
-        """How many calls had begun when call `index` returned: the end of its subtree."""
-        depth = self.calls[index].depth
-        end = index + 1
-        while end < len(self.calls) and self.calls[end].depth > depth:
-            end += 1
-        return end
-
-    # --- freezing ---------------------------------------------------------------------
-
-    def layers(self, params: dict[int, int]) -> tuple[LayerRecord, ...]:
-        broken = {brk.leaf for brk in self.breaks} | {self._break_layer(brk) for brk in self.breaks}
-        return tuple(
-            LayerRecord(
-                index=call.index,
-                name=self.name_of(call),
-                type=type(call.module).__name__,
-                depth=call.depth,
-                parent=call.parent,
-                inputs=call.inputs,
-                outputs=call.outputs,
-                params=params[id(call.module)],
-                status=BROKEN if call.index in broken else call.status,
-            )
-            for call in self.calls
-        )
-
-    def skips(self) -> tuple[SkipPair, ...]:
-        pairs = []
-        for merge in self.merges:
-            if self._prepares_a_skip(merge.origin):
-                continue  # inside a gate or another skip's preparation: part of that skip
-            target = merge.target if merge.target >= 0 else max(merge.origin, 0)
-            main = merge.main
-            for part in merge.parts:
-                if part.role == "skip":
-                    pairs.append(
-                        SkipPair(
-                            part.producer, target, MergeOp(merge.op), merge.dim, part.shape, main.producer, main.shape
-                        )
-                    )
-        return tuple(pairs)
-
-    def _prepares_a_skip(self, index: int) -> bool:
-        """Whether call `index` ran inside (or is) a call that prepared a skip for its merge."""
-        preparations = self.preparations
-        while index >= 0 and preparations:
-            if index in preparations:
-                return True
-            parent = self.calls[index].parent
-            index = -1 if parent is None else parent
-        return False
-
-    def _break_layer(self, brk: PendingBreak) -> int:
-        if brk.layer >= 0:
-            return brk.layer
-        if brk.merge >= 0 and self.merges[brk.merge].target >= 0:
-            return self.merges[brk.merge].target
-        return max(brk.leaf, 0) if self.calls else MODEL_INPUT
-
-    def frozen_breaks(self) -> tuple[Break, ...]:
-        return tuple(
-            Break(
-                layer=self._break_layer(brk),
-                leaf=max(brk.leaf, 0) if self.calls else MODEL_INPUT,  # stopped before any call
-                kind=BreakKind(brk.kind),
-                message=brk.detail,
-                op=brk.op,
-                dim=brk.dim,
-                sides=brk.sides,
-                expected=brk.expected,
-            )
-            for brk in self.breaks
-        )
-
-
-def _strides(module: torch.nn.Module, spatial: int) -> tuple[int, ...]:
-    """The module's stride per spatial axis, or () when it declares none."""
-    stride = getattr(module, "stride", None)
-    if isinstance(stride, int):
-        return (stride,) * spatial
-    if isinstance(stride, tuple) and len(stride) == spatial and all(isinstance(s, int) for s in stride):
-        return stride
-    return ()
