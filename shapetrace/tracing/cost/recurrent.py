@@ -9,15 +9,18 @@ FLOPs are what FlopCounterMode counts when the layer runs on ATen's own cells (a
 every weight matrix meets every step of every sequence once, 2 FLOPs per multiply-add. The
 gates' elementwise work goes in `other_flops`.
 
-What backward keeps is what those cells keep, read off ATen's RNN.cpp (torch 2.13): each layer's
-input for its input projection (a copy per direction when it is not contiguous, as with
-batch_first), the initial states, and per step: a simple cell its new state; a GRU cell its
-hidden gates, new gate and two copies an in-place product keeps (6 states' worth) plus its new
-state for the next step; an LSTM cell its gates and the cell state's tanh (5 states' worth)
-plus its new hidden and cell states for the next step (and, with proj_size, the unprojected
-state). tests/test_cost_recurrent.py checks this against saved_tensors_hooks on the CPU. The
-CPU's oneDNN LSTM (torch's default there for float32) keeps a workspace of its own layout
-instead, and cuDNN a reserve: those differ from this estimate.
+What backward keeps is what those cells keep, read off ATen's RNN.cpp (torch 2.13):
+- each layer's input for its input projection: itself, or a copy per direction where its rows
+  do not flatten as a view (batch_first over several sequences);
+- the initial states;
+- per step, a simple cell its new state; a GRU cell its hidden gates, new gate and two copies
+  an in-place product keeps (6 states' worth), plus its new state for the next step; an LSTM
+  cell its gates and the cell state's tanh (5 states' worth), plus its new hidden and cell
+  states for the next step (and, with proj_size, the unprojected state).
+
+tests/test_cost_recurrent.py checks this against saved_tensors_hooks on the CPU. The CPU's
+oneDNN LSTM (torch's default there for float32) keeps a workspace of its own layout instead,
+and cuDNN a reserve: those differ from this estimate.
 """
 
 from __future__ import annotations
