@@ -45,7 +45,7 @@ class Prober:
         wanted later (a sweep's probes; a trace's are traced again to verify its fixes).
         """
         self._build: Callable[[], nn.Module] | None = model
-        self._lightly = light
+        self._probe_lightly = light
         self._model: nn.Module | None = None
         self.arguments_at = arguments_at
         self.traces: dict[Shape, Trace] = {}
@@ -81,7 +81,7 @@ class Prober:
         a size causes, is the answer; any other first break (a channel mismatch, which a trace
         steps over) leaves it to a full trace.
         """
-        if self._lightly and size not in self.traces:
+        if self._probe_lightly and size not in self.traces:
             kind = self._first_break(size)
             if kind == "" or kind in _SIZE_KINDS:
                 return kind == ""

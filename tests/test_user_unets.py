@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from shapetrace import size_rule, trace, wrap
+from shapetrace import trace, wrap
 from shapetrace.cli import main
 from shapetrace.records import CauseKind
 from shapetrace.testing import assert_aligned
@@ -27,6 +27,7 @@ from tests.fixtures.user_cases import (
     meta_trace,
     pairs_of,
     runs,
+    size_rule_disagreements,
 )
 
 
@@ -145,15 +146,7 @@ SIZES |= {"wave": range(80, 110, 3), "nested": range(5, 19)}
 
 @pytest.mark.parametrize("name", list(SIZES))
 def test_size_rule_accepts_exactly_the_sizes_a_real_forward_runs(name: str) -> None:
-    case = CASES[name]
-    torch.manual_seed(0)
-    model = case.build().eval()
-    args, kwargs = case.inputs(case.size, "meta")
-    rule = size_rule(model, *args, **kwargs)
-    assert rule is not None
-    dims = len(rule.axes)
-    disagree = [n for n in SIZES[name] if rule.accepts((n,) * dims) != runs(model, case.inputs, n)]
-    assert disagree == []
+    assert size_rule_disagreements(CASES[name], SIZES[name]) == []
 
 
 @pytest.mark.parametrize("name", ["diffusion", "functional", "attention", "class_labels", "nested"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shapetrace import size_rule, trace, wrap
+from shapetrace import trace, wrap
 from shapetrace.records import CauseKind
 from tests.fixtures import user_unets2 as user
 from tests.fixtures.user_cases import (
@@ -23,6 +23,7 @@ from tests.fixtures.user_cases import (
     meta_trace,
     pairs_of,
     runs,
+    size_rule_disagreements,
 )
 
 SEG_SOURCES = ("encoder.stages.3.1", "encoder.stages.2.1", "encoder.stages.1.1", "encoder.stages.0.1")
@@ -82,15 +83,7 @@ SIZES = {
 
 @pytest.mark.parametrize("name", list(SIZES))
 def test_size_rule_accepts_exactly_the_sizes_a_real_forward_runs(name: str) -> None:
-    case = CASES[name]
-    torch.manual_seed(0)
-    model = case.build().eval()
-    args, kwargs = case.inputs(case.size, "meta")
-    rule = size_rule(model, *args, **kwargs)
-    assert rule is not None
-    dims = len(rule.axes)
-    disagree = [n for n in SIZES[name] if rule.accepts((n,) * dims) != runs(model, case.inputs, n)]
-    assert disagree == []
+    assert size_rule_disagreements(CASES[name], SIZES[name]) == []
 
 
 PLANTED = {

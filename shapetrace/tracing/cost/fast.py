@@ -43,17 +43,6 @@ def _weight_grad(meter: CostMeter, weight: torch.Tensor) -> bool:
     return bool(weight.requires_grad) if type(weight) is _PARAMETER else meter.requires_grad(weight)
 
 
-def _save_input(meter: CostMeter, source: torch.Tensor, call: int) -> None:
-    """`meter.save(source)` for `call`, for the followed tensor a layer's input usually is."""
-    meter.saving = call
-    entry = meter.storages.get(source.untyped_storage()._cdata)
-    if entry is None or entry() is None:
-        meter.save(source)  # a tensor the meter has not followed: the general path
-    elif entry.serial not in meter.saved:
-        meter.saved.add(entry.serial)
-        meter.saved_by_call += (call, entry.serial)
-
-
 def _convolution(*, transposed: bool) -> Handler:
     """torch.convNd as nn.ConvNd calls it: (input, weight, bias, stride, padding, dilation, groups).
 
@@ -71,16 +60,13 @@ def _convolution(*, transposed: bool) -> Handler:
         spatial = len(weight_shape) - 2
         if spatial < 1 or len(source_shape) != spatial + 2:
             return False  # unbatched, or no convolution torch runs: the general path
-        grad = (
-            (weight.requires_grad if type(weight) is _PARAMETER else meter.requires_grad(weight))
-            or meter.requires_grad(source)
-            or meter.any_grad(args[2:])
-        )
+        grad = _weight_grad(meter, weight) or meter.requires_grad(source) or meter.any_grad(args[2:])
         meter.track(output, grad, call)
         points = source_shape[2:] if transposed else output.shape[2:]
         meter.flops += (call, 2 * source_shape[0] * math.prod(points) * math.prod(weight_shape))
         if grad:
-            _save_input(meter, source, call)
+            meter.saving = call
+            meter.save(source)
             if type(weight) is not _PARAMETER:  # a layer's own weight is the model's, never kept as saved
                 meter.save(weight)
         return True
@@ -99,9 +85,10 @@ def _linear(meter: CostMeter, args: Sequence[Any], kwargs: dict[str, Any], outpu
     if len(weight_shape) != 2 or not source.dim():
         return False
     weight_grad = _weight_grad(meter, weight)
-    # Whether the input needs a gradient matters only for a weight the model does not hold.
-    source_grad = type(weight) is not _PARAMETER and meter.requires_grad(source)
-    grad = weight_grad or source_grad or meter.requires_grad(source) or meter.any_grad(args[2:])
+    # The input's gradient is asked for only where it decides something: the op needs a
+    # gradient at all, or a weight the model does not hold is kept for it.
+    source_grad = (not weight_grad or type(weight) is not _PARAMETER) and meter.requires_grad(source)
+    grad = weight_grad or source_grad or meter.any_grad(args[2:])
     meter.track(output, grad, call)
     # products.linear_flops written out: the rows are the input's entries over its last extent.
     columns = source.shape[-1]
@@ -114,7 +101,7 @@ def _linear(meter: CostMeter, args: Sequence[Any], kwargs: dict[str, Any], outpu
             batched.matmul(meter, (source, weight.t()), {}, output)  # at::linear's path: matmul
             return True
         if weight_grad:
-            _save_input(meter, source, call)  # rows flattened for addmm: a view
+            meter.save(source)  # rows flattened for addmm: a view
         if source_grad:  # a parameter is never kept as saved
             meter.save(weight)
     return True
